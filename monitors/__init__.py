@@ -1,0 +1,1 @@
+"""driftpilot monitors package."""
