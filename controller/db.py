@@ -1,0 +1,68 @@
+"""Engines and schema migrations for the event store (SQLite in WAL mode by default, PostgreSQL by URL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+from controller.errors import StoreUnavailable
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def create_store_engine(url: str) -> sa.Engine:
+    """An engine for ``url``; SQLite gets WAL + a busy timeout so readers never block the writer."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url)
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API objects
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # NORMAL under WAL survives an application crash; only a power cut can lose the last commits.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        # A dead server must fail the request in seconds, not hang it.
+        return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    raise StoreUnavailable(f"unsupported store URL {url!r}; use sqlite:///path or postgresql+psycopg://...")
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (idempotent). Runs on start and from ``driftpilot db upgrade``."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    except sa.exc.OperationalError as exc:
+        raise StoreUnavailable(describe_unreachable(engine, exc)) from exc
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def describe_unreachable(engine: sa.Engine, exc: Exception) -> str:
+    url = engine.url.render_as_string(hide_password=True)
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+    return (
+        f"event store {url} is unreachable: {reason}. Check that the database server is running and the URL "
+        "in the policy's storage.url is right; nothing was written."
+    )

@@ -1,0 +1,526 @@
+"""The event store: predictions, the natural labels that arrive later, decisions and small controller state.
+
+Two rules make everything downstream honest:
+
+* **Label maturity.** :meth:`EventStore.labeled_window` is the one accessor for labeled data. ``as_of=T`` returns only
+  labels that had arrived by ``T``, with the value in force at ``T`` (a later overwrite is invisible), in arrival
+  order. Training, monitoring and the promotion gate all read through it.
+* **Atomic, durable batches.** A batch is checked completely first and written in one transaction; any problem refuses
+  the whole batch and nothing is written. A method that returns has committed.
+
+Arrival times are stamped by the store's injected clock, never taken from the client, so a decision made at ``T``
+can be replayed exactly: nobody can insert a label "in the past".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from controller.clock import Clock, SystemClock, ensure_utc
+from controller.db import create_store_engine, describe_unreachable, upgrade
+from controller.errors import LabelConflict, PredictionConflict, Problem, StoreUnavailable
+from controller.tables import controller_state, decisions, labels, predictions
+
+# Keeps each IN (...) list and executemany well under SQLite's and PostgreSQL's parameter limits.
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """One validated prediction to store. ``prediction_id=None`` means: generate one."""
+
+    features: Mapping[str, Any]
+    event_time: datetime
+    prediction: Any = None
+    scores: Mapping[str, float] | None = None
+    prediction_id: str | None = None
+    model_version: str | None = None
+    source: str = "logged"
+
+
+@dataclass(frozen=True)
+class LabelRecord:
+    """One natural label for a prediction id. ``overwrite=True`` replaces a different stored value."""
+
+    prediction_id: str
+    value: Any
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class LabelReceipt:
+    """What a label batch did: new labels, exact repeats ignored, overwrites recorded, labels still waiting for
+    their prediction."""
+
+    inserted: int
+    duplicates: int
+    overwritten: int
+    unmatched: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"inserted": self.inserted, "duplicates": self.duplicates, "overwritten": self.overwritten,
+                "unmatched": self.unmatched}
+
+
+@dataclass(frozen=True)
+class LabelChange:
+    """One entry of a prediction's label history: the value, when it arrived and, if replaced, when."""
+
+    value: Any
+    arrived_at: datetime
+    superseded_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LabelStats:
+    model: str
+    as_of: datetime
+    predictions: int
+    labeled: int
+    pending: int
+    unmatched_labels: int
+    delay_seconds: dict[str, float | None]
+
+    @property
+    def coverage(self) -> float | None:
+        return self.labeled / self.predictions if self.predictions else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "as_of": self.as_of.isoformat(),
+            "predictions": self.predictions,
+            "labeled": self.labeled,
+            "pending": self.pending,
+            "unmatched_labels": self.unmatched_labels,
+            "coverage": self.coverage,
+            "label_delay_seconds": self.delay_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class LabeledWindow:
+    """Labeled rows matured by ``as_of``, in label-arrival order. See the module docstring."""
+
+    model: str
+    as_of: datetime
+    features: pd.DataFrame
+    labels: pd.Series
+    predictions: pd.Series
+    scores: pd.DataFrame | None
+    prediction_ids: pd.Series
+    event_times: pd.Series
+    label_times: pd.Series
+    model_versions: pd.Series
+    label_seqs: pd.Series
+    fingerprint: str = field(repr=False)
+
+    @property
+    def rows(self) -> int:
+        return len(self.labels)
+
+    @property
+    def start(self) -> datetime | None:
+        return self.label_times.iloc[0].to_pydatetime() if self.rows else None
+
+    @property
+    def end(self) -> datetime | None:
+        return self.label_times.iloc[-1].to_pydatetime() if self.rows else None
+
+    @property
+    def last_seq(self) -> int | None:
+        return int(self.label_seqs.iloc[-1]) if self.rows else None
+
+
+class EventStore:
+    """Predictions and natural labels for any number of models, on one database."""
+
+    def __init__(self, engine: sa.Engine, clock: Clock | None = None) -> None:
+        self.engine = engine
+        self.clock = clock or SystemClock()
+
+    @classmethod
+    def from_url(cls, url: str, clock: Clock | None = None, *, migrate: bool = True) -> EventStore:
+        """Open the store at ``url``, applying pending schema migrations first (``migrate=False`` to skip)."""
+        engine = create_store_engine(url)
+        if migrate:
+            upgrade(engine)
+        return cls(engine, clock)
+
+    # ---------------------------------------------------------------------------------------------------- writing
+
+    def add_predictions(self, model: str, records: Sequence[PredictionRecord]) -> list[str]:
+        """Store a batch of predictions atomically and return their ids (generated where not given).
+
+        Re-sending a prediction with the same id and the same content is a no-op (safe client retries); the same id
+        with different content refuses the whole batch with :class:`PredictionConflict`.
+        """
+        now = self.clock.now()
+        ids = [r.prediction_id or uuid.uuid4().hex for r in records]
+        rows = [
+            {
+                "model": model,
+                "prediction_id": pid,
+                "model_version": r.model_version,
+                "event_time": ensure_utc(r.event_time),
+                "received_at": now,
+                "features": dict(r.features),
+                "prediction": r.prediction,
+                "scores": dict(r.scores) if r.scores is not None else None,
+                "source": r.source,
+            }
+            for pid, r in zip(ids, records, strict=True)
+        ]
+        given = {r.prediction_id: i for i, r in enumerate(records) if r.prediction_id is not None}
+        with self._transaction() as conn:
+            if given:
+                existing = self._existing_predictions(conn, model, list(given))
+                problems, repeats = [], set()
+                for pid, stored in existing.items():
+                    row = rows[given[pid]]
+                    if _same_prediction(stored, row):
+                        repeats.add(pid)
+                    else:
+                        problems.append(Problem(given[pid], "prediction_id",
+                                                f"{pid!r} is already stored with different content; prediction "
+                                                "ids must be unique per model"))
+                if problems:
+                    raise PredictionConflict(problems)
+                rows = [row for row in rows if row["prediction_id"] not in repeats]
+            for chunk in _chunks(rows):
+                conn.execute(predictions.insert(), chunk)
+        return ids
+
+    def add_labels(self, model: str, records: Sequence[LabelRecord]) -> LabelReceipt:
+        """Store a batch of natural labels atomically, stamped with the store clock's arrival time.
+
+        A label may arrive before its prediction (it is kept and joins when the prediction arrives). The same value
+        twice is a no-op. A different value for an already-labeled prediction is a :class:`LabelConflict` (nothing
+        stored) unless the record says ``overwrite=True``; the old row is then kept, marked superseded, as the audit
+        record of the change.
+        """
+        try:
+            return self._add_labels_once(model, records)
+        except sa.exc.IntegrityError:
+            # Another writer labeled one of these ids between our read and our insert (the unique index on the
+            # current label caught it, and our transaction rolled back). Re-read and decide again, once.
+            return self._add_labels_once(model, records)
+
+    def _add_labels_once(self, model: str, records: Sequence[LabelRecord]) -> LabelReceipt:
+        now = self.clock.now()
+        with self._transaction() as conn:
+            current = self._current_labels(conn, model, [r.prediction_id for r in records])
+            inserts, superseded, problems = [], [], []
+            duplicates = 0
+            for index, record in enumerate(records):
+                pid = record.prediction_id
+                if pid in current:
+                    old = current[pid]
+                    if _same_value(old, record.value):
+                        duplicates += 1
+                        continue
+                    if not record.overwrite:
+                        problems.append(Problem(index, "value",
+                                                f"prediction {pid!r} already has label {old!r}, got {record.value!r};"
+                                                " send overwrite: true to replace it (the change is recorded)"))
+                        continue
+                    superseded.append(pid)
+                inserts.append({"model": model, "prediction_id": pid, "value": record.value, "arrived_at": now})
+                current[pid] = record.value
+            if problems:
+                raise LabelConflict(problems)
+            for chunk in _chunks(superseded):
+                conn.execute(
+                    labels.update()
+                    .where(labels.c.model == model, labels.c.prediction_id.in_(chunk),
+                           labels.c.superseded_at.is_(None))
+                    .values(superseded_at=now)
+                )
+            for chunk in _chunks(inserts):
+                conn.execute(labels.insert(), chunk)
+            new_ids = [row["prediction_id"] for row in inserts]
+            matched = len(self._existing_predictions(conn, model, new_ids, content=False)) if new_ids else 0
+        return LabelReceipt(inserted=len(inserts) - len(superseded), duplicates=duplicates,
+                            overwritten=len(superseded), unmatched=len(new_ids) - matched)
+
+    # ---------------------------------------------------------------------------------------------------- reading
+
+    def labeled_window(
+        self,
+        model: str,
+        as_of: datetime,
+        *,
+        since: datetime | None = None,
+        after_seq: int | None = None,
+        max_rows: int | None = None,
+        feature_types: Mapping[str, str] | None = None,
+    ) -> LabeledWindow:
+        """Joined prediction+label rows whose label had arrived by ``as_of``, oldest arrival first.
+
+        ``since`` keeps labels that arrived at or after it; ``after_seq`` keeps labels newer than a previous
+        window's ``last_seq``; ``max_rows`` keeps the most recent rows. ``feature_types`` (name -> numeric |
+        categorical | boolean) fixes the feature columns and their dtypes; without it, columns come from the data.
+        """
+        as_of = ensure_utc(as_of)
+        in_force = sa.and_(
+            labels.c.model == model,
+            labels.c.arrived_at <= as_of,
+            sa.or_(labels.c.superseded_at.is_(None), labels.c.superseded_at > as_of),
+        )
+        query = (
+            sa.select(
+                labels.c.seq, labels.c.prediction_id, labels.c.value, labels.c.arrived_at,
+                predictions.c.features, predictions.c.prediction, predictions.c.scores,
+                predictions.c.event_time, predictions.c.model_version,
+            )
+            .join(predictions, sa.and_(predictions.c.model == labels.c.model,
+                                       predictions.c.prediction_id == labels.c.prediction_id))
+            .where(in_force)
+        )
+        if since is not None:
+            query = query.where(labels.c.arrived_at >= ensure_utc(since))
+        if after_seq is not None:
+            query = query.where(labels.c.seq > after_seq)
+        if max_rows is not None:
+            if max_rows < 0:
+                raise ValueError(f"max_rows must be >= 0, got {max_rows}")
+            query = query.order_by(labels.c.seq.desc()).limit(max_rows)
+        else:
+            query = query.order_by(labels.c.seq)
+        with self._connection() as conn:
+            rows = conn.execute(query).all()
+        if max_rows is not None:
+            rows.reverse()
+        return _window_from_rows(model, as_of, rows, feature_types)
+
+    def predictions_frame(self, model: str, *, since: datetime | None = None, until: datetime | None = None,
+                          max_rows: int | None = None,
+                          feature_types: Mapping[str, str] | None = None) -> pd.DataFrame:
+        """Logged features by event time (labeled or not), newest ``max_rows``; the "current" side of data drift."""
+        query = sa.select(predictions.c.features, predictions.c.event_time).where(predictions.c.model == model)
+        if since is not None:
+            query = query.where(predictions.c.event_time >= ensure_utc(since))
+        if until is not None:
+            query = query.where(predictions.c.event_time <= ensure_utc(until))
+        query = query.order_by(predictions.c.event_time.desc())
+        if max_rows is not None:
+            query = query.limit(max_rows)
+        with self._connection() as conn:
+            rows = conn.execute(query).all()
+        rows.reverse()
+        return _features_frame([r.features for r in rows], feature_types)
+
+    def label_history(self, model: str, prediction_id: str) -> list[LabelChange]:
+        """Every value a prediction's label has had, oldest first (the overwrite audit trail)."""
+        query = (
+            sa.select(labels.c.value, labels.c.arrived_at, labels.c.superseded_at)
+            .where(labels.c.model == model, labels.c.prediction_id == prediction_id)
+            .order_by(labels.c.seq)
+        )
+        with self._connection() as conn:
+            return [LabelChange(r.value, r.arrived_at, r.superseded_at) for r in conn.execute(query)]
+
+    def get_prediction(self, model: str, prediction_id: str) -> dict[str, Any] | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                sa.select(predictions).where(predictions.c.model == model,
+                                             predictions.c.prediction_id == prediction_id)
+            ).first()
+        return dict(row._mapping) if row is not None else None
+
+    def count_predictions(self, model: str) -> int:
+        with self._connection() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).select_from(predictions).where(predictions.c.model == model)
+            ).scalar_one()
+
+    def label_stats(self, model: str, as_of: datetime | None = None, *, delay_sample: int = 100_000) -> LabelStats:
+        """Counts and label-delay percentiles as of ``as_of`` (default: now).
+
+        Delay = label arrival - prediction event time, over the most recent ``delay_sample`` matured labels, so the
+        cost stays bounded on a long history.
+        """
+        as_of = ensure_utc(as_of or self.clock.now())
+        in_force = sa.and_(
+            labels.c.model == model,
+            labels.c.arrived_at <= as_of,
+            sa.or_(labels.c.superseded_at.is_(None), labels.c.superseded_at > as_of),
+        )
+        join_on = sa.and_(predictions.c.model == labels.c.model,
+                          predictions.c.prediction_id == labels.c.prediction_id)
+        with self._connection() as conn:
+            n_predictions = conn.execute(
+                sa.select(sa.func.count()).select_from(predictions)
+                .where(predictions.c.model == model, predictions.c.received_at <= as_of)
+            ).scalar_one()
+            labeled = conn.execute(
+                sa.select(sa.func.count()).select_from(labels.join(predictions, join_on))
+                .where(in_force, predictions.c.received_at <= as_of)
+            ).scalar_one()
+            all_labels = conn.execute(sa.select(sa.func.count()).select_from(labels).where(in_force)).scalar_one()
+            delays = conn.execute(
+                sa.select(labels.c.arrived_at, predictions.c.event_time)
+                .select_from(labels.join(predictions, join_on))
+                .where(in_force)
+                .order_by(labels.c.seq.desc())
+                .limit(delay_sample)
+            ).all()
+        seconds = np.array([(a - e).total_seconds() for a, e in delays], dtype=float)
+        percentiles = {
+            name: (float(np.percentile(seconds, q)) if seconds.size else None)
+            for name, q in (("p50", 50), ("p90", 90), ("p99", 99))
+        }
+        return LabelStats(model=model, as_of=as_of, predictions=n_predictions, labeled=labeled,
+                          pending=n_predictions - labeled, unmatched_labels=all_labels - labeled,
+                          delay_seconds=percentiles)
+
+    # ---------------------------------------------------------------------------------------------------- state
+
+    def put_state(self, model: str, key: str, value: bytes) -> None:
+        """Durably store a named blob (detector or learner state) for ``model``, replacing the old one."""
+        now = self.clock.now()
+        with self._transaction() as conn:
+            conn.execute(controller_state.delete().where(controller_state.c.model == model,
+                                                         controller_state.c.key == key))
+            conn.execute(controller_state.insert().values(model=model, key=key, value=value, updated_at=now))
+
+    def get_state(self, model: str, key: str) -> bytes | None:
+        with self._connection() as conn:
+            return conn.execute(
+                sa.select(controller_state.c.value).where(controller_state.c.model == model,
+                                                          controller_state.c.key == key)
+            ).scalar_one_or_none()
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the database answers."""
+        with self._connection() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ---------------------------------------------------------------------------------------------------- internals
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StoreUnavailable(describe_unreachable(self.engine, exc)) from exc
+
+    @contextmanager
+    def _connection(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StoreUnavailable(describe_unreachable(self.engine, exc)) from exc
+
+    def _existing_predictions(self, conn: sa.Connection, model: str, ids: list[str], *,
+                              content: bool = True) -> dict[str, dict]:
+        columns = [predictions.c.prediction_id]
+        if content:
+            columns += [predictions.c.features, predictions.c.prediction, predictions.c.scores,
+                        predictions.c.model_version, predictions.c.event_time]
+        found: dict[str, dict] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            for row in conn.execute(sa.select(*columns).where(predictions.c.model == model,
+                                                              predictions.c.prediction_id.in_(chunk))):
+                found[row.prediction_id] = dict(row._mapping)
+        return found
+
+    def _current_labels(self, conn: sa.Connection, model: str, ids: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            query = sa.select(labels.c.prediction_id, labels.c.value).where(
+                labels.c.model == model, labels.c.prediction_id.in_(chunk), labels.c.superseded_at.is_(None))
+            for row in conn.execute(query):
+                found[row.prediction_id] = row.value
+        return found
+
+
+# -------------------------------------------------------------------------------------------------------- helpers
+
+
+def _chunks(items: list) -> Iterator[list]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start:start + _CHUNK]
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    # JSON round-trips make 1 and 1.0 equal and keep True distinct from 1 only by type; compare as JSON does.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return a == b
+
+
+def _same_prediction(stored: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
+    return all(
+        _canonical(stored[key]) == _canonical(row[key])
+        for key in ("features", "prediction", "scores", "model_version", "event_time")
+    )
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, datetime):
+        return ensure_utc(value).isoformat()
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _features_frame(feature_rows: list[Mapping[str, Any]], feature_types: Mapping[str, str] | None) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(feature_rows) if feature_rows else pd.DataFrame()
+    if feature_types is None:
+        return frame.reset_index(drop=True)
+    columns = {}
+    for name, kind in feature_types.items():
+        values = frame[name] if name in frame.columns else pd.Series([None] * len(frame), dtype=object)
+        if kind == "numeric":
+            columns[name] = pd.to_numeric(values, errors="coerce").astype("float64")
+        else:
+            columns[name] = values.astype(object).where(values.notna(), None)
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
+
+
+def _window_from_rows(model: str, as_of: datetime, rows: list, feature_types: Mapping[str, str] | None
+                      ) -> LabeledWindow:
+    features = _features_frame([r.features for r in rows], feature_types)
+    score_rows = [r.scores for r in rows]
+    scores = (pd.DataFrame.from_records([s or {} for s in score_rows]).astype("float64")
+              if any(s for s in score_rows) else None)
+    digest = hashlib.sha256()
+    for r in rows:
+        digest.update(f"{r.prediction_id}\x1f{json.dumps(r.value)}\x1f{r.arrived_at.isoformat()}\x1e".encode())
+    return LabeledWindow(
+        model=model,
+        as_of=as_of,
+        features=features,
+        labels=pd.Series([r.value for r in rows], dtype=_label_dtype([r.value for r in rows]), name="label"),
+        predictions=pd.Series([r.prediction for r in rows], dtype=object, name="prediction"),
+        scores=scores,
+        prediction_ids=pd.Series([r.prediction_id for r in rows], dtype=object, name="prediction_id"),
+        event_times=pd.Series(pd.to_datetime([r.event_time for r in rows], utc=True), name="event_time"),
+        label_times=pd.Series(pd.to_datetime([r.arrived_at for r in rows], utc=True), name="label_time"),
+        model_versions=pd.Series([r.model_version for r in rows], dtype=object, name="model_version"),
+        label_seqs=pd.Series([r.seq for r in rows], dtype="int64", name="label_seq"),
+        fingerprint=digest.hexdigest(),
+    )
+
+
+def _label_dtype(values: list) -> str:
+    if values and all(isinstance(v, float) and not isinstance(v, bool) for v in values):
+        return "float64"
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "int64"
+    return "object"
