@@ -1,0 +1,254 @@
+"""The HTTP API (FastAPI): ingest predictions and natural labels, report label statistics, health and metrics.
+
+Build it with :func:`create_app` from already-opened :class:`ModelRuntime` objects; tests drive it in-process with
+``fastapi.testclient.TestClient`` (no server, no port). ``driftpilot serve`` runs it under uvicorn.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from controller.clock import Clock
+from controller.config import LoadedPolicy
+from controller.errors import InvalidBatch, LabelConflict, PredictionConflict, StoreUnavailable, UnknownModel
+from controller.ingest import Ingestor, LabelBatch, PredictionBatch
+from controller.store import EventStore
+
+
+@dataclass
+class ModelRuntime:
+    """Everything the API needs for one model: its policy, its store and its write token (None: no auth)."""
+
+    policy: LoadedPolicy
+    store: EventStore
+    ingestor: Ingestor
+    token: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.policy.config.model
+
+
+class ApiMetrics:
+    """Prometheus metrics on a registry of the app's own, so two apps in one process never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.accepted = Counter("driftpilot_events_accepted", "Events stored.", ["model", "kind"],
+                                registry=self.registry)
+        self.rejected = Counter("driftpilot_events_rejected",
+                                "Events refused; a batch that does not parse counts as one event.",
+                                ["model", "kind", "reason"], registry=self.registry)
+        self.latency = Histogram("driftpilot_request_seconds", "Request latency.", ["route", "method", "status"],
+                                 registry=self.registry,
+                                 buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5))
+
+
+def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiMetrics | None = None) -> FastAPI:
+    metrics = metrics or ApiMetrics()
+    app = FastAPI(
+        title="driftpilot",
+        summary="Predictions, natural labels and label statistics for the models driftpilot keeps fresh.",
+        version="0.1.0",
+    )
+    app.state.runtimes = runtimes
+    app.state.metrics = metrics
+    app.add_middleware(BodyLimit, limits={name: rt.policy.config.api.max_body_bytes for name, rt in runtimes.items()})
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.latency.labels(getattr(route, "path", "unmatched"), request.method,
+                               str(response.status_code)).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [_problem_from_pydantic(err) for err in exc.errors()]
+        _count_rejection(request, "invalid")
+        return JSONResponse(status_code=422, content={"error": "invalid batch; nothing was stored",
+                                                      "problems": problems})
+
+    @app.exception_handler(InvalidBatch)
+    async def _invalid_batch(request: Request, exc: InvalidBatch) -> JSONResponse:
+        conflict = isinstance(exc, (LabelConflict, PredictionConflict))
+        _count_rejection(request, "conflict" if conflict else "invalid")
+        return JSONResponse(status_code=409 if conflict else 422,
+                            content={"error": ("conflict with stored events" if conflict else "invalid batch")
+                                     + "; nothing was stored",
+                                     "problems": [p.to_dict() for p in exc.problems]})
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        _count_rejection(request, "store_unavailable")
+        return JSONResponse(status_code=503, content={"error": str(exc)})
+
+    @app.exception_handler(UnknownModel)
+    async def _unknown_model(request: Request, exc: UnknownModel) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"error": str(exc)})
+
+    def runtime(model: str) -> ModelRuntime:
+        try:
+            return runtimes[model]
+        except KeyError:
+            raise UnknownModel(model, list(runtimes)) from None
+
+    def authorize(rt: ModelRuntime, request: Request) -> JSONResponse | None:
+        if rt.token is None:
+            return None
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), rt.token.encode()):
+            return JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                                content={"error": "this endpoint needs 'Authorization: Bearer <token>' with the "
+                                                  f"token from ${rt.policy.config.api.token_env}"})
+        return None
+
+    def too_many(rt: ModelRuntime, kind: str, count: int) -> JSONResponse | None:
+        limit = rt.policy.config.api.max_batch_items
+        if count <= limit:
+            return None
+        metrics.rejected.labels(rt.name, kind, "too_large").inc(count)
+        return JSONResponse(status_code=413, content={
+            "error": f"batch of {count} items is over the limit of {limit} (api.max_batch_items); "
+                     "split it into smaller batches; nothing was stored"})
+
+    @app.post("/v1/models/{model}/predictions", tags=["ingest"],
+              responses={401: {}, 404: {}, 409: {}, 413: {}, 422: {}, 503: {}})
+    def add_predictions(model: str, batch: PredictionBatch, request: Request) -> Any:
+        """Store a batch of predictions made elsewhere (atomic: all stored, or none)."""
+        rt = runtime(model)
+        request.state.batch_size = len(batch.items)
+        if (denied := authorize(rt, request)) or (denied := too_many(rt, "prediction", len(batch.items))):
+            return denied
+        ids = rt.ingestor.add_predictions(batch.items)
+        metrics.accepted.labels(model, "prediction").inc(len(ids))
+        return {"accepted": len(ids), "prediction_ids": ids}
+
+    @app.post("/v1/models/{model}/labels", tags=["ingest"],
+              responses={401: {}, 404: {}, 409: {}, 413: {}, 422: {}, 503: {}})
+    def add_labels(model: str, batch: LabelBatch, request: Request) -> Any:
+        """Store a batch of natural labels, joined to predictions by id (atomic: all stored, or none)."""
+        rt = runtime(model)
+        request.state.batch_size = len(batch.items)
+        if (denied := authorize(rt, request)) or (denied := too_many(rt, "label", len(batch.items))):
+            return denied
+        receipt = rt.ingestor.add_labels(batch.items)
+        metrics.accepted.labels(model, "label").inc(len(batch.items))
+        return {"accepted": len(batch.items), **receipt.to_dict()}
+
+    @app.get("/v1/models/{model}/stats", tags=["monitoring"], responses={404: {}, 503: {}})
+    def stats(model: str) -> Any:
+        """Predictions, labeled, coverage, pending, and label-delay percentiles (seconds), as of now."""
+        rt = runtime(model)
+        return rt.store.label_stats(model, clock.now()).to_dict()
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> Any:
+        """The process is up (does not touch the database)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {}})
+    def readyz() -> Any:
+        """Every model's event store answers."""
+        problems = {}
+        for name, rt in runtimes.items():
+            try:
+                rt.store.ping()
+            except StoreUnavailable as exc:
+                problems[name] = str(exc)
+        if problems:
+            return JSONResponse(status_code=503, content={"status": "unavailable", "problems": problems})
+        return {"status": "ready", "models": sorted(runtimes)}
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def _count_rejection(request: Request, reason: str) -> None:
+        model = request.path_params.get("model", "unknown")
+        if model not in runtimes:
+            return
+        kind = "label" if request.url.path.endswith("/labels") else "prediction"
+        metrics.rejected.labels(model, kind, reason).inc(getattr(request.state, "batch_size", 1))
+
+    return app
+
+
+def _problem_from_pydantic(err: Mapping[str, Any]) -> dict[str, Any]:
+    loc = [p for p in err["loc"] if p != "body"]
+    index = None
+    if len(loc) >= 2 and loc[0] == "items" and isinstance(loc[1], int):
+        index, loc = loc[1], loc[2:]
+    field = ".".join(str(p) for p in loc) or "body"
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "unknown key; see the request schema at /openapi.json"
+    elif err["type"] == "json_invalid":
+        message = f"body is not valid JSON: {err.get('ctx', {}).get('error', message)}"
+    return {"index": index, "field": field, "problem": message}
+
+
+class BodyLimit:
+    """Refuse bodies over the model's ``api.max_body_bytes`` with 413 before reading them whole.
+
+    Checks Content-Length up front and counts streamed chunks for bodies without one.
+    """
+
+    def __init__(self, app: ASGIApp, limits: Mapping[str, int]) -> None:
+        self.app = app
+        self.limits = limits
+        self.default = max(limits.values(), default=16 * 1024 * 1024)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit_for(scope["path"])
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _BodyTooLarge:
+            await _too_large(limit)(scope, receive, send)
+
+    def _limit_for(self, path: str) -> int:
+        parts = path.strip("/").split("/")
+        if len(parts) >= 3 and parts[0] == "v1" and parts[1] == "models":
+            return self.limits.get(parts[2], self.default)
+        return self.default
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse(status_code=413, content={
+        "error": f"request body is over the limit of {limit} bytes (api.max_body_bytes); send smaller batches; "
+                 "nothing was stored"})

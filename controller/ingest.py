@@ -1,0 +1,101 @@
+"""Turn validated request items into store records: the write path shared by the HTTP API and the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from controller.clock import Clock, ensure_utc
+from controller.config import PolicyConfig
+from controller.errors import InvalidBatch
+from controller.store import EventStore, LabelReceipt, LabelRecord, PredictionRecord
+from controller.validation import (
+    check_features,
+    check_prediction_id,
+    check_scores,
+    check_target_value,
+    check_unique_ids,
+    normalize_target,
+)
+
+
+class PredictionIn(BaseModel):
+    """A prediction made elsewhere, to be joined with its natural label later."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prediction_id: str | None = Field(None, description="Client id; generated when absent. Labels refer to it.")
+    event_time: datetime | None = Field(None, description="When the prediction was made (ISO-8601; naive = UTC). "
+                                                          "Defaults to the time the server received it.")
+    model_version: str | None = Field(None, description="Registry version that made the prediction, if known.")
+    features: dict[str, Any] = Field(description="Feature name -> value, as declared in the policy.")
+    prediction: Any = Field(description="The predicted class label, or number for regression.")
+    scores: dict[str, Any] | None = Field(None, description="Class probabilities, keyed by class label.")
+
+
+class LabelIn(BaseModel):
+    """A natural label for an earlier (or a not yet received) prediction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prediction_id: str
+    label: Any = Field(description="The true class label, or number for regression.")
+    overwrite: bool = Field(False, description="Replace a different label already stored (the change is recorded).")
+
+
+class PredictionBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[PredictionIn]
+
+
+class LabelBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[LabelIn]
+
+
+class Ingestor:
+    """Validates a whole batch against one model's policy, then writes it atomically (all or nothing)."""
+
+    def __init__(self, policy: PolicyConfig, store: EventStore, clock: Clock) -> None:
+        self.policy = policy
+        self.store = store
+        self.clock = clock
+
+    def add_predictions(self, items: Sequence[PredictionIn], *, source: str = "logged") -> list[str]:
+        problems = check_unique_ids([item.prediction_id for item in items])
+        for index, item in enumerate(items):
+            if item.prediction_id is not None:
+                problems += check_prediction_id(index, item.prediction_id)
+            problems += check_features(self.policy, index, item.features)
+            problems += check_target_value(self.policy, index, "prediction", item.prediction)
+            problems += check_scores(self.policy, index, item.scores)
+        if problems:
+            raise InvalidBatch(problems)
+        now = self.clock.now()
+        records = [
+            PredictionRecord(
+                features=item.features,
+                event_time=ensure_utc(item.event_time) if item.event_time is not None else now,
+                prediction=normalize_target(self.policy, item.prediction),
+                scores=item.scores,
+                prediction_id=item.prediction_id,
+                model_version=item.model_version,
+                source=source,
+            )
+            for item in items
+        ]
+        return self.store.add_predictions(self.policy.model, records)
+
+    def add_labels(self, items: Sequence[LabelIn]) -> LabelReceipt:
+        problems = []
+        for index, item in enumerate(items):
+            problems += check_prediction_id(index, item.prediction_id)
+            problems += check_target_value(self.policy, index, "label", item.label)
+        if problems:
+            raise InvalidBatch(problems)
+        records = [LabelRecord(item.prediction_id, normalize_target(self.policy, item.label), item.overwrite)
+                   for item in items]
+        return self.store.add_labels(self.policy.model, records)
