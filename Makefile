@@ -1,0 +1,29 @@
+# The two commands of the README. Each creates .venv and installs driftpilot into it when needed.
+#   make run   - start driftpilot on the embedded default (SQLite event store, local MLflow store)
+#   make test  - run the test suite (needs PostgreSQL on 127.0.0.1:5432, database `test`, trust auth)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+POLICY ?= config/example-classification.yaml
+HOST ?= 127.0.0.1
+PORT ?= 8080
+PYTEST_ARGS ?=
+
+.PHONY: run test install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+run: install
+	$(VENV)/bin/driftpilot serve --config $(POLICY) --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .driftpilot *.egg-info
