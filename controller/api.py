@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -21,17 +21,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import InvalidBatch, LabelConflict, PredictionConflict, StoreUnavailable, UnknownModel
-from controller.ingest import Ingestor, LabelBatch, PredictionBatch
-from controller.store import EventStore
+from controller.ingest import Ingestor, LabelBatch, PredictionBatch, PredictRequest
+from controller.serving import ChampionHolder, NoChampion, predict_frame
+from controller.store import EventStore, PredictionRecord, features_frame
+from controller.validation import check_features, check_prediction_id, check_unique_ids
 
 
 @dataclass
 class ModelRuntime:
-    """Everything the API needs for one model: its policy, its store and its write token (None: no auth)."""
+    """Everything the API needs for one model: its policy, store, champion and write token (None: no auth)."""
 
     policy: LoadedPolicy
     store: EventStore
     ingestor: Ingestor
+    champion: ChampionHolder
     token: str | None = None
 
     @property
@@ -49,6 +52,8 @@ class ApiMetrics:
         self.rejected = Counter("driftpilot_events_rejected",
                                 "Events refused; a batch that does not parse counts as one event.",
                                 ["model", "kind", "reason"], registry=self.registry)
+        self.served = Counter("driftpilot_predictions_served", "Predictions served by /predict.",
+                              ["model", "version"], registry=self.registry)
         self.latency = Histogram("driftpilot_request_seconds", "Request latency.", ["route", "method", "status"],
                                  registry=self.registry,
                                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5))
@@ -105,16 +110,21 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
         except KeyError:
             raise UnknownModel(model, list(runtimes)) from None
 
-    def authorize(rt: ModelRuntime, request: Request) -> JSONResponse | None:
+    def authorize(model: str, request: Request) -> None:
+        """A dependency, so it runs before the body is parsed: no token, no validation work and no 422 hints."""
+        rt = runtime(model)
         if rt.token is None:
-            return None
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), rt.token.encode()):
-            return JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"},
-                                content={"error": "this endpoint needs 'Authorization: Bearer <token>' with the "
-                                                  f"token from ${rt.policy.config.api.token_env}"})
-        return None
+            raise _Unauthorized(rt.policy.config.api.token_env or "")
+
+    @app.exception_handler(_Unauthorized)
+    async def _unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
+        _count_rejection(request, "unauthorized")
+        return JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                            content={"error": "this endpoint needs 'Authorization: Bearer <token>' with the token "
+                                              f"from ${exc.token_env}; nothing was stored"})
 
     def too_many(rt: ModelRuntime, kind: str, count: int) -> JSONResponse | None:
         limit = rt.policy.config.api.max_batch_items
@@ -127,11 +137,12 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
 
     @app.post("/v1/models/{model}/predictions", tags=["ingest"],
               responses={401: {}, 404: {}, 409: {}, 413: {}, 422: {}, 503: {}})
-    def add_predictions(model: str, batch: PredictionBatch, request: Request) -> Any:
+    def add_predictions(model: str, batch: PredictionBatch, request: Request,
+                        _auth: None = Depends(authorize)) -> Any:
         """Store a batch of predictions made elsewhere (atomic: all stored, or none)."""
         rt = runtime(model)
         request.state.batch_size = len(batch.items)
-        if (denied := authorize(rt, request)) or (denied := too_many(rt, "prediction", len(batch.items))):
+        if denied := too_many(rt, "prediction", len(batch.items)):
             return denied
         ids = rt.ingestor.add_predictions(batch.items)
         metrics.accepted.labels(model, "prediction").inc(len(ids))
@@ -139,15 +150,60 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
 
     @app.post("/v1/models/{model}/labels", tags=["ingest"],
               responses={401: {}, 404: {}, 409: {}, 413: {}, 422: {}, 503: {}})
-    def add_labels(model: str, batch: LabelBatch, request: Request) -> Any:
+    def add_labels(model: str, batch: LabelBatch, request: Request, _auth: None = Depends(authorize)) -> Any:
         """Store a batch of natural labels, joined to predictions by id (atomic: all stored, or none)."""
         rt = runtime(model)
         request.state.batch_size = len(batch.items)
-        if (denied := authorize(rt, request)) or (denied := too_many(rt, "label", len(batch.items))):
+        if denied := too_many(rt, "label", len(batch.items)):
             return denied
         receipt = rt.ingestor.add_labels(batch.items)
         metrics.accepted.labels(model, "label").inc(len(batch.items))
         return {"accepted": len(batch.items), **receipt.to_dict()}
+
+    @app.post("/v1/models/{model}/predict", tags=["serving"],
+              responses={401: {}, 404: {}, 413: {}, 422: {}, 503: {}})
+    def predict(model: str, body: PredictRequest, request: Request, _auth: None = Depends(authorize)) -> Any:
+        """Predict one row (``{"features": {...}}``) or a batch (``{"items": [...]}``) with the champion.
+
+        Every prediction is logged to the store with its id and the version that made it, so natural labels can be
+        joined later. All rows of one request are served by the same version, even during a hot swap.
+        """
+        rt = runtime(model)
+        items = body.rows()
+        request.state.batch_size = len(items)
+        if denied := too_many(rt, "prediction", len(items)):
+            return denied
+        problems = check_unique_ids([item.prediction_id for item in items])
+        for index, item in enumerate(items):
+            if item.prediction_id is not None:
+                problems += check_prediction_id(index, item.prediction_id)
+            problems += check_features(rt.policy.config, index, item.features)
+        if problems:
+            raise InvalidBatch(problems)
+        served = rt.champion.current  # one snapshot for the whole request
+        frame = features_frame([item.features for item in items], rt.policy.config.feature_types)
+        result = predict_frame(served.model, frame)
+        now = clock.now()
+        records = [
+            PredictionRecord(features=item.features, event_time=now, prediction=value,
+                             scores=result.scores[i] if result.scores is not None else None,
+                             prediction_id=item.prediction_id, model_version=served.version, source="served")
+            for i, (item, value) in enumerate(zip(items, result.values, strict=True))
+        ]
+        ids = rt.store.add_predictions(model, records)
+        metrics.served.labels(model, served.version).inc(len(ids))
+        return {
+            "model_version": served.version,
+            "predictions": [
+                {"prediction_id": pid, "prediction": value,
+                 "scores": result.scores[i] if result.scores is not None else None}
+                for i, (pid, value) in enumerate(zip(ids, result.values, strict=True))
+            ],
+        }
+
+    @app.exception_handler(NoChampion)
+    async def _no_champion(request: Request, exc: NoChampion) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"error": str(exc)})
 
     @app.get("/v1/models/{model}/stats", tags=["monitoring"], responses={404: {}, 503: {}})
     def stats(model: str) -> Any:
@@ -246,6 +302,11 @@ class BodyLimit:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _Unauthorized(Exception):
+    def __init__(self, token_env: str) -> None:
+        self.token_env = token_env
 
 
 def _too_large(limit: int) -> JSONResponse:

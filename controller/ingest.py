@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controller.clock import Clock, ensure_utc
 from controller.config import PolicyConfig
@@ -54,6 +54,36 @@ class PredictionBatch(BaseModel):
 class LabelBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     items: list[LabelIn]
+
+
+class PredictRow(BaseModel):
+    """One row to score with the champion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: dict[str, Any] = Field(description="Feature name -> value, as declared in the policy.")
+    prediction_id: str | None = Field(None, description="Client id for later labels; generated when absent.")
+
+
+class PredictRequest(BaseModel):
+    """Either one row (``features``) or a batch (``items``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: dict[str, Any] | None = None
+    prediction_id: str | None = None
+    items: list[PredictRow] | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> PredictRequest:
+        if (self.items is None) == (self.features is None):
+            raise ValueError("send either {\"features\": {...}} for one row or {\"items\": [...]} for a batch")
+        return self
+
+    def rows(self) -> list[PredictRow]:
+        if self.items is not None:
+            return self.items
+        return [PredictRow(features=self.features or {}, prediction_id=self.prediction_id)]
 
 
 class Ingestor:

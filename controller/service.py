@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import ConfigError
 from controller.ingest import Ingestor
 from controller.api import ModelRuntime
+from controller.serving import ChampionHolder, ChampionSource
 from controller.store import EventStore
 
 
+class NoRegistry:
+    """A champion source with no versions: the API ingests events but /predict answers 503 until a champion exists."""
+
+    def champion_version(self, name: str) -> str | None:
+        return None
+
+    def load_version(self, name: str, version: str) -> None:
+        raise LookupError(f"no registry configured for {name!r}")
+
+
 def build_runtimes(policies: Sequence[LoadedPolicy], clock: Clock,
-                   environ: Mapping[str, str] | None = None) -> dict[str, ModelRuntime]:
+                   environ: Mapping[str, str] | None = None,
+                   champion_sources: Callable[[LoadedPolicy], ChampionSource] = lambda _: NoRegistry(),
+                   ) -> dict[str, ModelRuntime]:
     """Open (and migrate) each policy's store; models sharing a storage URL share one store and its pool."""
     environ = os.environ if environ is None else environ
     stores: dict[str, EventStore] = {}
@@ -36,6 +49,8 @@ def build_runtimes(policies: Sequence[LoadedPolicy], clock: Clock,
         if url not in stores:
             stores[url] = EventStore.from_url(url, clock)
         store = stores[url]
-        runtimes[config.model] = ModelRuntime(policy=loaded, store=store,
-                                              ingestor=Ingestor(config, store, clock), token=token)
+        runtimes[config.model] = ModelRuntime(policy=loaded, store=store, ingestor=Ingestor(config, store, clock),
+                                              champion=ChampionHolder(config.registered_model,
+                                                                      champion_sources(loaded)),
+                                              token=token)
     return runtimes

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -175,7 +176,7 @@ class EventStore:
                 "model_version": r.model_version,
                 "event_time": ensure_utc(r.event_time),
                 "received_at": now,
-                "features": dict(r.features),
+                "features": _json_safe_features(r.features),
                 "prediction": r.prediction,
                 "scores": dict(r.scores) if r.scores is not None else None,
                 "source": r.source,
@@ -319,7 +320,7 @@ class EventStore:
         with self._connection() as conn:
             rows = conn.execute(query).all()
         rows.reverse()
-        return _features_frame([r.features for r in rows], feature_types)
+        return features_frame([r.features for r in rows], feature_types)
 
     def label_history(self, model: str, prediction_id: str) -> list[LabelChange]:
         """Every value a prediction's label has had, oldest first (the overwrite audit trail)."""
@@ -459,6 +460,16 @@ def _chunks(items: list) -> Iterator[list]:
         yield items[start:start + _CHUNK]
 
 
+def _json_safe_features(features: Mapping[str, Any]) -> dict[str, Any]:
+    """NaN/inf (allowed by ``allow_nan``) are not JSON; PostgreSQL's JSONB refuses them. Store them as the strings
+    "NaN", "Infinity", "-Infinity", which :func:`features_frame` reads back as floats."""
+    return {k: (_NON_FINITE[str(v)] if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in features.items()}
+
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
 def _same_value(a: Any, b: Any) -> bool:
     # JSON round-trips make 1 and 1.0 equal and keep True distinct from 1 only by type; compare as JSON does.
     if isinstance(a, bool) or isinstance(b, bool):
@@ -479,7 +490,7 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _features_frame(feature_rows: list[Mapping[str, Any]], feature_types: Mapping[str, str] | None) -> pd.DataFrame:
+def features_frame(feature_rows: list[Mapping[str, Any]], feature_types: Mapping[str, str] | None) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(feature_rows) if feature_rows else pd.DataFrame()
     if feature_types is None:
         return frame.reset_index(drop=True)
@@ -495,7 +506,7 @@ def _features_frame(feature_rows: list[Mapping[str, Any]], feature_types: Mappin
 
 def _window_from_rows(model: str, as_of: datetime, rows: list, feature_types: Mapping[str, str] | None
                       ) -> LabeledWindow:
-    features = _features_frame([r.features for r in rows], feature_types)
+    features = features_frame([r.features for r in rows], feature_types)
     score_rows = [r.scores for r in rows]
     scores = (pd.DataFrame.from_records([s or {} for s in score_rows]).astype("float64")
               if any(s for s in score_rows) else None)

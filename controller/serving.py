@@ -1,0 +1,129 @@
+"""Serve the champion: hold the loaded model, notice alias moves, swap atomically, predict frames.
+
+A request takes one :class:`ServedModel` snapshot and uses it for all its rows, so a swap in the middle of a request can
+neither fail it nor mix versions. The swap itself is a single reference assignment, done only after the new version
+has loaded completely.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger("driftpilot.serving")
+
+
+class ChampionSource(Protocol):
+    """Where the champion comes from (the MLflow registry in production; see ``lineage``)."""
+
+    def champion_version(self, name: str) -> str | None: ...
+
+    def load_version(self, name: str, version: str) -> Any: ...
+
+
+class NoChampion(Exception):
+    """No version holds the champion alias yet; bootstrap one first."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    version: str
+    model: Any
+
+
+@dataclass(frozen=True)
+class Predictions:
+    values: list[Any]
+    scores: list[dict[str, float]] | None
+
+
+class ChampionHolder:
+    """The champion of one registered model, reloaded when the ``champion`` alias moves."""
+
+    def __init__(self, name: str, source: ChampionSource) -> None:
+        self.name = name
+        self.source = source
+        self._served: ServedModel | None = None
+        self._lock = threading.Lock()  # one load at a time; readers never take it
+
+    @property
+    def current(self) -> ServedModel:
+        served = self._served
+        if served is None:
+            raise NoChampion(f"model {self.name!r} has no champion yet; run `driftpilot bootstrap` first")
+        return served
+
+    def refresh(self) -> bool:
+        """Load the champion if the alias moved; return True when a new version was swapped in."""
+        with self._lock:
+            version = self.source.champion_version(self.name)
+            if version is None or (self._served is not None and self._served.version == version):
+                return False
+            model = self.source.load_version(self.name, version)
+            previous = self._served.version if self._served else None
+            self._served = ServedModel(version=version, model=model)
+        log.info("champion of %s is now version %s (was %s)", self.name, version, previous)
+        return True
+
+
+class ChampionWatcher:
+    """A daemon thread that calls :meth:`ChampionHolder.refresh` every ``interval`` seconds until stopped.
+
+    Tests call ``refresh()`` directly; this thread only exists so a live server notices alias moves.
+    """
+
+    def __init__(self, holders: Mapping[str, ChampionHolder], interval: float) -> None:
+        self.holders = holders
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for holder in self.holders.values():
+                try:
+                    holder.refresh()
+                except Exception:  # noqa: BLE001 - keep serving the current champion; the error is logged
+                    log.exception("could not refresh the champion of %s; still serving the current one",
+                                  holder.name)
+
+
+def predict_frame(model: Any, features: pd.DataFrame) -> Predictions:
+    """Predict every row of ``features`` with a scikit-learn estimator or a River model."""
+    if hasattr(model, "predict_one") or hasattr(model, "learn_one"):
+        return _predict_river(model, features)
+    values = model.predict(features)
+    scores = None
+    if hasattr(model, "predict_proba"):
+        proba = np.asarray(model.predict_proba(features), dtype=float)
+        classes = [_plain(c) for c in model.classes_]
+        scores = [{str(c): float(p) for c, p in zip(classes, row, strict=True)} for row in proba]
+    return Predictions(values=[_plain(v) for v in values], scores=scores)
+
+
+def _predict_river(model: Any, features: pd.DataFrame) -> Predictions:
+    rows = [{k: v for k, v in row.items() if v is not None and not (isinstance(v, float) and np.isnan(v))}
+            for row in features.to_dict(orient="records")]
+    if hasattr(model, "predict_proba_one"):
+        scores = [{str(_plain(c)): float(p) for c, p in model.predict_proba_one(row).items()} for row in rows]
+        values = [_plain(model.predict_one(row)) for row in rows]
+        return Predictions(values=values, scores=scores)
+    return Predictions(values=[_plain(model.predict_one(row)) for row in rows], scores=None)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars, so values serialize to JSON and compare equal to stored labels."""
+    return value.item() if isinstance(value, np.generic) else value
