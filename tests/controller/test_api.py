@@ -1,0 +1,662 @@
+"""The ingestion HTTP API, driven in-process (TestClient) over real stores: SQLite files and the real PostgreSQL.
+
+Every refused request is also checked through the store: nothing was stored, no label changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.api import ModelRuntime, create_app
+from controller.clock import ManualClock
+from controller.config import load_policy
+from controller.db import create_store_engine
+from controller.errors import ConfigError, StoreUnavailable
+from controller.ingest import Ingestor
+from controller.serving import ChampionHolder
+from controller.service import NoRegistry, build_runtimes
+from controller.store import EventStore, LabelChange
+from tests.conftest import T0
+
+FEATURES = ["x", "c", "b", "opt", "z"]
+DECLARED = ", ".join(FEATURES)
+ID_RULE = "1-128 characters: letters, digits and . _ : - (not starting with a symbol)"
+TOKEN = "s3cret-token"
+# Nothing listens on port 1 of the loopback: connecting is refused at once, no timeout to wait for.
+DEAD_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
+
+
+def policy_text(model: str, url: str, *, task: str = "classification", api: dict | None = None) -> str:
+    if task == "classification":
+        head = f"model: {model}\ntask: classification\ntarget: {{name: y, classes: [UP, DOWN]}}\n"
+        features = ("features:\n  x: numeric\n  c: categorical\n  b: boolean\n"
+                    "  opt: {type: numeric, required: false}\n  z: {type: numeric, allow_nan: true}\n")
+    else:
+        head = f"model: {model}\ntask: regression\ntarget: price\n"
+        features = "features:\n  area: numeric\n"
+    text = head + features + f"storage: {{url: {json.dumps(url)}}}\n"
+    if api:
+        text += f"api: {json.dumps(api)}\n"
+    return text
+
+
+def write_policy(tmp_path: Path, model: str, url: str, **kwargs: Any) -> Path:
+    path = tmp_path / f"{model}.yaml"
+    path.write_text(policy_text(model, url, **kwargs))
+    return path
+
+
+def item(pid: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """A valid prediction item; ``overrides`` replace top-level keys, ``features`` entries merge."""
+    features = {"x": 1.5, "c": "red", "b": True, "z": 0.0}
+    features.update(overrides.pop("features", {}))
+    out: dict[str, Any] = {"features": features, "prediction": "UP"}
+    if pid is not None:
+        out["prediction_id"] = pid
+    out.update(overrides)
+    return out
+
+
+@dataclass
+class Api:
+    client: TestClient
+    store: EventStore
+    clock: ManualClock
+    model: str
+    headers: dict[str, str]
+    policy_path: Path | None = None
+
+    def predict(self, *items: dict, model: str | None = None, **kwargs: Any):
+        return self.client.post(f"/v1/models/{model or self.model}/predictions", json={"items": list(items)},
+                                headers=kwargs.pop("headers", self.headers), **kwargs)
+
+    def label(self, *items: dict, model: str | None = None, **kwargs: Any):
+        return self.client.post(f"/v1/models/{model or self.model}/labels", json={"items": list(items)},
+                                headers=kwargs.pop("headers", self.headers), **kwargs)
+
+    def raw(self, path: str, body: bytes | Any, **headers: str):
+        return self.client.post(f"/v1/models/{self.model}/{path}", content=body,
+                                headers={"content-type": "application/json", **self.headers, **headers})
+
+    def stored(self) -> int:
+        return self.store.count_predictions(self.model)
+
+    def window_ids(self) -> list[str]:
+        return list(self.store.labeled_window(self.model, self.clock.now()).prediction_ids)
+
+    def metrics(self) -> dict[tuple, float]:
+        text = self.client.get("/metrics").text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def open_api(tmp_path: Path, url: str, model: str, clock: ManualClock, *, api: dict | None = None,
+             environ: dict | None = None, headers: dict | None = None) -> Iterator[Api]:
+    path = write_policy(tmp_path, model, url, api=api)
+    runtimes = build_runtimes([load_policy(path, environ={})], clock, environ=environ or {})
+    store = runtimes[model].store
+    try:
+        yield Api(TestClient(create_app(runtimes, clock)), store, clock, model, headers or {}, path)
+    finally:
+        store.dispose()
+
+
+@pytest.fixture
+def api(store_url: str, model_name: str, clock: ManualClock, tmp_path: Path) -> Iterator[Api]:
+    """The API over one classification model, on SQLite and on PostgreSQL."""
+    yield from open_api(tmp_path, store_url, model_name, clock)
+
+
+@pytest.fixture
+def sqlite_api(model_name: str, clock: ManualClock, tmp_path: Path) -> Iterator[Api]:
+    """The same on SQLite only: for the request-shape checks that never reach the database."""
+    yield from open_api(tmp_path, f"sqlite:///{tmp_path / 'events.db'}", model_name, clock)
+
+
+def problems(response) -> list[dict]:
+    return response.json()["problems"]
+
+
+# ------------------------------------------------------------------------------------------------ happy path
+
+
+def test_predictions_keep_client_ids_generate_missing_ones_and_default_event_time(api: Api) -> None:
+    made = datetime(2025, 12, 31, 23, 0, tzinfo=UTC)
+    response = api.predict(item("p-1", event_time=made.isoformat(), model_version="3"),
+                           item(features={"opt": 7}))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["accepted"] == 2
+    assert body["prediction_ids"][0] == "p-1"
+    generated = body["prediction_ids"][1]
+    assert len(generated) == 32 and generated != "p-1"
+    assert api.stored() == 2
+
+    first = api.store.get_prediction(api.model, "p-1")
+    assert first["event_time"] == made
+    assert first["received_at"] == T0
+    assert first["model_version"] == "3"
+    assert first["features"] == {"x": 1.5, "c": "red", "b": True, "z": 0.0}
+    second = api.store.get_prediction(api.model, generated)
+    assert second["event_time"] == api.clock.now() == T0  # defaulted to the server clock
+    assert second["features"]["opt"] == 7
+
+
+def test_naive_event_time_is_taken_as_utc(sqlite_api: Api) -> None:
+    assert sqlite_api.predict(item("p-1", event_time="2025-06-01T12:00:00")).status_code == 200
+    assert sqlite_api.store.get_prediction(sqlite_api.model, "p-1")["event_time"] == datetime(
+        2025, 6, 1, 12, tzinfo=UTC)
+
+
+def test_labels_join_their_predictions(api: Api) -> None:
+    api.predict(item("p-1"), item("p-2"))
+    api.clock.advance(seconds=5)
+    response = api.label({"prediction_id": "p-1", "label": "DOWN"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 1, "inserted": 1, "duplicates": 0, "overwritten": 0, "unmatched": 0}
+    window = api.store.labeled_window(api.model, api.clock.now())
+    assert list(window.prediction_ids) == ["p-1"]
+    assert list(window.labels) == ["DOWN"]
+    assert list(window.predictions) == ["UP"]
+
+
+def test_a_label_before_its_prediction_joins_when_the_prediction_arrives(api: Api) -> None:
+    response = api.label({"prediction_id": "late-1", "label": "UP"})
+    assert response.json()["unmatched"] == 1
+    assert api.window_ids() == []
+    api.clock.advance(seconds=1)
+    assert api.predict(item("late-1")).status_code == 200
+    assert api.window_ids() == ["late-1"]
+
+
+def test_stats_count_coverage_pending_and_label_delay_percentiles(api: Api) -> None:
+    api.predict(*(item(f"p-{i}") for i in range(4)))  # event_time = T0 for all four
+    for pid, wait in (("p-0", 10), ("p-1", 20), ("p-2", 30)):
+        api.clock.advance(seconds=wait)
+        api.label({"prediction_id": pid, "label": "UP"})
+    api.label({"prediction_id": "never-predicted", "label": "DOWN"})
+    stats = api.client.get(f"/v1/models/{api.model}/stats").json()
+    # Delays 10, 30, 60 s; numpy's linear percentiles: p90 = 30 + 0.8 * 30, p99 = 30 + 0.98 * 30.
+    assert stats == {
+        "model": api.model,
+        "as_of": (T0 + timedelta(seconds=60)).isoformat(),
+        "predictions": 4,
+        "labeled": 3,
+        "pending": 1,
+        "unmatched_labels": 1,
+        "coverage": 0.75,
+        "label_delay_seconds": {"p50": 30.0, "p90": pytest.approx(54.0), "p99": pytest.approx(59.4)},
+    }
+
+
+def test_stats_of_an_empty_model_have_no_coverage_and_no_delays(sqlite_api: Api) -> None:
+    stats = sqlite_api.client.get(f"/v1/models/{sqlite_api.model}/stats").json()
+    assert (stats["predictions"], stats["coverage"]) == (0, None)
+    assert stats["label_delay_seconds"] == {"p50": None, "p90": None, "p99": None}
+
+
+# ------------------------------------------------------------------------------------------------ bad input -> 422
+
+
+BAD_ITEMS = {
+    "missing required feature": (
+        item(features={"x": None}) | {"features": {"c": "red", "b": True, "z": 0.0}},
+        [(0, "features.x", "required feature is missing (or null)")]),
+    "unknown feature": (
+        item(features={"colour": "red"}),
+        [(0, "features.colour", f"unknown feature; the policy declares: {DECLARED}")]),
+    "numeric given a string": (
+        item(features={"x": "1.5"}),
+        [(0, "features.x", "expected a number, got a string '1.5'")]),
+    "boolean given 1": (
+        item(features={"b": 1}),
+        [(0, "features.b", "expected true or false, got an integer 1")]),
+    "categorical given a number": (
+        item(features={"c": 3}),
+        [(0, "features.c", "expected a string category, got an integer 3")]),
+    "bad prediction id": (
+        item("-starts with a symbol"),
+        [(0, "prediction_id", f"bad id '-starts with a symbol'; expected {ID_RULE}")]),
+    "prediction of an unknown class": (
+        item(prediction="SIDEWAYS"),
+        [(0, "prediction", "unknown class 'SIDEWAYS'; target.classes is ['UP', 'DOWN']")]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ITEMS))
+def test_each_kind_of_bad_prediction_is_refused_with_its_exact_problem(sqlite_api: Api, case: str) -> None:
+    bad, expected = BAD_ITEMS[case]
+    response = sqlite_api.predict(bad)
+    assert response.status_code == 422, response.text
+    assert [(p["index"], p["field"], p["problem"]) for p in problems(response)] == expected
+    assert sqlite_api.stored() == 0
+
+
+NAN_PROBLEM = ("is not allowed; set allow_nan: true on the feature to accept NaN/inf, or send null for a missing "
+               "optional value")
+
+
+@pytest.mark.parametrize("literal, shown", [("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf")])
+def test_nan_and_infinity_in_a_numeric_feature_are_refused(sqlite_api: Api, literal: str, shown: str) -> None:
+    # Python's JSON parser (and so the API) accepts these non-standard literals; the schema must catch them.
+    body = ('{"items": [{"prediction_id": "p-0", "features": {"x": 1, "c": "a", "b": true, "z": 0}, '
+            '"prediction": "UP"}, {"features": {"x": %s, "c": "a", "b": true, "z": 0}, "prediction": "UP"}]}'
+            % literal)
+    response = sqlite_api.raw("predictions", body.encode())
+    assert response.status_code == 422, response.text
+    assert problems(response) == [{"index": 1, "field": "features.x", "problem": f"{shown} {NAN_PROBLEM}"}]
+    assert sqlite_api.stored() == 0
+
+
+def test_nan_and_infinity_are_stored_where_the_feature_allows_it(api: Api) -> None:
+    rows = ", ".join(
+        '{"prediction_id": "p-%d", "features": {"x": 1, "c": "a", "b": false, "z": %s}, "prediction": "DOWN"}'
+        % (i, literal) for i, literal in enumerate(["NaN", "Infinity", "-Infinity", "2.5"]))
+    body = ('{"items": [%s]}' % rows).encode()
+    response = api.raw("predictions", body)
+    assert response.status_code == 200, response.text
+    assert api.raw("predictions", body).status_code == 200  # an identical resend is still a no-op, not a conflict
+    api.label(*({"prediction_id": f"p-{i}", "label": "UP"} for i in range(4)))
+    loaded = load_policy(api.policy_path, environ={})
+    window = api.store.labeled_window(api.model, api.clock.now(), feature_types=loaded.config.feature_types)
+    z = list(window.features["z"])
+    assert np.isnan(z[0]) and z[1:] == [np.inf, -np.inf, 2.5]
+    assert api.stored() == 4
+
+
+def test_duplicate_id_in_one_batch_is_refused(sqlite_api: Api) -> None:
+    response = sqlite_api.predict(item("p-1"), item("p-2"), item("p-1"))
+    assert response.status_code == 422
+    assert problems(response) == [
+        {"index": 2, "field": "prediction_id", "problem": "'p-1' appears twice in this batch (first at item 0)"}]
+    assert sqlite_api.stored() == 0
+
+
+def test_one_bad_item_among_good_ones_stores_nothing(api: Api) -> None:
+    good = [item(f"p-{i}") for i in range(50)]
+    good[37] = item("p-37", features={"x": "oops"})
+    response = api.predict(*good)
+    assert response.status_code == 422
+    assert [(p["index"], p["field"]) for p in problems(response)] == [(37, "features.x")]
+    assert api.stored() == 0
+
+
+def test_every_problem_of_a_batch_is_listed_at_once(sqlite_api: Api) -> None:
+    response = sqlite_api.predict(item("ok-1"), item(features={"b": "yes"}), item("bad id", prediction=None))
+    assert [(p["index"], p["field"]) for p in problems(response)] == [
+        (1, "features.b"), (2, "prediction_id"), (2, "prediction")]
+
+
+def test_labels_of_an_unknown_class_or_bad_id_are_refused(sqlite_api: Api) -> None:
+    sqlite_api.predict(item("p-1"))
+    response = sqlite_api.label({"prediction_id": "p-1", "label": "UP"}, {"prediction_id": "p-1x", "label": "MAYBE"},
+                                {"prediction_id": "no spaces", "label": "UP"})
+    assert response.status_code == 422
+    assert problems(response) == [
+        {"index": 1, "field": "label", "problem": "unknown class 'MAYBE'; target.classes is ['UP', 'DOWN']"},
+        {"index": 2, "field": "prediction_id", "problem": f"bad id 'no spaces'; expected {ID_RULE}"},
+    ]
+    assert sqlite_api.window_ids() == []
+    assert sqlite_api.store.label_history(sqlite_api.model, "p-1") == []
+
+
+def test_regression_label_must_be_a_number(tmp_path: Path, clock: ManualClock) -> None:
+    path = write_policy(tmp_path, "house", f"sqlite:///{tmp_path / 'r.db'}", task="regression")
+    runtimes = build_runtimes([load_policy(path, environ={})], clock, environ={})
+    store = runtimes["house"].store
+    client = TestClient(create_app(runtimes, clock))
+    try:
+        ok = client.post("/v1/models/house/predictions",
+                         json={"items": [{"prediction_id": "h-1", "features": {"area": 80}, "prediction": 250000}]})
+        assert ok.status_code == 200, ok.text
+        for bad in ("expensive", True, None):
+            response = client.post("/v1/models/house/labels", json={"items": [{"prediction_id": "h-1", "label": bad}]})
+            assert response.status_code == 422, (bad, response.text)
+            assert problems(response) == [{"index": 0, "field": "label",
+                                           "problem": f"expected a finite number for a regression target, got {bad!r}"}]
+        assert store.label_history("house", "h-1") == []
+        # An integer label is stored as a float, so a later 3.0 is the same label, not a conflict.
+        assert client.post("/v1/models/house/labels", json={"items": [{"prediction_id": "h-1", "label": 3}]}
+                           ).status_code == 200
+        again = client.post("/v1/models/house/labels", json={"items": [{"prediction_id": "h-1", "label": 3.0}]})
+        assert again.json()["duplicates"] == 1
+        assert [c.value for c in store.label_history("house", "h-1")] == [3.0]
+    finally:
+        store.dispose()
+
+
+def test_malformed_json_is_refused_naming_the_body(sqlite_api: Api) -> None:
+    response = sqlite_api.raw("predictions", b'{"items": [}')
+    assert response.status_code == 422
+    (problem,) = problems(response)
+    assert (problem["index"], problem["field"]) == (None, "body")
+    assert problem["problem"].startswith("body is not valid JSON: Expecting value")
+    assert sqlite_api.stored() == 0
+
+
+@pytest.mark.parametrize("path, body, expected", [
+    ("predictions", {}, [(None, "items", "Field required")]),
+    ("labels", {"labels": []}, [(None, "items", "Field required"),
+                                (None, "labels", "unknown key; see the request schema at /openapi.json")]),
+    ("predictions", {"items": [{"prediction": "UP"}]}, [(0, "features", "Field required")]),
+    ("labels", {"items": [{"prediction_id": "p-1", "label": "UP", "overwrite": "perhaps"}]},
+     [(0, "overwrite", "Input should be a valid boolean, unable to interpret input")]),
+])
+def test_request_shape_errors_name_the_item_and_field(sqlite_api: Api, path: str, body: dict,
+                                                      expected: list) -> None:
+    response = sqlite_api.raw(path, json.dumps(body).encode())
+    assert response.status_code == 422
+    assert sorted((p["index"], p["field"], p["problem"]) for p in problems(response)) == sorted(
+        expected, key=lambda e: (e[0] is not None, e))
+    assert sqlite_api.stored() == 0
+    assert sqlite_api.window_ids() == []
+
+
+# ------------------------------------------------------------------------------------------------ conflicts -> 409
+
+
+def test_a_different_label_without_overwrite_is_a_conflict_and_changes_nothing(api: Api) -> None:
+    api.predict(item("p-1"), item("p-2"))
+    api.label({"prediction_id": "p-1", "label": "UP"})
+    api.clock.advance(minutes=1)
+    response = api.label({"prediction_id": "p-2", "label": "UP"}, {"prediction_id": "p-1", "label": "DOWN"})
+    assert response.status_code == 409, response.text
+    assert problems(response) == [{
+        "index": 1, "field": "label",
+        "problem": "prediction 'p-1' already has label 'UP', got 'DOWN'; send overwrite: true to replace it "
+                   "(the change is recorded)"}]
+    assert api.store.label_history(api.model, "p-1") == [LabelChange("UP", T0, None)]
+    assert api.store.label_history(api.model, "p-2") == []  # the good item of the refused batch was not stored
+
+
+def test_overwrite_is_recorded_with_old_value_new_value_and_time(api: Api) -> None:
+    api.predict(item("p-1"))
+    api.label({"prediction_id": "p-1", "label": "UP"})
+    changed = api.clock.advance(hours=2)
+    response = api.label({"prediction_id": "p-1", "label": "DOWN", "overwrite": True})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 1, "inserted": 0, "duplicates": 0, "overwritten": 1, "unmatched": 0}
+    assert api.store.label_history(api.model, "p-1") == [LabelChange("UP", T0, changed),
+                                                          LabelChange("DOWN", changed, None)]
+    # Label maturity: a window as of before the change still sees the old value.
+    assert list(api.store.labeled_window(api.model, T0).labels) == ["UP"]
+    assert list(api.store.labeled_window(api.model, changed).labels) == ["DOWN"]
+
+
+def test_the_same_label_twice_is_a_counted_no_op(api: Api) -> None:
+    api.predict(item("p-1"))
+    api.label({"prediction_id": "p-1", "label": "UP"})
+    api.clock.advance(seconds=30)
+    response = api.label({"prediction_id": "p-1", "label": "UP"}, {"prediction_id": "p-1", "label": "UP",
+                                                                   "overwrite": True})
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 2, "inserted": 0, "duplicates": 2, "overwritten": 0, "unmatched": 0}
+    assert api.store.label_history(api.model, "p-1") == [LabelChange("UP", T0, None)]
+
+
+def test_a_prediction_id_resent_with_other_content_is_a_conflict_and_identical_resend_is_a_no_op(api: Api) -> None:
+    assert api.predict(item("p-1")).status_code == 200
+    assert api.predict(item("p-1")).json() == {"accepted": 1, "prediction_ids": ["p-1"]}
+    response = api.predict(item("p-2"), item("p-1", prediction="DOWN"))
+    assert response.status_code == 409
+    assert [(p["index"], p["field"]) for p in problems(response)] == [(1, "prediction_id")]
+    assert api.stored() == 1
+    assert api.store.get_prediction(api.model, "p-1")["prediction"] == "UP"
+
+
+# ------------------------------------------------------------------------------------------------ limits -> 413
+
+
+@pytest.fixture
+def small_api(model_name: str, clock: ManualClock, tmp_path: Path) -> Iterator[Api]:
+    yield from open_api(tmp_path, f"sqlite:///{tmp_path / 'small.db'}", model_name, clock,
+                        api={"max_batch_items": 3, "max_body_bytes": 2048})
+
+
+def test_too_many_items_is_413_naming_the_limit(small_api: Api) -> None:
+    response = small_api.predict(*(item(f"p-{i}") for i in range(4)))
+    assert response.status_code == 413
+    assert "batch of 4 items is over the limit of 3 (api.max_batch_items)" in response.json()["error"]
+    assert small_api.stored() == 0
+    labels = small_api.label(*({"prediction_id": f"p-{i}", "label": "UP"} for i in range(4)))
+    assert labels.status_code == 413
+    assert small_api.window_ids() == [] and small_api.store.label_history(small_api.model, "p-0") == []
+    assert small_api.predict(*(item(f"p-{i}") for i in range(3))).status_code == 200  # at the limit is fine
+    metrics = small_api.metrics()
+    for kind in ("prediction", "label"):
+        key = ("driftpilot_events_rejected_total",
+               tuple(sorted({"model": small_api.model, "kind": kind, "reason": "too_large"}.items())))
+        assert metrics[key] == 4
+
+
+def oversize_body() -> bytes:
+    body = json.dumps({"items": [item(f"p-{i}", features={"c": "r" * 1000}) for i in range(3)]}).encode()
+    assert len(body) > 2048
+    return body
+
+
+def test_oversize_body_with_content_length_is_413_naming_the_limit(small_api: Api) -> None:
+    response = small_api.raw("predictions", oversize_body())
+    assert response.status_code == 413
+    assert "over the limit of 2048 bytes (api.max_body_bytes)" in response.json()["error"]
+    assert small_api.stored() == 0
+
+
+def test_oversize_streamed_body_without_content_length_is_413_naming_the_limit(small_api: Api) -> None:
+    body = oversize_body()
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 500):
+            yield body[start:start + 500]
+
+    response = small_api.client.post(f"/v1/models/{small_api.model}/predictions", content=chunks(),
+                                     headers={"content-type": "application/json"})
+    assert "content-length" not in response.request.headers  # really sent chunked
+    assert small_api.stored() == 0
+    assert response.status_code == 413, response.text
+    assert "over the limit of 2048 bytes (api.max_body_bytes)" in response.json()["error"]
+
+
+def test_a_streamed_body_under_the_limit_is_accepted(small_api: Api) -> None:
+    body = json.dumps({"items": [item("p-1")]}).encode()
+    response = small_api.client.post(f"/v1/models/{small_api.model}/predictions",
+                                     content=iter([body[:20], body[20:]]), headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert small_api.stored() == 1
+
+
+# ------------------------------------------------------------------------------------------------ routing and auth
+
+
+def test_unknown_model_is_404_listing_the_known_ones(sqlite_api: Api) -> None:
+    for response in (sqlite_api.predict(item("p-1"), model="nope"),
+                     sqlite_api.label({"prediction_id": "p-1", "label": "UP"}, model="nope"),
+                     sqlite_api.client.get("/v1/models/nope/stats")):
+        assert response.status_code == 404
+        assert response.json()["error"] == f"unknown model 'nope'; this server has policies for: {sqlite_api.model}"
+    assert sqlite_api.stored() == 0
+
+
+@pytest.fixture
+def token_api(model_name: str, clock: ManualClock, tmp_path: Path) -> Iterator[Api]:
+    yield from open_api(tmp_path, f"sqlite:///{tmp_path / 'auth.db'}", model_name, clock,
+                        api={"token_env": "DP_TOKEN"}, environ={"DP_TOKEN": TOKEN})
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                                     {"Authorization": TOKEN}])
+def test_write_endpoints_need_the_bearer_token(token_api: Api, headers: dict) -> None:
+    for response in (token_api.predict(item("p-1"), headers=headers),
+                     token_api.label({"prediction_id": "p-1", "label": "UP"}, headers=headers)):
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "Authorization: Bearer <token>" in response.json()["error"]
+        assert "$DP_TOKEN" in response.json()["error"]
+    assert token_api.stored() == 0
+    assert token_api.store.label_history(token_api.model, "p-1") == []
+
+
+@pytest.mark.parametrize("body", [
+    json.dumps({"items": [{"features": {"x": "not a number"}, "prediction": "UP"}]}).encode(),
+    json.dumps({"wrong": "shape"}).encode(),
+    b'{"items": [',
+], ids=["invalid item", "wrong shape", "malformed json"])
+def test_the_token_is_checked_before_the_body(token_api: Api, body: bytes) -> None:
+    response = token_api.client.post(f"/v1/models/{token_api.model}/predictions", content=body,
+                                     headers={"content-type": "application/json"})
+    assert response.status_code == 401, response.text
+    assert "problems" not in response.json()  # no validation hints to an unauthenticated caller
+
+
+def test_the_right_token_is_accepted(token_api: Api) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert token_api.predict(item("p-1"), headers=auth).status_code == 200
+    assert token_api.label({"prediction_id": "p-1", "label": "UP"}, headers=auth).status_code == 200
+    assert token_api.window_ids() == ["p-1"]
+    assert token_api.client.get(f"/v1/models/{token_api.model}/stats").status_code == 200  # reads need no token
+
+
+@pytest.mark.parametrize("environ", [{}, {"DP_TOKEN": ""}], ids=["unset", "empty"])
+def test_build_runtimes_refuses_a_missing_token_variable(tmp_path: Path, clock: ManualClock, environ: dict) -> None:
+    path = write_policy(tmp_path, "m", f"sqlite:///{tmp_path / 'e.db'}", api={"token_env": "DP_TOKEN"})
+    with pytest.raises(ConfigError) as info:
+        build_runtimes([load_policy(path, environ={})], clock, environ=environ)
+    (problem,) = info.value.problems
+    assert "api.token_env names DP_TOKEN" in problem
+    assert "export the token, or remove api.token_env" in problem
+
+
+# ------------------------------------------------------------------------------------------------ store down -> 503
+
+
+@pytest.fixture
+def down_api(tmp_path: Path, clock: ManualClock) -> Iterator[Api]:
+    """Two models: ``up`` on a good SQLite store, ``down`` on a PostgreSQL URL where nothing listens."""
+    good_path = write_policy(tmp_path, "up", f"sqlite:///{tmp_path / 'good.db'}")
+    runtimes = build_runtimes([load_policy(good_path, environ={})], clock, environ={})
+    bad = load_policy(write_policy(tmp_path, "down", DEAD_POSTGRES), environ={})
+    # Not from_url: that would migrate, i.e. connect, and fail before the API exists.
+    dead_store = EventStore(create_store_engine(DEAD_POSTGRES), clock)
+    runtimes["down"] = ModelRuntime(policy=bad, store=dead_store, ingestor=Ingestor(bad.config, dead_store, clock),
+                                    champion=ChampionHolder("down", NoRegistry()))
+    try:
+        yield Api(TestClient(create_app(runtimes, clock)), runtimes["up"].store, clock, "down", {})
+    finally:
+        runtimes["up"].store.dispose()
+        dead_store.dispose()
+
+
+def test_an_unreachable_store_gives_503_with_a_clear_message(down_api: Api) -> None:
+    for response in (down_api.predict(item("p-1")), down_api.label({"prediction_id": "p-1", "label": "UP"}),
+                     down_api.client.get("/v1/models/down/stats")):
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert "event store postgresql+psycopg://postgres@127.0.0.1:1/nowhere is unreachable" in error
+        assert "storage.url" in error and "nothing was written" in error
+    # The other model's store is untouched and still works.
+    assert down_api.store.count_predictions("down") == 0
+    assert down_api.predict(item("p-1"), model="up").status_code == 200
+
+
+def test_readyz_names_the_unreachable_store_and_healthz_stays_up(down_api: Api) -> None:
+    ready = down_api.client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "unavailable"
+    assert list(ready.json()["problems"]) == ["down"]
+    assert "127.0.0.1:1" in ready.json()["problems"]["down"]
+    assert down_api.client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_and_healthz_on_a_good_store(api: Api) -> None:
+    assert api.client.get("/healthz").status_code == 200
+    ready = api.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "models": [api.model]}
+
+
+def test_build_runtimes_refuses_an_unreachable_store(tmp_path: Path, clock: ManualClock) -> None:
+    path = write_policy(tmp_path, "down", DEAD_POSTGRES)
+    with pytest.raises(StoreUnavailable, match="127.0.0.1:1/nowhere is unreachable"):
+        build_runtimes([load_policy(path, environ={})], clock, environ={})
+
+
+def test_a_write_failing_mid_transaction_leaves_nothing_half_written(sqlite_api: Api, tmp_path: Path) -> None:
+    """An overwrite first marks the old label superseded, then inserts the new one; fail the insert."""
+    sqlite_api.predict(item("p-1"))
+    sqlite_api.label({"prediction_id": "p-1", "label": "UP"})
+    db = sqlite3.connect(tmp_path / "events.db")
+    # A real database fault, not a mock: the trigger's missing table fails every INSERT on labels.
+    db.execute("CREATE TRIGGER fail_label_insert BEFORE INSERT ON labels BEGIN INSERT INTO no_such_table "
+               "VALUES (1); END")
+    db.commit()
+    sqlite_api.clock.advance(minutes=5)
+    response = sqlite_api.label({"prediction_id": "p-1", "label": "DOWN", "overwrite": True})
+    assert response.status_code == 503
+    assert sqlite_api.store.label_history(sqlite_api.model, "p-1") == [LabelChange("UP", T0, None)]
+    db.execute("DROP TRIGGER fail_label_insert")
+    db.commit()
+    db.close()
+    assert sqlite_api.label({"prediction_id": "p-1", "label": "DOWN", "overwrite": True}).status_code == 200
+    assert [c.value for c in sqlite_api.store.label_history(sqlite_api.model, "p-1")] == ["UP", "DOWN"]
+
+
+# ------------------------------------------------------------------------------------------------ metrics, schema
+
+
+def test_metrics_count_accepted_and_rejected_events_and_time_requests(token_api: Api) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    m = token_api.model
+    token_api.predict(*(item(f"p-{i}") for i in range(5)), headers=auth)                 # 5 accepted
+    token_api.predict(item("q-1"), item("q-2", features={"x": "bad"}), headers=auth)     # 2 invalid
+    token_api.label(*({"prediction_id": f"p-{i}", "label": "UP"} for i in range(3)), headers=auth)  # 3 accepted
+    token_api.label({"prediction_id": "p-0", "label": "DOWN"}, headers=auth)             # 1 conflict
+    token_api.predict(item("r-1"))                                                       # 1 unauthorized
+    metrics = token_api.metrics()
+
+    def counter(name: str, **labels: str) -> float:
+        return metrics.get((f"driftpilot_events_{name}_total", tuple(sorted({"model": m, **labels}.items()))), 0.0)
+
+    assert counter("accepted", kind="prediction") == 5
+    assert counter("accepted", kind="label") == 3
+    assert counter("rejected", kind="prediction", reason="invalid") == 2
+    assert counter("rejected", kind="label", reason="conflict") == 1
+    assert counter("rejected", kind="prediction", reason="unauthorized") == 1
+
+    def requests(path: str, status: str) -> float:
+        key = ("driftpilot_request_seconds_count",
+               tuple(sorted({"route": f"/v1/models/{{model}}/{path}", "method": "POST", "status": status}.items())))
+        return metrics.get(key, 0.0)
+
+    assert requests("predictions", "200") == 1
+    assert requests("predictions", "422") == 1
+    assert requests("predictions", "401") == 1
+    assert requests("labels", "200") == 1
+    assert requests("labels", "409") == 1
+    buckets = [key for key in metrics if key[0] == "driftpilot_request_seconds_bucket"]
+    assert any(dict(labels).get("le") == "+Inf" for _, labels in buckets)
+
+
+def test_openapi_lists_the_endpoints_and_the_request_schemas(sqlite_api: Api) -> None:
+    spec = sqlite_api.client.get("/openapi.json").json()
+    assert {"/v1/models/{model}/predictions", "/v1/models/{model}/labels", "/v1/models/{model}/stats", "/healthz",
+            "/readyz"} <= set(spec["paths"])
+    assert "/metrics" not in spec["paths"]
+    schemas = spec["components"]["schemas"]
+    assert {"PredictionBatch", "PredictionIn", "LabelBatch", "LabelIn"} <= set(schemas)
+    assert set(schemas["PredictionIn"]["required"]) == {"features", "prediction"}
+    assert set(schemas["LabelIn"]["properties"]) == {"prediction_id", "label", "overwrite"}
+    body = spec["paths"]["/v1/models/{model}/predictions"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["$ref"] == "#/components/schemas/PredictionBatch"
+    assert {"401", "404", "409", "413", "422", "503"} <= set(
+        spec["paths"]["/v1/models/{model}/labels"]["post"]["responses"])
