@@ -1,1 +1,56 @@
-"""driftpilot lineage package."""
+"""Lineage on MLflow: the only driftpilot package that talks to MLflow.
+
+Public API::
+
+    settings = RegistrySettings(tracking_uri="sqlite:////abs/mlflow.db", artifact_location="/abs/artifacts")
+    registry = ModelRegistry.connect(settings, clock=clock)
+    info = registry.register("fraud", model, record, params={...}, training_data=(X, y))
+    registry.set_challenger("fraud", info.version); registry.promote("fraud"); registry.rollback("fraud")
+    loaded = registry.load("fraud")            # LoadedModel(model=<sklearn or River object>, version, record)
+    registry.tree("fraud"); registry.ancestors("fraud", "3"); registry.aliases("fraud")
+"""
+
+from lineage.errors import LineageError, LineageNotFound, LineageUnavailable
+from lineage.flavors import FLAVORS, Flavor, RiverFlavor, SklearnFlavor, flavor_for, pinned_requirements
+from lineage.gateway import HttpLimits, MlflowGateway, RegistrySettings
+from lineage.record import STRATEGIES, TAG_PREFIX, TRIGGERS, LineageRecord, installed_library_versions
+from lineage.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    AliasChange,
+    Clock,
+    LoadedModel,
+    ModelRegistry,
+    VersionInfo,
+    WallClock,
+)
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "FLAVORS",
+    "PREVIOUS",
+    "STRATEGIES",
+    "TAG_PREFIX",
+    "TRIGGERS",
+    "AliasChange",
+    "Clock",
+    "Flavor",
+    "HttpLimits",
+    "LineageError",
+    "LineageNotFound",
+    "LineageRecord",
+    "LineageUnavailable",
+    "LoadedModel",
+    "MlflowGateway",
+    "ModelRegistry",
+    "RegistrySettings",
+    "RiverFlavor",
+    "SklearnFlavor",
+    "VersionInfo",
+    "WallClock",
+    "flavor_for",
+    "installed_library_versions",
+    "pinned_requirements",
+]
