@@ -39,6 +39,15 @@ def window_rows(window: TrainingWindow, context: TrainingContext, who: str) -> R
     )
 
 
+def known_classes(context: TrainingContext, labels: pd.Series) -> tuple[Any, ...]:
+    """The policy's classes, else the window's (sorted); a River learner starts knowing them."""
+    if context.task != "classification":
+        return ()
+    if context.classes:
+        return tuple(context.classes)
+    return tuple(labels.drop_duplicates().tolist())
+
+
 def unseen_rows(rows: Rows, last_seen_seq: int | None) -> Rows:
     """Drop rows the parent already learned from (label seq at or below its last one)."""
     if last_seen_seq is None:

@@ -44,7 +44,11 @@ class UnknownTrainerError(TrainerError, LookupError):
 
 
 def schema_mismatch_message(
-    what: str, expected: Iterable[str], got: Iterable[str], hint: str
+    what: str,
+    expected: Iterable[str],
+    got: Iterable[str],
+    hint: str,
+    subject: str = "the window's feature columns do not match",
 ) -> str | None:
     """Describe the difference between two column sets, or None when they hold the same names."""
     expected_list, got_list = list(expected), list(got)
@@ -52,7 +56,7 @@ def schema_mismatch_message(
     extra = [c for c in got_list if c not in set(expected_list)]
     if not missing and not extra:
         return None
-    parts = [f"{what}: the window's feature columns do not match."]
+    parts = [f"{what}: {subject}."]
     if missing:
         parts.append(f"missing columns: {missing}")
     if extra:

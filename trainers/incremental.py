@@ -21,7 +21,7 @@ from typing import ClassVar
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_validator
 
-from trainers._common import report, unseen_rows, window_rows
+from trainers._common import known_classes, report, unseen_rows, window_rows
 from trainers.base import (
     NoParent,
     ParentModel,
@@ -107,12 +107,13 @@ class IncrementalTrainer:
                 "river.linear_model.LogisticRegression or river.tree.HoeffdingAdaptiveTreeClassifier"
                 ", or strategy 'finetune' for a scikit-learn model with partial_fit."
             )
-        model = self._start_from(parent, context)
+        rows = window_rows(window, context, "incremental")
+        model = self._start_from(parent, context, rows.labels)
         last_seen = max(
             (s for s in (parent.last_label_seq, model.last_label_seq) if s is not None),
             default=None,
         )
-        rows = unseen_rows(window_rows(window, context, "incremental"), last_seen)
+        rows = unseen_rows(rows, last_seen)
         started = self.timer()
         predictions, probabilities = model.test_then_train(
             rows.features, rows.labels, rows.label_seqs
@@ -156,10 +157,15 @@ class IncrementalTrainer:
             prequential,
         )
 
-    def _start_from(self, parent: ParentModel | NoParent, context: TrainingContext) -> RiverModel:
+    def _start_from(
+        self, parent: ParentModel | NoParent, context: TrainingContext, labels: pd.Series
+    ) -> RiverModel:
         if isinstance(parent, NoParent):
             return context.estimator.build(
-                context.feature_types, context.task, seed=context.seed, classes=context.classes
+                context.feature_types,
+                context.task,
+                seed=context.seed,
+                classes=known_classes(context, labels),
             )
         if not isinstance(parent.model, RiverModel):
             raise IncompatibleEstimatorError(

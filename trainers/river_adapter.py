@@ -22,7 +22,7 @@ import river
 from river import base as river_base
 from river import compose, preprocessing
 
-from trainers.errors import TrainerError
+from trainers.errors import TrainerError, TrainingDataError
 
 STATE_FORMAT = "driftpilot.river_model/1"
 
@@ -90,6 +90,9 @@ class RiverModel:
     `predict(X)` / `predict_proba(X)` take the policy DataFrame; `learn(X, y, seqs)` continues
     training in row order. Counters (`n_updates`, `last_label_seq`) travel with the model and
     with `dumps()`, so a restarted daemon resumes exactly after the last consumed label.
+
+    River's binary-only classifiers (LogisticRegression, ...) learn bool targets; for them the
+    two `classes_` are fixed up front and `classes_[1]` is encoded as True (as in scikit-learn).
     """
 
     def __init__(
@@ -104,6 +107,8 @@ class RiverModel:
         self.task = task
         self.classes_ = np.array(_sorted_classes(set(classes)), dtype=object)
         self._class_set = set(self.classes_.tolist())
+        # Binary-only River classifiers compute int(y); other labels must be mapped to bool.
+        self.binary_only = task == "classification" and not getattr(learner, "_multiclass", True)
         self.n_updates = 0
         self.last_label_seq: int | None = None
 
@@ -119,13 +124,20 @@ class RiverModel:
         rows = to_rows(X, self.feature_types)
         if not self.is_classifier:
             return np.array([self._regress(x) for x in rows], dtype=float)
-        return self._labels_of(self._proba_matrix([self.learner.predict_proba_one(x) for x in rows]))
+        return self._labels_of(self._proba_matrix([self._proba_one(x) for x in rows]))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         if not self.is_classifier:
             raise TrainerError("predict_proba is only defined for classification models.")
         rows = to_rows(X, self.feature_types)
-        return self._proba_matrix([self.learner.predict_proba_one(x) for x in rows])
+        return self._proba_matrix([self._proba_one(x) for x in rows])
+
+    def _proba_one(self, x: dict[str, Any]) -> dict[Any, float]:
+        proba = self.learner.predict_proba_one(x)
+        if not self.binary_only or len(self.classes_) != 2:
+            return proba
+        negative, positive = self.classes_
+        return {negative: proba.get(False, 0.0), positive: proba.get(True, 0.0)}
 
     def _regress(self, x: dict[str, Any]) -> float:
         value = self.learner.predict_one(x)
@@ -177,7 +189,7 @@ class RiverModel:
             return np.array(predictions, dtype=float), np.zeros((len(rows), 0))
         probas = []
         for x, target in zip(rows, targets):
-            probas.append(self.learner.predict_proba_one(x))
+            probas.append(self._proba_one(x))
             self._learn_one(x, target)
         self._advance(label_seqs, len(rows))
         matrix = self._proba_matrix(probas)
@@ -185,9 +197,27 @@ class RiverModel:
 
     def _learn_one(self, x: dict[str, Any], target: Any) -> None:
         if self.is_classifier and target not in self._class_set:
-            self._class_set.add(target)
-            self.classes_ = np.array(_sorted_classes(self._class_set), dtype=object)
+            self._add_class(target)
+        if self.binary_only:
+            target = target == self.classes_[1]
         self.learner.learn_one(x, target)
+
+    def _add_class(self, target: Any) -> None:
+        if self.binary_only:
+            name = type(self.learner).__name__
+            if len(self.classes_) == 2:
+                raise TrainingDataError(
+                    f"{name} is a binary River classifier fixed to classes "
+                    f"{self.classes_.tolist()} and cannot learn class {target!r}. Use a "
+                    "multiclass learner (e.g. river.tree.HoeffdingAdaptiveTreeClassifier) or "
+                    "retrain with the new class listed in the policy."
+                )
+            raise TrainingDataError(
+                f"{name} is a binary River classifier and needs both classes before it learns; "
+                f"it knows {self.classes_.tolist()}. List the two classes in the policy."
+            )
+        self._class_set.add(target)
+        self.classes_ = np.array(_sorted_classes(self._class_set), dtype=object)
 
     def _advance(self, label_seqs: pd.Series | None, n: int) -> None:
         self.n_updates += n

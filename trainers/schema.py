@@ -73,6 +73,7 @@ def check_parent_schema(
         got=feature_types.keys(),
         hint="A fine-tuned or incremental model keeps its parent's inputs; after a schema "
         "change retrain with strategy 'stateless'.",
+        subject="the policy's features differ from the ones the parent was trained on",
     )
     if message:
         raise FeatureSchemaError(message)

@@ -143,7 +143,7 @@ def fine_tune_method(model: Any) -> str:
     if "warm_start" in params and "n_estimators" in params:
         return "warm_start"
     hint = ""
-    if "solver" in params:
+    if name.startswith("MLP") and "solver" in params:
         hint = f" (with solver={params['solver']!r}; MLP supports partial_fit with 'sgd' or 'adam')"
     elif "warm_start" in params:
         hint = (

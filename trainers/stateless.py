@@ -9,7 +9,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from trainers import sklearn_adapter
-from trainers._common import report, window_rows
+from trainers._common import known_classes, report, window_rows
 from trainers.base import NoParent, ParentModel, TrainingContext, TrainingResult, TrainingWindow
 from trainers.errors import TrainingDataError
 from trainers.metrics import evaluate
@@ -54,7 +54,10 @@ class StatelessTrainer:
                 "rows to fit. Wait for labels or widen the window."
             )
         model = context.estimator.build(
-            context.feature_types, context.task, seed=context.seed, classes=context.classes
+            context.feature_types,
+            context.task,
+            seed=context.seed,
+            classes=known_classes(context, rows.labels),
         )
         started = self.timer()
         if isinstance(model, RiverModel):

@@ -32,16 +32,10 @@ def parse_duration(value: str | timedelta | int | float) -> timedelta:
     else:
         text = str(value).strip().lower()
         match = _DURATION.match(text)
-        if not text or not match:
-            from pydantic import TypeAdapter, ValidationError
-
-            try:  # ISO 8601 ("P7D", "PT12H") as pydantic reads it
-                duration = TypeAdapter(timedelta).validate_python(text.upper())
-            except ValidationError:
-                raise ValueError(
-                    f"duration {value!r} is not understood; write a number with a unit "
-                    f"(w, d, h, m, s), e.g. '7d', '12h', '1d12h', or ISO 8601 such as 'P7D'."
-                ) from None
+        if text.startswith("p"):
+            duration = _iso_duration(value, text.upper())
+        elif not text or not match:
+            raise ValueError(_bad_duration(value))
         else:
             duration = timedelta(
                 **{unit: int(n) for unit, n in zip(_UNITS.values(), match.groups()) if n}
@@ -49,6 +43,22 @@ def parse_duration(value: str | timedelta | int | float) -> timedelta:
     if duration <= timedelta(0):
         raise ValueError(f"duration {value!r} must be positive.")
     return duration
+
+
+def _bad_duration(value: object) -> str:
+    return (
+        f"duration {value!r} is not understood; write a number with a unit (w, d, h, m, s), "
+        "e.g. '7d', '12h', '1d12h', or ISO 8601 such as 'P7D'."
+    )
+
+
+def _iso_duration(value: object, text: str) -> timedelta:
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(timedelta).validate_python(text)
+    except ValidationError:
+        raise ValueError(_bad_duration(value)) from None
 
 
 class _Window(BaseModel):
