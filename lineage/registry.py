@@ -47,6 +47,8 @@ ROLLED_BACK_FROM_TAG = TAG_PREFIX + "rolled_back_from"
 ROLLED_BACK_TO_TAG = TAG_PREFIX + "rolled_back_to"
 _NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
 _EXAMPLE_ROWS = 5
+# MLflow hints that integer columns cannot hold missing values; class labels and counts are integers on purpose.
+_INTEGER_HINT = "Hint: Inferred schema contains integer column"
 
 
 class Clock(Protocol):
@@ -180,7 +182,8 @@ class ModelRegistry:
         client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in (params or {}).items()])
         record_tags = record.to_tags()
         # Metrics logged above are copied onto the LoggedModel by log_model, so the model page shows them too.
-        with mlflow.start_run(run_id=run_id):
+        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_INTEGER_HINT)
             if training_data is not None:
                 mlflow.log_input(_window_dataset(record, *training_data), context="training", tags={
                     k: record_tags[TAG_PREFIX + k] for k in ("window_start", "window_end", "maturity_cut")})
@@ -447,10 +450,7 @@ def _window_dataset(record: LineageRecord, features: pd.DataFrame, labels: pd.Se
     while target in features.columns:
         target = "_" + target
     frame = features.reset_index(drop=True).assign(**{target: labels.reset_index(drop=True)})
-    with warnings.catch_warnings():
-        # The hint is about model signatures with missing integers; a dataset record has no such problem.
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-        return mlflow.data.from_pandas(frame, targets=target, name=f"window-{record.window_fingerprint[:12]}")
+    return mlflow.data.from_pandas(frame, targets=target, name=f"window-{record.window_fingerprint[:12]}")
 
 
 def _describe(name: str, record: LineageRecord, experiment_id: str, run_id: str) -> str:

@@ -1,0 +1,63 @@
+"""An unreachable tracking server fails fast and clearly; MLflow's process globals are left as they were."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import mlflow
+import pytest
+from lineage_helpers import StepClock
+
+from lineage import HttpLimits, LineageError, LineageUnavailable, ModelRegistry, RegistrySettings
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:  # bound then released: nothing listens there afterwards
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_fails_fast_with_the_uri_and_what_to_check():
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(LineageUnavailable) as info:
+        ModelRegistry.connect(RegistrySettings(tracking_uri=uri), clock=StepClock())  # default HttpLimits
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 8, f"took {elapsed:.1f} s; default limits must not hang a tick"
+    message = str(info.value)
+    assert info.value.uri == uri
+    assert f"MLflow at {uri} is unavailable, could not open experiment 'driftpilot'" in message
+    assert f"curl {uri}/health" in message
+    assert "Connection refused" in message
+    assert "2 retries" in message
+
+
+def test_retries_zero_fails_at_once_and_a_later_call_still_works(sqlite_settings):
+    dead = RegistrySettings(tracking_uri=f"http://127.0.0.1:{_closed_port()}", http=HttpLimits(max_retries=0))
+    started = time.monotonic()
+    with pytest.raises(LineageUnavailable):
+        ModelRegistry.connect(dead)
+    assert time.monotonic() - started < 1.0
+    # The process-wide lock was released and the working store is unaffected.
+    assert ModelRegistry.connect(sqlite_settings).aliases("nothing-here") == {}
+
+
+def test_mlflow_globals_and_environment_are_restored_after_each_call(sqlite_settings):
+    before_env = {k: os.environ.get(k) for k in os.environ if k.startswith("MLFLOW_")}
+    before_uri = mlflow.get_tracking_uri()
+    registry = ModelRegistry.connect(sqlite_settings)
+    registry.check()
+    with pytest.raises(LineageError):
+        registry.get("no-such-model", 1)
+    assert {k: os.environ.get(k) for k in os.environ if k.startswith("MLFLOW_")} == before_env
+    assert mlflow.get_tracking_uri() == before_uri
+
+
+def test_settings_refuse_unknown_keys_with_the_valid_ones():
+    with pytest.raises(ValueError, match="tracking_url"):
+        RegistrySettings(tracking_url="sqlite:///x.db")
+    with pytest.raises(ValueError, match="max_retries"):
+        HttpLimits(max_retries=50)
