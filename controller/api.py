@@ -15,12 +15,24 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controller.clock import Clock
 from controller.config import LoadedPolicy
-from controller.errors import InvalidBatch, LabelConflict, PredictionConflict, StoreUnavailable, UnknownModel
+from controller.errors import (
+    InvalidBatch,
+    LabelConflict,
+    PredictionConflict,
+    StoreUnavailable,
+    UnknownModel,
+)
 from controller.ingest import Ingestor, LabelBatch, PredictionBatch, PredictRequest
 from controller.serving import ChampionHolder, NoChampion, predict_frame
 from controller.store import EventStore, PredictionRecord, features_frame
@@ -81,6 +93,11 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI parses a JSON body before it runs dependencies; a caller without the token must still get 401,
+        # never hints about the body.
+        model = request.path_params.get("model")
+        if request.method == "POST" and model in runtimes and not _token_ok(runtimes[model], request):
+            return await _unauthorized(request, _Unauthorized(runtimes[model].policy.config.api.token_env or ""))
         problems = [_problem_from_pydantic(err) for err in exc.errors()]
         _count_rejection(request, "invalid")
         return JSONResponse(status_code=422, content={"error": "invalid batch; nothing was stored",
@@ -113,10 +130,7 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
     def authorize(model: str, request: Request) -> None:
         """A dependency, so it runs before the body is parsed: no token, no validation work and no 422 hints."""
         rt = runtime(model)
-        if rt.token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), rt.token.encode()):
+        if not _token_ok(rt, request):
             raise _Unauthorized(rt.policy.config.api.token_env or "")
 
     @app.exception_handler(_Unauthorized)
@@ -243,6 +257,13 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
     return app
 
 
+def _token_ok(rt: ModelRuntime, request: Request) -> bool:
+    if rt.token is None:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), rt.token.encode())
+
+
 def _problem_from_pydantic(err: Mapping[str, Any]) -> dict[str, Any]:
     loc = [p for p in err["loc"] if p != "body"]
     index = None
@@ -250,6 +271,8 @@ def _problem_from_pydantic(err: Mapping[str, Any]) -> dict[str, Any]:
         index, loc = loc[1], loc[2:]
     field = ".".join(str(p) for p in loc) or "body"
     message = err["msg"]
+    if err["type"] == "json_invalid":
+        field = "body"  # its loc holds a character offset, not a key
     if err["type"] == "extra_forbidden":
         message = "unknown key; see the request schema at /openapi.json"
     elif err["type"] == "json_invalid":
@@ -277,31 +300,38 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _too_large(limit)(scope, receive, send)
             return
-        seen = 0
-
-        async def counting_receive() -> Message:
-            nonlocal seen
+        if declared is not None:
+            await self.app(scope, receive, send)  # the server enforces Content-Length itself
+            return
+        # No Content-Length (chunked): read up to the limit before the app sees a byte, then replay it.
+        chunks, seen, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)
+                return
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            more = message.get("more_body", False)
+            if seen > limit:
+                await _too_large(limit)(scope, receive, send)
+                return
+        body, replayed = b"".join(chunks), False
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _BodyTooLarge:
-            await _too_large(limit)(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
     def _limit_for(self, path: str) -> int:
         parts = path.strip("/").split("/")
         if len(parts) >= 3 and parts[0] == "v1" and parts[1] == "models":
             return self.limits.get(parts[2], self.default)
         return self.default
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 class _Unauthorized(Exception):

@@ -115,7 +115,7 @@ def stats(config_paths: tuple[Path, ...]) -> None:
             _fail(str(exc))
 
 
-def _load_all(paths: tuple[Path, ...]):  # noqa: ANN202 - list[LoadedPolicy]
+def _load_all(paths: tuple[Path, ...]):
     loaded, problems = [], []
     for path in paths:
         try:

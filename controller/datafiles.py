@@ -96,7 +96,7 @@ def target_from_table(table: pd.DataFrame, policy: PolicyConfig, source: str) ->
     return target.map(lambda v: v.item() if hasattr(v, "item") else v).astype(object)
 
 
-def _to_bool(name: str, source: str):  # noqa: ANN202 - returns a mapper
+def _to_bool(name: str, source: str):
     truthy, falsy = {"true", "1", "yes"}, {"false", "0", "no"}
 
     def convert(value: object) -> bool | None:

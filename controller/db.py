@@ -24,7 +24,7 @@ def create_store_engine(url: str) -> sa.Engine:
         engine = sa.create_engine(url)
 
         @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API objects
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             # NORMAL under WAL survives an application crash; only a power cut can lose the last commits.

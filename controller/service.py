@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 
+from controller.api import ModelRuntime
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import ConfigError
 from controller.ingest import Ingestor
-from controller.api import ModelRuntime
 from controller.serving import ChampionHolder, ChampionSource
 from controller.store import EventStore
 

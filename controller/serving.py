@@ -96,7 +96,7 @@ class ChampionWatcher:
             for holder in self.holders.values():
                 try:
                     holder.refresh()
-                except Exception:  # noqa: BLE001 - keep serving the current champion; the error is logged
+                except Exception:
                     log.exception("could not refresh the champion of %s; still serving the current one",
                                   holder.name)
 

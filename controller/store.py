@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from controller.clock import Clock, SystemClock, ensure_utc
 from controller.db import create_store_engine, describe_unreachable, upgrade
 from controller.errors import LabelConflict, PredictionConflict, Problem, StoreUnavailable
-from controller.tables import controller_state, decisions, labels, predictions
+from controller.tables import controller_state, labels, predictions
 
 # Keeps each IN (...) list and executemany well under SQLite's and PostgreSQL's parameter limits.
 _CHUNK = 500
@@ -232,7 +232,7 @@ class EventStore:
                         duplicates += 1
                         continue
                     if not record.overwrite:
-                        problems.append(Problem(index, "value",
+                        problems.append(Problem(index, "label",
                                                 f"prediction {pid!r} already has label {old!r}, got {record.value!r};"
                                                 " send overwrite: true to replace it (the change is recorded)"))
                         continue

@@ -59,7 +59,7 @@ def test_conflicting_label_refuses_the_whole_batch(store: EventStore, clock: Man
     store.add_labels(model_name, [LabelRecord("p1", 0)])
     with pytest.raises(LabelConflict) as info:
         store.add_labels(model_name, [LabelRecord("p2", 1), LabelRecord("p1", 1)])
-    assert [(p.index, p.field) for p in info.value.problems] == [(1, "value")]
+    assert [(p.index, p.field) for p in info.value.problems] == [(1, "label")]
     assert "already has label 0, got 1; send overwrite: true" in info.value.problems[0].problem
     # Nothing of the batch was stored: p2 is still unlabeled, p1 still 0.
     assert store.label_history(model_name, "p2") == []
