@@ -11,9 +11,22 @@ Public API::
 """
 
 from lineage.errors import LineageError, LineageNotFound, LineageUnavailable
-from lineage.flavors import FLAVORS, Flavor, RiverFlavor, SklearnFlavor, flavor_for, pinned_requirements
+from lineage.flavors import (
+    FLAVORS,
+    Flavor,
+    RiverFlavor,
+    SklearnFlavor,
+    flavor_for,
+    pinned_requirements,
+)
 from lineage.gateway import HttpLimits, MlflowGateway, RegistrySettings
-from lineage.record import STRATEGIES, TAG_PREFIX, TRIGGERS, LineageRecord, installed_library_versions
+from lineage.record import (
+    STRATEGIES,
+    TAG_PREFIX,
+    TRIGGERS,
+    LineageRecord,
+    installed_library_versions,
+)
 from lineage.registry import (
     CHALLENGER,
     CHAMPION,

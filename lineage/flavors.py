@@ -55,8 +55,15 @@ class SklearnFlavor:
 
     def log(self, model: Any, *, input_example: Any, tags: Mapping[str, str]) -> ModelInfo:
         return mlflow.sklearn.log_model(
-            model, name=MODEL_NAME, serialization_format="cloudpickle", input_example=input_example,
-            pip_requirements=list(pinned_requirements("mlflow", "scikit-learn", "cloudpickle", "numpy", "scipy", "pandas")),
+            model,
+            name=MODEL_NAME,
+            serialization_format="cloudpickle",
+            input_example=input_example,
+            pip_requirements=list(
+                pinned_requirements(
+                    "mlflow", "scikit-learn", "cloudpickle", "numpy", "scipy", "pandas"
+                )
+            ),
             tags=dict(tags),
         )
 
@@ -76,9 +83,13 @@ class RiverFlavor:
             # cloudpickle rather than pickle: River pipelines may hold lambdas (FuncTransformer).
             path.write_bytes(cloudpickle.dumps(model))
             return mlflow.pyfunc.log_model(
-                name=MODEL_NAME, python_model=str(_RIVER_CODE), artifacts={"river_model": str(path)},
+                name=MODEL_NAME,
+                python_model=str(_RIVER_CODE),
+                artifacts={"river_model": str(path)},
                 input_example=input_example,
-                pip_requirements=list(pinned_requirements("mlflow", "river", "cloudpickle", "numpy", "pandas")),
+                pip_requirements=list(
+                    pinned_requirements("mlflow", "river", "cloudpickle", "numpy", "pandas")
+                ),
                 tags=dict(tags),
             )
 

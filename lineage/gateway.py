@@ -60,10 +60,16 @@ class HttpLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timeout_s: int = Field(10, ge=1, description="Timeout of one HTTP request (MLflow takes whole seconds).")
-    max_retries: int = Field(2, ge=0, le=10, description="Retries on connection errors and 429/5xx answers.")
+    timeout_s: int = Field(
+        10, ge=1, description="Timeout of one HTTP request (MLflow takes whole seconds)."
+    )
+    max_retries: int = Field(
+        2, ge=0, le=10, description="Retries on connection errors and 429/5xx answers."
+    )
     backoff_factor: int = Field(1, ge=0, le=60, description="Exponential backoff base, seconds.")
-    backoff_jitter: float = Field(0.5, ge=0, le=10, description="Random extra pause per retry, seconds.")
+    backoff_jitter: float = Field(
+        0.5, ge=0, le=10, description="Random extra pause per retry, seconds."
+    )
 
 
 class RegistrySettings(BaseModel):
@@ -71,12 +77,20 @@ class RegistrySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tracking_uri: str = Field(description="sqlite:///abs/path/mlflow.db or http://host:port of an mlflow server.")
-    registry_uri: str | None = Field(None, description="Model registry URI; defaults to the tracking URI.")
-    experiment: str = Field("driftpilot", min_length=1, description="Experiment holding training/decision runs.")
+    tracking_uri: str = Field(
+        description="sqlite:///abs/path/mlflow.db or http://host:port of an mlflow server."
+    )
+    registry_uri: str | None = Field(
+        None, description="Model registry URI; defaults to the tracking URI."
+    )
+    experiment: str = Field(
+        "driftpilot", min_length=1, description="Experiment holding training/decision runs."
+    )
     artifact_location: str | None = Field(
-        None, description="Artifact root for a NEW experiment (an existing experiment keeps its own). Without it, "
-        "a sqlite store puts artifacts in ./mlruns under the current directory.")
+        None,
+        description="Artifact root for a NEW experiment (an existing experiment keeps its own). Without it, "
+        "a sqlite store puts artifacts in ./mlruns under the current directory.",
+    )
     http: HttpLimits = HttpLimits()
 
 
@@ -88,9 +102,14 @@ class MlflowGateway:
         self.http = http or HttpLimits()
 
     @classmethod
-    def from_settings(cls, settings: RegistrySettings, client_class: type[MlflowClient] = MlflowClient) -> MlflowGateway:
+    def from_settings(
+        cls, settings: RegistrySettings, client_class: type[MlflowClient] = MlflowClient
+    ) -> MlflowGateway:
         """A gateway with a new client for ``settings``; ``client_class`` lets tests observe a real client."""
-        return cls(client_class(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri), settings.http)
+        return cls(
+            client_class(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri),
+            settings.http,
+        )
 
     @property
     def tracking_uri(self) -> str:
@@ -112,14 +131,16 @@ class MlflowGateway:
             saved_tracking = _tracking_utils._tracking_uri
             saved_registry = _registry_utils._registry_uri
             try:
-                os.environ.update({
-                    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.http.max_retries),
-                    "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.http.timeout_s),
-                    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(self.http.backoff_factor),
-                    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": str(self.http.backoff_jitter),
-                    # The tqdm bar would write to stderr of the daemon on every model load.
-                    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-                })
+                os.environ.update(
+                    {
+                        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.http.max_retries),
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.http.timeout_s),
+                        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(self.http.backoff_factor),
+                        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": str(self.http.backoff_jitter),
+                        # The tqdm bar would write to stderr of the daemon on every model load.
+                        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                    }
+                )
                 if saved_tracking != self.tracking_uri:
                     mlflow.set_tracking_uri(self.tracking_uri)
                 mlflow.set_registry_uri(self.registry_uri)
@@ -151,14 +172,20 @@ class MlflowGateway:
     def _unreachable_message(self, exc: BaseException, doing: str) -> str:
         uri = self.tracking_uri
         if uri.startswith(("http://", "https://")):
-            hint = (f"check that `mlflow server` is running and reachable from this host (try `curl {uri.rstrip('/')}"
-                    "/health`), and that mlflow.tracking_uri in the policy file has the right host and port")
+            hint = (
+                f"check that `mlflow server` is running and reachable from this host (try `curl {uri.rstrip('/')}"
+                "/health`), and that mlflow.tracking_uri in the policy file has the right host and port"
+            )
         else:
-            hint = (f"check that the database file of {uri} exists or can be created, that its folder is writable, "
-                    "and that no other process holds a long write lock on it")
-        return (f"MLflow at {uri} is unavailable, could not {doing}: {_root_cause(exc)}. To fix: {hint}. "
-                f"Each request gave up after {self.http.timeout_s} s and {self.http.max_retries} retries "
-                "(RegistrySettings.http).")
+            hint = (
+                f"check that the database file of {uri} exists or can be created, that its folder is writable, "
+                "and that no other process holds a long write lock on it"
+            )
+        return (
+            f"MLflow at {uri} is unavailable, could not {doing}: {_root_cause(exc)}. To fix: {hint}. "
+            f"Each request gave up after {self.http.timeout_s} s and {self.http.max_retries} retries "
+            "(RegistrySettings.http)."
+        )
 
 
 def absolute_artifact_location(location: str | None) -> str | None:
@@ -178,9 +205,11 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _unreachable(exc: BaseException) -> bool:
-    return any(isinstance(e, _UNREACHABLE_TYPES) or
-               (isinstance(e, MlflowException) and _GATEWAY_STATUS.search(e.message or ""))
-               for e in _causes(exc))
+    return any(
+        isinstance(e, _UNREACHABLE_TYPES)
+        or (isinstance(e, MlflowException) and _GATEWAY_STATUS.search(e.message or ""))
+        for e in _causes(exc)
+    )
 
 
 def _root_cause(exc: BaseException) -> str:

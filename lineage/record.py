@@ -37,7 +37,15 @@ TAG_PREFIX = "driftpilot."
 SCHEMA_VERSION = "1"
 
 STRATEGIES = ("bootstrap", "stateless", "finetune", "incremental")
-TRIGGERS = ("manual", "schedule", "data_volume", "data_drift", "concept_drift", "performance_drop", "bootstrap")
+TRIGGERS = (
+    "manual",
+    "schedule",
+    "data_volume",
+    "data_drift",
+    "concept_drift",
+    "performance_drop",
+    "bootstrap",
+)
 #: Strategies that continue a parent's learned state, so they need a parent and deepen the chain.
 STATEFUL_STRATEGIES = ("finetune", "incremental")
 
@@ -86,7 +94,11 @@ class LineageRecord:
             raise LineageError("invalid lineage record: " + "; ".join(problems))
         # Normalised copies: callers' dicts stay theirs, and equality after a round trip is exact.
         set_ = object.__setattr__
-        set_(self, "parent_version", None if self.parent_version is None else str(self.parent_version))
+        set_(
+            self,
+            "parent_version",
+            None if self.parent_version is None else str(self.parent_version),
+        )
         for name in ("window_start", "window_end", "maturity_cut"):
             set_(self, name, _utc(getattr(self, name)))
         set_(self, "holdout_metrics", {str(k): float(v) for k, v in self.holdout_metrics.items()})
@@ -106,19 +118,29 @@ class LineageRecord:
         if self.trigger not in TRIGGERS:
             p.append(f"trigger {self.trigger!r} is not one of {', '.join(TRIGGERS)}")
         if self.strategy == "bootstrap" and self.parent_version is not None:
-            p.append(f"a bootstrap version has no parent, got parent_version={self.parent_version!r}; "
-                     "use strategy 'stateless' to retrain from scratch while recording the replaced champion")
+            p.append(
+                f"a bootstrap version has no parent, got parent_version={self.parent_version!r}; "
+                "use strategy 'stateless' to retrain from scratch while recording the replaced champion"
+            )
         if self.trigger == "bootstrap" and self.strategy != "bootstrap":
-            p.append(f"trigger 'bootstrap' only goes with strategy 'bootstrap', not {self.strategy!r}")
+            p.append(
+                f"trigger 'bootstrap' only goes with strategy 'bootstrap', not {self.strategy!r}"
+            )
         if self.strategy in STATEFUL_STRATEGIES and self.parent_version is None:
-            p.append(f"strategy {self.strategy!r} continues a parent model, so parent_version is required")
+            p.append(
+                f"strategy {self.strategy!r} continues a parent model, so parent_version is required"
+            )
         if not isinstance(self.chain_depth, int) or self.chain_depth < 0:
             p.append(f"chain_depth must be an int >= 0, got {self.chain_depth!r}")
         elif self.strategy in STATEFUL_STRATEGIES and self.chain_depth < 1:
-            p.append(f"strategy {self.strategy!r} must have chain_depth = parent's chain_depth + 1 (>= 1), "
-                     f"got {self.chain_depth}")
+            p.append(
+                f"strategy {self.strategy!r} must have chain_depth = parent's chain_depth + 1 (>= 1), "
+                f"got {self.chain_depth}"
+            )
         elif self.strategy not in STATEFUL_STRATEGIES and self.chain_depth != 0:
-            p.append(f"strategy {self.strategy!r} starts a new chain, so chain_depth must be 0, got {self.chain_depth}")
+            p.append(
+                f"strategy {self.strategy!r} starts a new chain, so chain_depth must be 0, got {self.chain_depth}"
+            )
         if not isinstance(self.window_rows, int) or self.window_rows < 0:
             p.append(f"window_rows must be an int >= 0, got {self.window_rows!r}")
         for name in ("window_fingerprint", "policy_hash", "decision_id"):
@@ -133,11 +155,15 @@ class LineageRecord:
         try:
             encoded = json.dumps(dict(self.extra), sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            p.append(f"extra must hold JSON values (str, int, float, bool, None, lists, dicts): {exc}")
+            p.append(
+                f"extra must hold JSON values (str, int, float, bool, None, lists, dicts): {exc}"
+            )
         else:
             if len(encoded) > _MAX_TAG_VALUE:
-                p.append(f"extra encodes to {len(encoded)} characters, MLflow tags hold at most {_MAX_TAG_VALUE}; "
-                         "attach long evidence as a run artifact and put its name in extra")
+                p.append(
+                    f"extra encodes to {len(encoded)} characters, MLflow tags hold at most {_MAX_TAG_VALUE}; "
+                    "attach long evidence as a run artifact and put its name in extra"
+                )
         return p
 
     # ------------------------------------------------------------------------------------------ tag encoding
@@ -169,16 +195,28 @@ class LineageRecord:
     @classmethod
     def from_tags(cls, tags: Mapping[str, str]) -> LineageRecord:
         """Read a record back from model-version (or run) tags; other tags are ignored."""
-        own = {k[len(TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
+        own = {k[len(TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
         schema = own.get("schema")
         if schema != SCHEMA_VERSION:
             raise LineageError(
                 f"these tags hold no driftpilot lineage record of schema {SCHEMA_VERSION} "
                 f"(found {TAG_PREFIX}schema={schema!r}); the version was not registered by this driftpilot"
             )
-        required = ("strategy", "trigger", "window_start", "window_end", "window_rows", "window_fingerprint",
-                    "maturity_cut", "holdout_metrics", "champion_metrics", "chain_depth", "policy_hash",
-                    "decision_id", "extra")
+        required = (
+            "strategy",
+            "trigger",
+            "window_start",
+            "window_end",
+            "window_rows",
+            "window_fingerprint",
+            "maturity_cut",
+            "holdout_metrics",
+            "champion_metrics",
+            "chain_depth",
+            "policy_hash",
+            "decision_id",
+            "extra",
+        )
         missing = [TAG_PREFIX + k for k in required if k not in own]
         if missing:
             raise LineageError(f"lineage tags are incomplete, missing: {', '.join(missing)}")
@@ -197,7 +235,9 @@ class LineageRecord:
                 chain_depth=int(own["chain_depth"]),
                 policy_hash=own["policy_hash"],
                 decision_id=own["decision_id"],
-                library_versions={k[len("lib."):]: v for k, v in own.items() if k.startswith("lib.")},
+                library_versions={
+                    k[len("lib.") :]: v for k, v in own.items() if k.startswith("lib.")
+                },
                 extra=json.loads(own["extra"]),
             )
         except ValueError as exc:
@@ -216,8 +256,13 @@ def _utc(when: datetime) -> datetime:
 def _metric_problems(name: str, metrics: Any) -> list[str]:
     if not isinstance(metrics, Mapping):
         return [f"{name} must be a dict of metric name -> float, got {type(metrics).__name__}"]
-    bad = {k: v for k, v in metrics.items()
-           if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isinf(float(v))}
+    bad = {
+        k: v
+        for k, v in metrics.items()
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isinf(float(v))
+    }
     if bad:
-        return [f"{name} values must be finite numbers (NaN is allowed for undefined metrics), got {bad!r}"]
+        return [
+            f"{name} values must be finite numbers (NaN is allowed for undefined metrics), got {bad!r}"
+        ]
     return []

@@ -107,14 +107,21 @@ class AliasChange:
 class ModelRegistry:
     """Versions, lineage and aliases of driftpilot models in one MLflow experiment and model registry."""
 
-    def __init__(self, gateway: MlflowGateway, experiment_id: str, clock: Clock | None = None) -> None:
+    def __init__(
+        self, gateway: MlflowGateway, experiment_id: str, clock: Clock | None = None
+    ) -> None:
         self._gateway = gateway
         self.experiment_id = experiment_id
         self._clock = clock or WallClock()
 
     @classmethod
-    def connect(cls, settings: RegistrySettings, *, clock: Clock | None = None,
-                client_class: type[MlflowClient] = MlflowClient) -> ModelRegistry:
+    def connect(
+        cls,
+        settings: RegistrySettings,
+        *,
+        clock: Clock | None = None,
+        client_class: type[MlflowClient] = MlflowClient,
+    ) -> ModelRegistry:
         """Open (creating if needed) ``settings.experiment``; :class:`LineageUnavailable` if the store is unreachable."""
         gateway = MlflowGateway.from_settings(settings, client_class)
         with gateway.scope(f"open experiment {settings.experiment!r}") as client:
@@ -122,16 +129,21 @@ class ModelRegistry:
             if experiment is None:
                 try:
                     experiment_id = client.create_experiment(
-                        settings.experiment, artifact_location=absolute_artifact_location(settings.artifact_location))
+                        settings.experiment,
+                        artifact_location=absolute_artifact_location(settings.artifact_location),
+                    )
                 except MlflowException as exc:
-                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another process created it first
+                    if (
+                        exc.error_code != "RESOURCE_ALREADY_EXISTS"
+                    ):  # another process created it first
                         raise
                     experiment_id = client.get_experiment_by_name(settings.experiment).experiment_id
             elif experiment.lifecycle_stage == "deleted":
                 raise LineageError(
                     f"experiment {settings.experiment!r} at {settings.tracking_uri} is deleted; restore it with "
                     f"`mlflow experiments restore --experiment-id {experiment.experiment_id}` or set another "
-                    "mlflow.experiment name in the policy file")
+                    "mlflow.experiment name in the policy file"
+                )
             else:
                 experiment_id = experiment.experiment_id
         return cls(gateway, str(experiment_id), clock)
@@ -147,9 +159,16 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------------------------------------ register
 
-    def register(self, name: str, model: Any, record: LineageRecord, *, params: Mapping[str, Any] | None = None,
-                 training_data: tuple[pd.DataFrame, pd.Series] | None = None,
-                 input_example: Any = None) -> VersionInfo:
+    def register(
+        self,
+        name: str,
+        model: Any,
+        record: LineageRecord,
+        *,
+        params: Mapping[str, Any] | None = None,
+        training_data: tuple[pd.DataFrame, pd.Series] | None = None,
+        input_example: Any = None,
+    ) -> VersionInfo:
         """Log ``model`` with its lineage in a new run and register it as the next version of ``name``.
 
         ``training_data`` (features, labels) is recorded as the run's dataset input named
@@ -162,31 +181,65 @@ class ModelRegistry:
             self._check_parent(client, name, record)
             record_tags = record.to_tags()
             run = client.create_run(
-                self.experiment_id, run_name=f"pending-{record.strategy}", start_time=self._now_ms(),
-                tags={**record_tags, KIND_TAG: "training", MODEL_TAG: name, FLAVOR_TAG: flavor.name})
+                self.experiment_id,
+                run_name=f"pending-{record.strategy}",
+                start_time=self._now_ms(),
+                tags={
+                    **record_tags,
+                    KIND_TAG: "training",
+                    MODEL_TAG: name,
+                    FLAVOR_TAG: flavor.name,
+                },
+            )
             run_id = run.info.run_id
             try:
-                version = self._log_and_register(client, name, model, record, flavor, run_id, params,
-                                                 training_data, input_example)
+                version = self._log_and_register(
+                    client,
+                    name,
+                    model,
+                    record,
+                    flavor,
+                    run_id,
+                    params,
+                    training_data,
+                    input_example,
+                )
             except BaseException:
                 client.set_terminated(run_id, "FAILED", end_time=self._now_ms())
                 raise
             return self._version_info(client, name, self._model_version(client, name, version))
 
-    def _log_and_register(self, client: MlflowClient, name: str, model: Any, record: LineageRecord, flavor: Flavor,
-                          run_id: str, params: Mapping[str, Any] | None,
-                          training_data: tuple[pd.DataFrame, pd.Series] | None, input_example: Any) -> str:
+    def _log_and_register(
+        self,
+        client: MlflowClient,
+        name: str,
+        model: Any,
+        record: LineageRecord,
+        flavor: Flavor,
+        run_id: str,
+        params: Mapping[str, Any] | None,
+        training_data: tuple[pd.DataFrame, pd.Series] | None,
+        input_example: Any,
+    ) -> str:
         now = self._now_ms()
         metrics = [Metric(k, v, now, 0) for k, v in record.holdout_metrics.items()]
         metrics += [Metric(f"champion_{k}", v, now, 0) for k, v in record.champion_metrics.items()]
-        client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in (params or {}).items()])
+        client.log_batch(
+            run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in (params or {}).items()]
+        )
         record_tags = record.to_tags()
         # Metrics logged above are copied onto the LoggedModel by log_model, so the model page shows them too.
         with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_INTEGER_HINT)
             if training_data is not None:
-                mlflow.log_input(_window_dataset(record, *training_data), context="training", tags={
-                    k: record_tags[TAG_PREFIX + k] for k in ("window_start", "window_end", "maturity_cut")})
+                mlflow.log_input(
+                    _window_dataset(record, *training_data),
+                    context="training",
+                    tags={
+                        k: record_tags[TAG_PREFIX + k]
+                        for k in ("window_start", "window_end", "maturity_cut")
+                    },
+                )
             if input_example is None and training_data is not None:
                 # A few real rows give the logged model a signature (input schema) in the MLflow UI.
                 input_example = training_data[0].head(_EXAMPLE_ROWS)
@@ -194,11 +247,18 @@ class ModelRegistry:
         client.set_terminated(run_id, "FINISHED", end_time=self._now_ms())
         description = _describe(name, record, self.experiment_id, run_id)
         mv = client.create_model_version(
-            name, source=info.model_uri, run_id=run_id, model_id=info.model_id, description=description,
-            tags={**record_tags, FLAVOR_TAG: flavor.name})
+            name,
+            source=info.model_uri,
+            run_id=run_id,
+            model_id=info.model_id,
+            description=description,
+            tags={**record_tags, FLAVOR_TAG: flavor.name},
+        )
         version = str(mv.version)
         client.update_run(run_id, name=f"v{version}-{record.strategy}")
-        client.log_batch(run_id, tags=[RunTag(VERSION_TAG, version), RunTag(_NOTE_TAG, description)])
+        client.log_batch(
+            run_id, tags=[RunTag(VERSION_TAG, version), RunTag(_NOTE_TAG, description)]
+        )
         return version
 
     def _ensure_registered_model(self, client: MlflowClient, name: str) -> None:
@@ -208,8 +268,11 @@ class ModelRegistry:
             if not _not_found(exc):
                 raise
             try:
-                client.create_registered_model(name, tags={KIND_TAG: "driftpilot"},
-                                               description="Managed by driftpilot: versions carry lineage tags.")
+                client.create_registered_model(
+                    name,
+                    tags={KIND_TAG: "driftpilot"},
+                    description="Managed by driftpilot: versions carry lineage tags.",
+                )
             except MlflowException as again:
                 if again.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -220,12 +283,15 @@ class ModelRegistry:
         parent = self._model_version(client, name, record.parent_version, role="parent version")
         if record.strategy not in STATEFUL_STRATEGIES:
             return
-        parent_depth = LineageRecord.from_tags(parent.tags).chain_depth if has_record(parent.tags) else 0
+        parent_depth = (
+            LineageRecord.from_tags(parent.tags).chain_depth if has_record(parent.tags) else 0
+        )
         if record.chain_depth != parent_depth + 1:
             raise LineageError(
                 f"chain_depth {record.chain_depth} does not continue parent version {record.parent_version} of "
                 f"{name!r} (chain_depth {parent_depth}): a {record.strategy} child must have chain_depth "
-                f"{parent_depth + 1}")
+                f"{parent_depth + 1}"
+            )
 
     # ------------------------------------------------------------------------------------------------- aliases
 
@@ -236,8 +302,10 @@ class ModelRegistry:
             before = self._aliases(client, name, must_exist=True)
             self._model_version(client, name, version)
             if before.get(CHAMPION) == version:
-                raise LineageError(f"version {version} of {name!r} is the champion, it cannot also be the "
-                                   "challenger; register a new version to challenge it")
+                raise LineageError(
+                    f"version {version} of {name!r} is the champion, it cannot also be the "
+                    "challenger; register a new version to challenge it"
+                )
             client.set_registered_model_alias(name, CHALLENGER, version)
             return AliasChange(name, "set_challenger", version, before, self._aliases(client, name))
 
@@ -253,7 +321,8 @@ class ModelRegistry:
             if target is None:
                 raise LineageError(
                     f"{name!r} has no challenger to promote (aliases: {_show(before)}); call "
-                    "set_challenger(name, version) first, or promote(name, version=...) explicitly")
+                    "set_challenger(name, version) first, or promote(name, version=...) explicitly"
+                )
             self._model_version(client, name, target)
             old = before.get(CHAMPION)
             if old != target:
@@ -277,7 +346,8 @@ class ModelRegistry:
                 raise LineageError(
                     f"cannot roll back {name!r}: it has no 'previous' version (aliases: {_show(before)}). "
                     "'previous' is set by promote() and cleared by a rollback, so a rollback cannot be repeated; "
-                    "use promote(name, version=...) to make a chosen version the champion")
+                    "use promote(name, version=...) to make a chosen version the champion"
+                )
             bad = before.get(CHAMPION)
             now = self._now_iso()
             client.set_registered_model_alias(name, CHAMPION, target)
@@ -300,7 +370,9 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------------------------------------- reading
 
-    def load(self, name: str, alias: str = CHAMPION, *, version: str | int | None = None) -> LoadedModel:
+    def load(
+        self, name: str, alias: str = CHAMPION, *, version: str | int | None = None
+    ) -> LoadedModel:
         """Load the version behind ``alias`` (or the explicit ``version``) as its native object."""
         with self._gateway.scope(f"load {name!r}") as client:
             if version is None:
@@ -308,35 +380,48 @@ class ModelRegistry:
                 if alias not in aliases:
                     raise LineageNotFound(
                         f"{name!r} has no {alias!r} alias; its aliases are: {_show(aliases)}. "
-                        f"Load one of those, or a version with load(name, version=...)")
+                        f"Load one of those, or a version with load(name, version=...)"
+                    )
                 version = aliases[alias]
             mv = self._model_version(client, name, _version_str(version))
             info = self._version_info(client, name, mv)
             # A version registered by hand (no flavor tag) is most likely a plain scikit-learn model.
             flavor = flavor_named(info.flavor or "sklearn")
             model = flavor.load(f"models:/{name}/{info.version}")
-            return LoadedModel(model=model, version=info.version, record=info.record, flavor=flavor.name)
+            return LoadedModel(
+                model=model, version=info.version, record=info.record, flavor=flavor.name
+            )
 
     def get(self, name: str, version: str | int) -> VersionInfo:
         with self._gateway.scope(f"read version {version} of {name!r}") as client:
-            return self._version_info(client, name, self._model_version(client, name, _version_str(version)))
+            return self._version_info(
+                client, name, self._model_version(client, name, _version_str(version))
+            )
 
     def ancestors(self, name: str, version: str | int) -> list[VersionInfo]:
         """The parent, grandparent, ... up to the root (nearest first); empty for a root version."""
         with self._gateway.scope(f"walk the ancestors of version {version} of {name!r}") as client:
             aliases = self._aliases(client, name)
-            current = self._version_info(client, name, self._model_version(client, name, _version_str(version)),
-                                         aliases)
+            current = self._version_info(
+                client, name, self._model_version(client, name, _version_str(version)), aliases
+            )
             chain: list[VersionInfo] = []
             seen = {current.version}
             while current.parent_version is not None:
                 if current.parent_version in seen:
-                    raise LineageError(f"lineage of {name!r} has a cycle through version {current.parent_version}; "
-                                       f"fix the {TAG_PREFIX}parent_version tags")
+                    raise LineageError(
+                        f"lineage of {name!r} has a cycle through version {current.parent_version}; "
+                        f"fix the {TAG_PREFIX}parent_version tags"
+                    )
                 seen.add(current.parent_version)
                 current = self._version_info(
-                    client, name, self._model_version(client, name, current.parent_version, role="parent version"),
-                    aliases)
+                    client,
+                    name,
+                    self._model_version(
+                        client, name, current.parent_version, role="parent version"
+                    ),
+                    aliases,
+                )
                 chain.append(current)
             return chain
 
@@ -344,11 +429,16 @@ class ModelRegistry:
         """Every version of ``name`` (oldest first) with its record, aliases, creation time and run."""
         with self._gateway.scope(f"list the versions of {name!r}") as client:
             aliases = self._aliases(client, name, must_exist=True)
-            return [self._version_info(client, name, mv, aliases) for mv in self._all_versions(client, name)]
+            return [
+                self._version_info(client, name, mv, aliases)
+                for mv in self._all_versions(client, name)
+            ]
 
     # ------------------------------------------------------------------------------------------- runs, artifacts
 
-    def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:
+    def log_artifact(
+        self, run_id: str, local_path: str | Path, artifact_path: str | None = None
+    ) -> None:
         """Attach a file (e.g. an Evidently HTML report) to a run, under ``artifact_path`` if given."""
         path = Path(local_path)
         if not path.is_file():
@@ -356,9 +446,16 @@ class ModelRegistry:
         with self._gateway.scope(f"attach {path.name} to run {run_id}") as client:
             client.log_artifact(run_id, str(path), artifact_path)
 
-    def log_decision(self, name: str, *, decision_id: str, metrics: Mapping[str, float] | None = None,
-                     tags: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None,
-                     artifacts: Sequence[str | Path] = ()) -> str:
+    def log_decision(
+        self,
+        name: str,
+        *,
+        decision_id: str,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        artifacts: Sequence[str | Path] = (),
+    ) -> str:
         """Record one controller decision as a finished run (``decision-<id>``); returns the run id.
 
         The controller decides the content; this adds ``driftpilot.kind=decision``, the model name and the id.
@@ -366,15 +463,28 @@ class ModelRegistry:
         files = [Path(a) for a in artifacts]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
-            raise LineageError(f"decision {decision_id}: artifact file(s) not found: {', '.join(missing)}")
+            raise LineageError(
+                f"decision {decision_id}: artifact file(s) not found: {', '.join(missing)}"
+            )
         with self._gateway.scope(f"record decision {decision_id} of {name!r}") as client:
             now = self._now_ms()
-            run = client.create_run(self.experiment_id, run_name=f"decision-{decision_id}", start_time=now, tags={
-                **{k: str(v) for k, v in (tags or {}).items()},
-                KIND_TAG: "decision", MODEL_TAG: name, DECISION_TAG: decision_id})
+            run = client.create_run(
+                self.experiment_id,
+                run_name=f"decision-{decision_id}",
+                start_time=now,
+                tags={
+                    **{k: str(v) for k, v in (tags or {}).items()},
+                    KIND_TAG: "decision",
+                    MODEL_TAG: name,
+                    DECISION_TAG: decision_id,
+                },
+            )
             run_id = run.info.run_id
-            client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-                             params=[Param(k, str(v)) for k, v in (params or {}).items()])
+            client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                params=[Param(k, str(v)) for k, v in (params or {}).items()],
+            )
             for f in files:
                 client.log_artifact(run_id, str(f))
             client.set_terminated(run_id, "FINISHED", end_time=self._now_ms())
@@ -382,7 +492,9 @@ class ModelRegistry:
 
     # ---------------------------------------------------------------------------------------------- internals
 
-    def _aliases(self, client: MlflowClient, name: str, *, must_exist: bool = False) -> dict[str, str]:
+    def _aliases(
+        self, client: MlflowClient, name: str, *, must_exist: bool = False
+    ) -> dict[str, str]:
         try:
             model = client.get_registered_model(name)
         except MlflowException as exc:
@@ -393,13 +505,17 @@ class ModelRegistry:
             return {}
         return {str(alias): str(version) for alias, version in (model.aliases or {}).items()}
 
-    def _model_version(self, client: MlflowClient, name: str, version: str, role: str = "version") -> ModelVersion:
+    def _model_version(
+        self, client: MlflowClient, name: str, version: str, role: str = "version"
+    ) -> ModelVersion:
         try:
             return client.get_model_version(name, version)
         except MlflowException as exc:
             if not _not_found(exc):
                 raise
-        self._aliases(client, name, must_exist=True)  # an unknown model gets the more useful message
+        self._aliases(
+            client, name, must_exist=True
+        )  # an unknown model gets the more useful message
         existing = ", ".join(str(mv.version) for mv in self._all_versions(client, name)) or "(none)"
         raise LineageNotFound(f"{name!r} has no {role} {version}; its versions are: {existing}")
 
@@ -408,7 +524,9 @@ class ModelRegistry:
         token = None
         escaped = name.replace("'", "\\'")
         while True:
-            page = client.search_model_versions(f"name='{escaped}'", max_results=1000, page_token=token)
+            page = client.search_model_versions(
+                f"name='{escaped}'", max_results=1000, page_token=token
+            )
             found.extend(page)
             token = page.token
             if not token:
@@ -418,10 +536,16 @@ class ModelRegistry:
         names = sorted(m.name for m in client.search_registered_models(max_results=100))
         return LineageNotFound(
             f"no registered model {name!r} at {self.tracking_uri}; registered models: {', '.join(names) or '(none)'}. "
-            "A model appears with its first register() (the bootstrap)")
+            "A model appears with its first register() (the bootstrap)"
+        )
 
-    def _version_info(self, client: MlflowClient, name: str, mv: ModelVersion,
-                      aliases: Mapping[str, str] | None = None) -> VersionInfo:
+    def _version_info(
+        self,
+        client: MlflowClient,
+        name: str,
+        mv: ModelVersion,
+        aliases: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
         # search_model_versions leaves ModelVersion.aliases empty, so aliases come from the registered model.
         if aliases is None:
             aliases = self._aliases(client, name)
@@ -432,11 +556,16 @@ class ModelRegistry:
         except LineageError as exc:
             raise LineageError(f"version {version} of {name!r}: {exc}") from exc
         return VersionInfo(
-            name=name, version=version, record=record,
+            name=name,
+            version=version,
+            record=record,
             aliases=tuple(sorted(a for a, v in aliases.items() if v == version)),
             run_id=mv.run_id or None,
             created_at=datetime.fromtimestamp(int(mv.creation_timestamp) / 1000, UTC),
-            flavor=tags.get(FLAVOR_TAG), description=mv.description or "", tags=tags)
+            flavor=tags.get(FLAVOR_TAG),
+            description=mv.description or "",
+            tags=tags,
+        )
 
     def _now_ms(self) -> int:
         return int(self._clock.now().timestamp() * 1000)
@@ -446,11 +575,17 @@ class ModelRegistry:
 
 
 def _window_dataset(record: LineageRecord, features: pd.DataFrame, labels: pd.Series) -> Any:
-    target = labels.name if isinstance(labels.name, str) and labels.name not in features.columns else "target"
+    target = (
+        labels.name
+        if isinstance(labels.name, str) and labels.name not in features.columns
+        else "target"
+    )
     while target in features.columns:
         target = "_" + target
     frame = features.reset_index(drop=True).assign(**{target: labels.reset_index(drop=True)})
-    return mlflow.data.from_pandas(frame, targets=target, name=f"window-{record.window_fingerprint[:12]}")
+    return mlflow.data.from_pandas(
+        frame, targets=target, name=f"window-{record.window_fingerprint[:12]}"
+    )
 
 
 def _describe(name: str, record: LineageRecord, experiment_id: str, run_id: str) -> str:
@@ -458,26 +593,43 @@ def _describe(name: str, record: LineageRecord, experiment_id: str, run_id: str)
     if record.parent_version is None:
         origin = f"**{record.strategy}** (no parent)"
     else:
-        origin = (f"**{record.strategy}** from parent [version {record.parent_version}]"
-                  f"(#/models/{model}/versions/{record.parent_version})")
-    metrics = ", ".join(
-        f"{k} {v:.4f}" + (f" (champion {record.champion_metrics[k]:.4f})" if k in record.champion_metrics else "")
-        for k, v in sorted(record.holdout_metrics.items())) or "none"
-    return "\n\n".join([
-        f"{origin} · trigger `{record.trigger}` · chain depth {record.chain_depth}",
-        f"Training run: [{run_id}](#/experiments/{experiment_id}/runs/{run_id})",
-        f"Data window: {record.window_start.isoformat()} → {record.window_end.isoformat()}, "
-        f"{record.window_rows} rows, fingerprint `{record.window_fingerprint[:12]}`, "
-        f"labels as of {record.maturity_cut.isoformat()}",
-        f"Holdout: {metrics}",
-        f"Decision `{record.decision_id}` · policy `{record.policy_hash[:12]}`",
-    ])
+        origin = (
+            f"**{record.strategy}** from parent [version {record.parent_version}]"
+            f"(#/models/{model}/versions/{record.parent_version})"
+        )
+    metrics = (
+        ", ".join(
+            f"{k} {v:.4f}"
+            + (
+                f" (champion {record.champion_metrics[k]:.4f})"
+                if k in record.champion_metrics
+                else ""
+            )
+            for k, v in sorted(record.holdout_metrics.items())
+        )
+        or "none"
+    )
+    return "\n\n".join(
+        [
+            f"{origin} · trigger `{record.trigger}` · chain depth {record.chain_depth}",
+            f"Training run: [{run_id}](#/experiments/{experiment_id}/runs/{run_id})",
+            (
+                f"Data window: {record.window_start.isoformat()} → {record.window_end.isoformat()}, "
+                f"{record.window_rows} rows, fingerprint `{record.window_fingerprint[:12]}`, "
+                f"labels as of {record.maturity_cut.isoformat()}"
+            ),
+            f"Holdout: {metrics}",
+            f"Decision `{record.decision_id}` · policy `{record.policy_hash[:12]}`",
+        ]
+    )
 
 
 def _version_str(version: str | int) -> str:
     text = str(version).strip()
     if not text.isdigit() or int(text) < 1:
-        raise LineageError(f"model version must be a positive integer like 3 or '3', got {version!r}")
+        raise LineageError(
+            f"model version must be a positive integer like 3 or '3', got {version!r}"
+        )
     return str(int(text))
 
 

@@ -21,10 +21,16 @@ class RiverPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None):
         rows = model_input.to_dict(orient="records")
         if hasattr(self.model, "predict_proba_one"):
-            probas = pd.DataFrame([self.model.predict_proba_one(row) for row in rows], index=model_input.index)
+            probas = pd.DataFrame(
+                [self.model.predict_proba_one(row) for row in rows], index=model_input.index
+            )
             # A class the model has not seen for some row is absent from that row's dict: probability 0.
             return probas.reindex(columns=sorted(probas.columns, key=str)).fillna(0.0)
-        return pd.Series([self.model.predict_one(row) for row in rows], index=model_input.index, name="prediction")
+        return pd.Series(
+            [self.model.predict_one(row) for row in rows],
+            index=model_input.index,
+            name="prediction",
+        )
 
 
 mlflow.models.set_model(RiverPyfunc())

@@ -28,8 +28,11 @@ from lineage import ModelRegistry, RegistrySettings
 @pytest.fixture(scope="session")
 def sqlite_settings(tmp_path_factory) -> RegistrySettings:
     root = tmp_path_factory.mktemp("mlflow-sqlite")
-    return RegistrySettings(tracking_uri=f"sqlite:///{root}/mlflow.db", experiment="lineage-tests",
-                            artifact_location=str(root / "artifacts"))
+    return RegistrySettings(
+        tracking_uri=f"sqlite:///{root}/mlflow.db",
+        experiment="lineage-tests",
+        artifact_location=str(root / "artifacts"),
+    )
 
 
 def _free_port() -> int:
@@ -53,20 +56,37 @@ def mlflow_server_url(tmp_path_factory):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = root / "server.log"
-    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{root}/server.db", "--default-artifact-root", str(root / "art"),
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root}/server.db",
+        "--default-artifact-root",
+        str(root / "art"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 120
         while not _healthy(url):
             if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(
+                    f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+                )
             if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after 120 s:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(
+                    f"mlflow server not healthy after 120 s:\n{log_path.read_text()[-3000:]}"
+                )
             try:  # waits for the process (returns early if it dies), not a blind sleep
                 proc.wait(timeout=0.25)
             except subprocess.TimeoutExpired:
@@ -93,12 +113,16 @@ def backend_settings(request, sqlite_settings) -> RegistrySettings:
 @pytest.fixture
 def registry(backend_settings) -> ModelRegistry:
     """A registry on each backend, with a stepping clock and an alias-watching client."""
-    return ModelRegistry.connect(backend_settings, clock=StepClock(), client_class=AliasWatchingClient)
+    return ModelRegistry.connect(
+        backend_settings, clock=StepClock(), client_class=AliasWatchingClient
+    )
 
 
 @pytest.fixture
 def sqlite_registry(sqlite_settings) -> ModelRegistry:
-    return ModelRegistry.connect(sqlite_settings, clock=StepClock(), client_class=AliasWatchingClient)
+    return ModelRegistry.connect(
+        sqlite_settings, clock=StepClock(), client_class=AliasWatchingClient
+    )
 
 
 _names = itertools.count(1)

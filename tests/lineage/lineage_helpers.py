@@ -49,14 +49,22 @@ class AliasWatchingClient(MlflowClient):
 
 
 def make_record(**overrides) -> LineageRecord:
-    fields = dict(
-        parent_version=None, strategy="bootstrap", trigger="bootstrap",
-        window_start=T0 - timedelta(days=7), window_end=T0 - timedelta(hours=1, microseconds=250),
-        window_rows=300, window_fingerprint="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-        maturity_cut=T0, holdout_metrics={"accuracy": 0.8125, "log_loss": 0.1 + 0.2},
-        champion_metrics={}, chain_depth=0, policy_hash="3b5d5c3712955042212316173ccf37be", decision_id="dec-0001",
-        extra={"method": "full_refit"},
-    )
+    fields: dict = {
+        "parent_version": None,
+        "strategy": "bootstrap",
+        "trigger": "bootstrap",
+        "window_start": T0 - timedelta(days=7),
+        "window_end": T0 - timedelta(hours=1, microseconds=250),
+        "window_rows": 300,
+        "window_fingerprint": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "maturity_cut": T0,
+        "holdout_metrics": {"accuracy": 0.8125, "log_loss": 0.1 + 0.2},
+        "champion_metrics": {},
+        "chain_depth": 0,
+        "policy_hash": "3b5d5c3712955042212316173ccf37be",
+        "decision_id": "dec-0001",
+        "extra": {"method": "full_refit"},
+    }
     fields.update(overrides)
     return LineageRecord(**fields)
 
@@ -64,6 +72,8 @@ def make_record(**overrides) -> LineageRecord:
 def make_data(n: int = 300, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
     rng = np.random.default_rng(seed)
     X = pd.DataFrame(rng.normal(size=(n, 4)), columns=["f0", "f1", "f2", "f3"])
-    y = pd.Series((X["f0"] + 0.5 * X["f1"] - 0.25 * X["f2"] + rng.normal(scale=0.3, size=n) > 0).astype(int),
-                  name="label")
+    y = pd.Series(
+        (X["f0"] + 0.5 * X["f1"] - 0.25 * X["f2"] + rng.normal(scale=0.3, size=n) > 0).astype(int),
+        name="label",
+    )
     return X, y

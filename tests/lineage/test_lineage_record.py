@@ -13,7 +13,10 @@ from lineage import LineageError, LineageRecord, installed_library_versions
 
 def test_round_trip_is_exact_for_every_field():
     record = make_record(
-        parent_version="7", strategy="finetune", trigger="concept_drift", chain_depth=3,
+        parent_version="7",
+        strategy="finetune",
+        trigger="concept_drift",
+        chain_depth=3,
         holdout_metrics={"accuracy": 0.1 + 0.2, "tiny": 1e-300, "denormal": 5e-324},
         champion_metrics={"accuracy": 2 / 3},
         extra={"fallback": None, "reason": "ADWIN fired at 5087", "nested": {"k": [1, 2.5, True]}},
@@ -27,7 +30,9 @@ def test_round_trip_is_exact_for_every_field():
 
 def test_tags_are_prefixed_strings_with_iso_utc_datetimes():
     cet = timezone(timedelta(hours=1))
-    record = make_record(window_start=datetime(2026, 2, 1, 13, 0, tzinfo=cet), window_end=datetime(2026, 2, 2))
+    record = make_record(
+        window_start=datetime(2026, 2, 1, 13, 0, tzinfo=cet), window_end=datetime(2026, 2, 2)
+    )
     tags = record.to_tags()
     assert all(k.startswith("driftpilot.") and isinstance(v, str) for k, v in tags.items())
     assert tags["driftpilot.window_start"] == "2026-02-01T12:00:00+00:00"  # converted to UTC
@@ -53,21 +58,49 @@ def test_caller_dicts_are_copied_not_shared():
     assert record.holdout_metrics == {"accuracy": 0.5}
 
 
-@pytest.mark.parametrize(("overrides", "expected"), [
-    ({"strategy": "retrain"}, "strategy 'retrain' is not one of bootstrap, stateless, finetune, incremental"),
-    ({"trigger": "drift"}, "trigger 'drift' is not one of manual, schedule"),
-    ({"parent_version": "2"}, "a bootstrap version has no parent"),
-    ({"strategy": "finetune", "trigger": "data_drift", "chain_depth": 1}, "parent_version is required"),
-    ({"strategy": "finetune", "trigger": "data_drift", "parent_version": "1", "chain_depth": 0},
-     "chain_depth = parent's chain_depth + 1"),
-    ({"strategy": "stateless", "trigger": "schedule", "chain_depth": 2}, "chain_depth must be 0"),
-    ({"trigger": "manual", "strategy": "stateless", "window_rows": -1}, "window_rows must be an int >= 0"),
-    ({"decision_id": ""}, "decision_id must be a non-empty string"),
-    ({"holdout_metrics": {"accuracy": "high"}}, "holdout_metrics values must be finite numbers"),
-    ({"extra": {"when": datetime(2026, 1, 1)}}, "extra must hold JSON values"),
-    ({"window_end": T0 - timedelta(days=30)}, "window_end 2026-01-30T12:00:00+00:00 is before window_start"),
-    ({"strategy": "stateless"}, "trigger 'bootstrap' only goes with strategy 'bootstrap'"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"strategy": "retrain"},
+            "strategy 'retrain' is not one of bootstrap, stateless, finetune, incremental",
+        ),
+        ({"trigger": "drift"}, "trigger 'drift' is not one of manual, schedule"),
+        ({"parent_version": "2"}, "a bootstrap version has no parent"),
+        (
+            {"strategy": "finetune", "trigger": "data_drift", "chain_depth": 1},
+            "parent_version is required",
+        ),
+        (
+            {
+                "strategy": "finetune",
+                "trigger": "data_drift",
+                "parent_version": "1",
+                "chain_depth": 0,
+            },
+            "chain_depth = parent's chain_depth + 1",
+        ),
+        (
+            {"strategy": "stateless", "trigger": "schedule", "chain_depth": 2},
+            "chain_depth must be 0",
+        ),
+        (
+            {"trigger": "manual", "strategy": "stateless", "window_rows": -1},
+            "window_rows must be an int >= 0",
+        ),
+        ({"decision_id": ""}, "decision_id must be a non-empty string"),
+        (
+            {"holdout_metrics": {"accuracy": "high"}},
+            "holdout_metrics values must be finite numbers",
+        ),
+        ({"extra": {"when": datetime(2026, 1, 1)}}, "extra must hold JSON values"),
+        (
+            {"window_end": T0 - timedelta(days=30)},
+            "window_end 2026-01-30T12:00:00+00:00 is before window_start",
+        ),
+        ({"strategy": "stateless"}, "trigger 'bootstrap' only goes with strategy 'bootstrap'"),
+    ],
+)
 def test_invalid_records_are_refused_with_a_teaching_message(overrides, expected):
     with pytest.raises(LineageError, match="invalid lineage record") as info:
         make_record(**overrides)

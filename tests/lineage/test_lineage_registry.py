@@ -5,6 +5,8 @@ Aliases, lineage tags, descriptions, runs, ancestry and error messages are check
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from lineage_helpers import make_data, make_record
 from mlflow import MlflowClient
@@ -28,13 +30,22 @@ def _register(registry: ModelRegistry, name: str, **record_overrides):
 
 
 def _child(parent: str, depth: int = 1, strategy: str = "finetune", **more):
-    return {"parent_version": parent, "strategy": strategy, "trigger": "data_drift",
-            "chain_depth": depth if strategy in ("finetune", "incremental") else 0, **more}
+    return {
+        "parent_version": parent,
+        "strategy": strategy,
+        "trigger": "data_drift",
+        "chain_depth": depth if strategy in ("finetune", "incremental") else 0,
+        **more,
+    }
 
 
-def test_alias_lifecycle_keeps_a_champion_at_every_instant(registry: ModelRegistry, model_name: str):
+def test_alias_lifecycle_keeps_a_champion_at_every_instant(
+    registry: ModelRegistry, model_name: str
+):
     name = model_name
-    assert registry.aliases(name) == {} and registry.champion_version(name) is None  # nothing registered yet
+    assert (
+        registry.aliases(name) == {} and registry.champion_version(name) is None
+    )  # nothing registered yet
 
     v1 = _register(registry, name)
     assert v1.version == "1" and v1.aliases == ()
@@ -78,13 +89,17 @@ def test_alias_lifecycle_keeps_a_champion_at_every_instant(registry: ModelRegist
     ]
     assert all(CHAMPION in s for s in states)
 
-    with pytest.raises(LineageError, match="no 'previous' version .*champion=v2.*promote\\(name, version=...\\)"):
+    with pytest.raises(
+        LineageError, match="no 'previous' version .*champion=v2.*promote\\(name, version=...\\)"
+    ):
         registry.rollback(name)
     with pytest.raises(LineageError, match="no challenger to promote"):
         registry.promote(name)
 
 
-def test_promote_and_rollback_are_recorded_as_version_tags(registry: ModelRegistry, model_name: str):
+def test_promote_and_rollback_are_recorded_as_version_tags(
+    registry: ModelRegistry, model_name: str
+):
     name = model_name
     _register(registry, name)
     registry.promote(name, 1)
@@ -100,7 +115,9 @@ def test_promote_and_rollback_are_recorded_as_version_tags(registry: ModelRegist
     assert v1.tags["driftpilot.rolled_back_from"] == "2"
     assert v2.tags["driftpilot.rolled_back_to"] == "1"
     assert v1.tags["driftpilot.rolled_back_at"] == v2.tags["driftpilot.rolled_back_at"]
-    assert v1.tags["driftpilot.rolled_back_at"] > v2.tags["driftpilot.promoted_at"]  # the injected clock moved on
+    assert (
+        v1.tags["driftpilot.rolled_back_at"] > v2.tags["driftpilot.promoted_at"]
+    )  # the injected clock moved on
 
 
 def test_promoting_the_champion_again_changes_nothing(registry: ModelRegistry, model_name: str):
@@ -117,11 +134,17 @@ def test_challenger_cannot_be_the_champion(registry: ModelRegistry, model_name: 
         registry.set_challenger(model_name, 1)
 
 
-def test_lineage_tags_round_trip_and_the_description_links_the_parent(registry: ModelRegistry, model_name: str):
+def test_lineage_tags_round_trip_and_the_description_links_the_parent(
+    registry: ModelRegistry, model_name: str
+):
     name = model_name
     _register(registry, name)
-    record = make_record(**_child("1", champion_metrics={"accuracy": 0.75}, extra={"method": "warm_start"}))
-    info = registry.register(name, MODEL, record, params={"C": 1.0, "max_iter": 100}, training_data=(X, Y))
+    record = make_record(
+        **_child("1", champion_metrics={"accuracy": 0.75}, extra={"method": "warm_start"})
+    )
+    info = registry.register(
+        name, MODEL, record, params={"C": 1.0, "max_iter": 100}, training_data=(X, Y)
+    )
 
     assert info.version == "2" and info.flavor == "sklearn"
     fetched = registry.get(name, "2")
@@ -135,7 +158,9 @@ def test_lineage_tags_round_trip_and_the_description_links_the_parent(registry: 
     assert registry.get(name, "1").record.parent_version is None
 
 
-def test_the_training_run_holds_params_metrics_tags_and_the_data_window(registry: ModelRegistry, model_name: str):
+def test_the_training_run_holds_params_metrics_tags_and_the_data_window(
+    registry: ModelRegistry, model_name: str
+):
     record = make_record(champion_metrics={"accuracy": 0.5})
     info = registry.register(model_name, MODEL, record, params={"C": 1.0}, training_data=(X, Y))
     run = MlflowClient(registry.tracking_uri).get_run(info.run_id)
@@ -155,7 +180,9 @@ def test_the_training_run_holds_params_metrics_tags_and_the_data_window(registry
     assert tags["window_start"] == record.window_start.isoformat()
 
 
-def test_ancestors_walk_parent_tags_and_tree_lists_every_version(registry: ModelRegistry, model_name: str):
+def test_ancestors_walk_parent_tags_and_tree_lists_every_version(
+    registry: ModelRegistry, model_name: str
+):
     name = model_name
     _register(registry, name)
     _register(registry, name, **_child("1", depth=1))
@@ -173,37 +200,51 @@ def test_ancestors_walk_parent_tags_and_tree_lists_every_version(registry: Model
     assert [v.record.chain_depth for v in tree] == [0, 1, 2, 0]
     assert [v.aliases for v in tree] == [(), (), (CHAMPION,), ()]
     assert len({v.run_id for v in tree}) == 4
-    assert all(a.created_at <= b.created_at for a, b in zip(tree, tree[1:], strict=False))
+    assert all(a.created_at <= b.created_at for a, b in itertools.pairwise(tree))
 
 
-def test_register_refuses_a_broken_lineage_without_creating_a_version(registry: ModelRegistry, model_name: str):
+def test_register_refuses_a_broken_lineage_without_creating_a_version(
+    registry: ModelRegistry, model_name: str
+):
     name = model_name
     _register(registry, name)
     with pytest.raises(LineageNotFound, match="has no parent version 9; its versions are: 1"):
         _register(registry, name, **_child("9"))
     _register(registry, name, **_child("1", depth=1))
-    with pytest.raises(LineageError, match="chain_depth 1 does not continue parent version 2 .*chain_depth 2"):
+    with pytest.raises(
+        LineageError, match="chain_depth 1 does not continue parent version 2 .*chain_depth 2"
+    ):
         _register(registry, name, **_child("2", depth=1))
     assert [v.version for v in registry.tree(name)] == ["1", "2"]
 
 
-def test_unknown_model_alias_and_version_errors_name_what_exists(registry: ModelRegistry, model_name: str):
+def test_unknown_model_alias_and_version_errors_name_what_exists(
+    registry: ModelRegistry, model_name: str
+):
     _register(registry, model_name)
-    with pytest.raises(LineageNotFound, match=f"has no 'champion' alias; its aliases are: \\(none\\)"):
+    with pytest.raises(
+        LineageNotFound, match="has no 'champion' alias; its aliases are: \\(none\\)"
+    ):
         registry.load(model_name)
     registry.set_challenger(model_name, 1)
-    with pytest.raises(LineageNotFound, match="has no 'champion' alias; its aliases are: challenger=v1"):
+    with pytest.raises(
+        LineageNotFound, match="has no 'champion' alias; its aliases are: challenger=v1"
+    ):
         registry.load(model_name)
     with pytest.raises(LineageNotFound, match="has no version 5; its versions are: 1"):
         registry.get(model_name, 5)
-    with pytest.raises(LineageNotFound, match=f"no registered model 'no-such-model'.*registered models: .*{model_name}"):
+    with pytest.raises(
+        LineageNotFound,
+        match=f"no registered model 'no-such-model'.*registered models: .*{model_name}",
+    ):
         registry.load("no-such-model")
     with pytest.raises(LineageError, match="positive integer like 3"):
         registry.get(model_name, "latest")
 
 
-def test_load_by_alias_and_by_version_returns_the_native_model_and_its_record(registry: ModelRegistry,
-                                                                           model_name: str):
+def test_load_by_alias_and_by_version_returns_the_native_model_and_its_record(
+    registry: ModelRegistry, model_name: str
+):
     _register(registry, model_name)
     registry.promote(model_name, 1)
     loaded = registry.load(model_name)
@@ -213,12 +254,19 @@ def test_load_by_alias_and_by_version_returns_the_native_model_and_its_record(re
     assert registry.load(model_name, version=1).version == "1"
 
 
-def test_log_decision_and_log_artifact_attach_to_runs(registry: ModelRegistry, model_name: str, tmp_path):
+def test_log_decision_and_log_artifact_attach_to_runs(
+    registry: ModelRegistry, model_name: str, tmp_path
+):
     report = tmp_path / "drift.html"
     report.write_text("<html>drift</html>")
-    run_id = registry.log_decision(model_name, decision_id="dec-42", metrics={"share_drifted": 0.25},
-                                   tags={"driftpilot.verdict": "hold"}, params={"trigger": "data_drift"},
-                                   artifacts=[report])
+    run_id = registry.log_decision(
+        model_name,
+        decision_id="dec-42",
+        metrics={"share_drifted": 0.25},
+        tags={"driftpilot.verdict": "hold"},
+        params={"trigger": "data_drift"},
+        artifacts=[report],
+    )
     client = MlflowClient(registry.tracking_uri)
     run = client.get_run(run_id)
     assert run.info.run_name == "decision-dec-42"

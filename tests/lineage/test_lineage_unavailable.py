@@ -23,7 +23,9 @@ def test_unreachable_server_fails_fast_with_the_uri_and_what_to_check():
     uri = f"http://127.0.0.1:{_closed_port()}"
     started = time.monotonic()
     with pytest.raises(LineageUnavailable) as info:
-        ModelRegistry.connect(RegistrySettings(tracking_uri=uri), clock=StepClock())  # default HttpLimits
+        ModelRegistry.connect(
+            RegistrySettings(tracking_uri=uri), clock=StepClock()
+        )  # default HttpLimits
     elapsed = time.monotonic() - started
 
     assert elapsed < 8, f"took {elapsed:.1f} s; default limits must not hang a tick"
@@ -36,7 +38,9 @@ def test_unreachable_server_fails_fast_with_the_uri_and_what_to_check():
 
 
 def test_retries_zero_fails_at_once_and_a_later_call_still_works(sqlite_settings):
-    dead = RegistrySettings(tracking_uri=f"http://127.0.0.1:{_closed_port()}", http=HttpLimits(max_retries=0))
+    dead = RegistrySettings(
+        tracking_uri=f"http://127.0.0.1:{_closed_port()}", http=HttpLimits(max_retries=0)
+    )
     started = time.monotonic()
     with pytest.raises(LineageUnavailable):
         ModelRegistry.connect(dead)
