@@ -68,7 +68,8 @@ class SklearnFlavor:
         )
 
     def load(self, model_uri: str) -> Any:
-        return mlflow.sklearn.load_model(model_uri)
+        with _download_dir() as tmp:
+            return mlflow.sklearn.load_model(model_uri, dst_path=tmp)
 
 
 class RiverFlavor:
@@ -94,7 +95,8 @@ class RiverFlavor:
             )
 
     def load(self, model_uri: str) -> Any:
-        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+        with _download_dir() as tmp:
+            return mlflow.pyfunc.load_model(model_uri, dst_path=tmp).unwrap_python_model().model
 
 
 # River first: a River estimator is never a scikit-learn one, and the order is the documented preference.
@@ -120,6 +122,12 @@ def flavor_named(name: str) -> Flavor:
         raise LineageError(
             f"unknown model flavor {name!r} in the version's tags; this driftpilot loads: {', '.join(FLAVORS)}"
         ) from None
+
+
+def _download_dir() -> tempfile.TemporaryDirectory:
+    # Without dst_path MLflow downloads remote artifacts into a temp dir it never deletes; a daemon
+    # reloading the champion after each promotion would fill the disk. The loaded object lives in memory.
+    return tempfile.TemporaryDirectory(prefix="driftpilot-load-")
 
 
 @cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 from datetime import UTC, datetime, timedelta, timezone
 from importlib import metadata
 
@@ -119,3 +120,9 @@ def test_from_tags_names_what_is_missing_or_foreign():
         LineageRecord.from_tags(tags)
     with pytest.raises(LineageError, match="no driftpilot lineage record"):
         LineageRecord.from_tags({"mlflow.user": "someone"})
+
+
+def test_the_module_docstring_example_runs():
+    import lineage.record
+
+    assert doctest.testmod(lineage.record).failed == 0
