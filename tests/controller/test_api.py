@@ -24,8 +24,8 @@ from controller.config import load_policy
 from controller.db import create_store_engine
 from controller.errors import ConfigError, StoreUnavailable
 from controller.ingest import Ingestor
-from controller.serving import ChampionHolder
 from controller.service import NoRegistry, build_runtimes
+from controller.serving import ChampionHolder
 from controller.store import EventStore, LabelChange
 from tests.conftest import T0
 
@@ -247,23 +247,29 @@ NAN_PROBLEM = ("is not allowed; set allow_nan: true on the feature to accept NaN
                "optional value")
 
 
+def raw_json(items: list[dict], literals: dict[str, str]) -> bytes:
+    """A batch body where each placeholder string value is replaced by a raw JSON literal such as ``NaN``."""
+    text = json.dumps({"items": items})
+    for placeholder, literal in literals.items():
+        text = text.replace(json.dumps(placeholder), literal)
+    return text.encode()
+
+
 @pytest.mark.parametrize("literal, shown", [("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf")])
 def test_nan_and_infinity_in_a_numeric_feature_are_refused(sqlite_api: Api, literal: str, shown: str) -> None:
     # Python's JSON parser (and so the API) accepts these non-standard literals; the schema must catch them.
-    body = ('{"items": [{"prediction_id": "p-0", "features": {"x": 1, "c": "a", "b": true, "z": 0}, '
-            '"prediction": "UP"}, {"features": {"x": %s, "c": "a", "b": true, "z": 0}, "prediction": "UP"}]}'
-            % literal)
-    response = sqlite_api.raw("predictions", body.encode())
+    body = raw_json([item("p-0"), item(features={"x": "@X"})], {"@X": literal})
+    assert literal.encode() in body
+    response = sqlite_api.raw("predictions", body)
     assert response.status_code == 422, response.text
     assert problems(response) == [{"index": 1, "field": "features.x", "problem": f"{shown} {NAN_PROBLEM}"}]
     assert sqlite_api.stored() == 0
 
 
 def test_nan_and_infinity_are_stored_where_the_feature_allows_it(api: Api) -> None:
-    rows = ", ".join(
-        '{"prediction_id": "p-%d", "features": {"x": 1, "c": "a", "b": false, "z": %s}, "prediction": "DOWN"}'
-        % (i, literal) for i, literal in enumerate(["NaN", "Infinity", "-Infinity", "2.5"]))
-    body = ('{"items": [%s]}' % rows).encode()
+    literals = ["NaN", "Infinity", "-Infinity", "2.5"]
+    body = raw_json([item(f"p-{i}", features={"z": f"@Z{i}"}) for i in range(4)],
+                    {f"@Z{i}": literal for i, literal in enumerate(literals)})
     response = api.raw("predictions", body)
     assert response.status_code == 200, response.text
     assert api.raw("predictions", body).status_code == 200  # an identical resend is still a no-op, not a conflict
