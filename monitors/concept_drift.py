@@ -1,0 +1,289 @@
+"""Concept drift: a River detector over the champion's per-row loss, fed in label-arrival order.
+
+The change point of a detection is an estimate, named in ``ChangeEvent.estimate``:
+
+- ``adwin_width``: ADWIN drops the older part of its window when it detects; the rows it keeps are the ones
+  since the change, so ``change = detection - width + 1``.
+- ``warning_start``: detectors with a warning zone (DDM, EDDM, HDDM_A, HDDM_W) usually warn before they
+  detect; the first row of the uninterrupted warning run that ended in the detection is taken as the change
+  (the detection row when there was no warning).
+- ``detection_row``: Page-Hinkley and KSWIN give no location; the detection row is an upper bound.
+
+>>> from monitors.config import ConceptDriftConfig
+>>> import numpy as np
+>>> rng = np.random.default_rng(42)
+>>> errors = np.concatenate([rng.random(2000) < 0.1, rng.random(2000) < 0.5]).astype(float)
+>>> monitor = ConceptDriftMonitor(ConceptDriftConfig(detector="adwin"))
+>>> signal = monitor.update(errors)
+>>> [(e.detected_at.position, e.change_point.position) for e in signal.detections]
+[(2047, 1856)]
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from monitors.config import ConceptDriftConfig
+from monitors.detectors import build_detector, detector_spec, river_version, window_rows
+from monitors.losses import loss_stream
+from monitors.protocols import LabeledRows
+from monitors.signals import ChangeEvent, ConceptDriftSignal, RowRef
+
+_STATE_FORMAT = 1
+_NAT = np.iinfo(np.int64).min
+_MIN_LOSS_SPAN = 50  # loss_before/after average over at least this many rows, so one row is not "the mean"
+
+
+class StateMismatch(ValueError):
+    """A saved detector state was made by another configuration or River version; call ``reset()`` instead."""
+
+
+class ConceptDriftMonitor:
+    """Feeds per-row losses to one River detector and reports detections with estimated change points.
+
+    Rows are identified by their label seq (``row_ids``); a row whose id is not above the last one fed is
+    skipped, so handing the same overlapping window twice never double-counts. State survives a restart
+    through :meth:`dumps` / :meth:`loads`; :meth:`reset` starts over for a new champion.
+    """
+
+    kind = "concept_drift"
+
+    def __init__(self, config: ConceptDriftConfig, task: str = "classification") -> None:
+        self.config = config
+        self.task = task
+        self.loss = config.loss_for(task)
+        self._spec = detector_spec(config.detector)
+        self._reset()
+
+    # ---------------------------------------------------------------------------------------------------- state
+
+    def _reset(self) -> None:
+        self._detector: Any = build_detector(self.config.detector, self.config.params)
+        self._rows_seen = 0
+        self._last_row_id: int | None = None
+        self._warning_since: int | None = None
+        self._scale: float | None = None  # page_hinkley: std of the warm-up losses
+        self._warmup: list[tuple[float, int]] = []  # (loss, position) held until the scale is known
+        size = self.config.history_rows
+        self._hist_ids = np.full(size, _NAT, dtype=np.int64)
+        self._hist_times = np.full(size, _NAT, dtype=np.int64)
+        self._hist_loss = np.full(size, np.nan)
+        self._detections_total = 0
+
+    def reset(self) -> None:
+        """Forget everything (a new champion's errors start a new stream)."""
+        self._reset()
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "detector": self._detector,
+            "rows_seen": self._rows_seen,
+            "last_row_id": self._last_row_id,
+            "warning_since": self._warning_since,
+            "scale": self._scale,
+            "warmup": self._warmup,
+            "hist_ids": self._hist_ids,
+            "hist_times": self._hist_times,
+            "hist_loss": self._hist_loss,
+            "detections_total": self._detections_total,
+        }
+
+    def dumps(self) -> bytes:
+        """The full state as bytes; ``loads`` on a monitor with the same config continues identically."""
+        return pickle.dumps(
+            {
+                "format": _STATE_FORMAT,
+                "river": river_version(),
+                "config": self.config.model_dump(mode="json"),
+                "loss": self.loss,
+                "state": self._state(),
+            },
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+
+    def loads(self, state: bytes) -> None:
+        """Restore a state from :meth:`dumps` (only ever bytes this project wrote: it is a pickle)."""
+        try:
+            payload = pickle.loads(state)
+            fmt = payload["format"]
+        except Exception as exc:  # noqa: BLE001 - any unreadable blob gets the same teaching error
+            raise StateMismatch(f"not a concept-drift state ({type(exc).__name__}); call reset() to start over") from None
+        if fmt != _STATE_FORMAT:
+            raise StateMismatch(f"state format {fmt} is not {_STATE_FORMAT}; call reset() to start over")
+        if payload["river"] != river_version():
+            raise StateMismatch(
+                f"state was saved with river {payload['river']}, this is river {river_version()}; "
+                "detector internals may differ, so call reset() to start over"
+            )
+        mine = self.config.model_dump(mode="json")
+        if payload["config"] != mine or payload["loss"] != self.loss:
+            raise StateMismatch(
+                f"state was saved for {payload['config']} (loss {payload['loss']}), this monitor is {mine} "
+                f"(loss {self.loss}); restore into a monitor built from the same config, or reset()"
+            )
+        for key, value in payload["state"].items():
+            setattr(self, f"_{key}", value)
+
+    # --------------------------------------------------------------------------------------------------- update
+
+    def update_rows(self, rows: LabeledRows, *, model_version: str | None = None) -> ConceptDriftSignal:
+        """Compute this monitor's loss over ``rows`` (see :func:`monitors.losses.loss_stream`) and update."""
+        stream = loss_stream(rows, self.loss, model_version=model_version)
+        return self.update(stream.losses, stream.row_ids, stream.times)
+
+    def update(
+        self,
+        losses: Sequence[float] | np.ndarray,
+        row_ids: Sequence[int] | np.ndarray | None = None,
+        times: Sequence[datetime] | pd.Series | None = None,
+    ) -> ConceptDriftSignal:
+        """Feed one batch of losses in label-arrival order; return what the detector saw in it."""
+        values = np.asarray(losses, dtype=np.float64)
+        n = len(values)
+        ids = None if row_ids is None else np.asarray(row_ids, dtype=np.int64)
+        stamps = None if times is None else pd.DatetimeIndex(pd.to_datetime(pd.Series(times), utc=True)).asi8
+        for name, arr in (("row_ids", ids), ("times", stamps)):
+            if arr is not None and len(arr) != n:
+                raise ValueError(f"{name} has {len(arr)} entries but losses has {n}; pass one per loss")
+        skipped = 0
+        if ids is not None:
+            if n > 1 and np.any(np.diff(ids) <= 0):
+                at = int(np.argmax(np.diff(ids) <= 0)) + 1
+                raise ValueError(
+                    f"row_ids must be strictly increasing label seqs (label-arrival order); row {at} has "
+                    f"{ids[at]} after {ids[at - 1]}. Pass rows sorted by label seq."
+                )
+            if self._last_row_id is not None:
+                fresh = ids > self._last_row_id
+                skipped = int(n - fresh.sum())
+                values, ids = values[fresh], ids[fresh]
+                stamps = None if stamps is None else stamps[fresh]
+        self._check_values(values)
+
+        events: list[ChangeEvent] = []
+        for k in range(len(values)):
+            position = self._rows_seen
+            self._remember(position, values[k], None if ids is None else ids[k], None if stamps is None else stamps[k])
+            self._rows_seen += 1
+            if self._spec.scaled and self._scale is None:
+                self._warm_up(values[k], position, events)
+            else:
+                self._feed(values[k] if self._scale is None else values[k] / self._scale, position, events)
+        if ids is not None and len(ids):
+            self._last_row_id = int(ids[-1])
+
+        warning = self._spec.has_warning and self._warning_since is not None
+        return ConceptDriftSignal(
+            detector=self.config.detector,
+            loss=self.loss,
+            drift=bool(events),
+            warning=warning,
+            supports_warning=self._spec.has_warning,
+            warning_since=self._ref(self._warning_since) if warning else None,
+            detections=tuple(events),
+            rows_seen=self._rows_seen,
+            batch_rows=len(values),
+            rows_skipped=skipped,
+            batch_loss_mean=float(values.mean()) if len(values) else None,
+            state_rows=window_rows(self._detector),
+            state_bytes=len(self.dumps()),
+            detector_bytes=len(pickle.dumps(self._detector, protocol=pickle.HIGHEST_PROTOCOL)),
+        )
+
+    def _check_values(self, values: np.ndarray) -> None:
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise ValueError(
+                f"losses must be finite; positions {bad[:5].tolist()} are not. Drop rows without a prediction "
+                "first (monitors.losses.loss_stream does)"
+            )
+        if self._spec.binary:
+            odd = np.flatnonzero((values != 0.0) & (values != 1.0))
+            if len(odd):
+                raise ValueError(
+                    f"detector {self.config.detector!r} takes 0/1 errors (1 = wrong), got {values[odd[0]]!r} at "
+                    f"position {int(odd[0])}; use loss zero_one, or a real-valued detector (adwin, page_hinkley, kswin)"
+                )
+
+    def _warm_up(self, value: float, position: int, events: list[ChangeEvent]) -> None:
+        # Page-Hinkley's delta/threshold are in input units; dividing by the warm-up spread makes them
+        # standard deviations. A spread of 0 (e.g. no errors yet) keeps warming up rather than dividing by 0.
+        self._warmup.append((float(value), position))
+        if len(self._warmup) < self.config.scale_warmup_rows:
+            return
+        spread = float(np.std([v for v, _ in self._warmup]))
+        if spread <= 0.0:
+            return
+        self._scale = spread
+        pending, self._warmup = self._warmup, []
+        for held, held_position in pending:
+            self._feed(held / spread, held_position, events)
+
+    def _feed(self, value: float, position: int, events: list[ChangeEvent]) -> None:
+        detector = self._detector
+        detector.update(value)
+        if detector.drift_detected:
+            change, estimate = self._change_point(position)
+            events.append(self._event(position, change, estimate))
+            self._detections_total += 1
+            self._warning_since = None
+        elif self._spec.has_warning:
+            if detector.warning_detected:
+                if self._warning_since is None:
+                    self._warning_since = position
+            else:
+                self._warning_since = None
+
+    def _change_point(self, position: int) -> tuple[int, str]:
+        estimate = self._spec.change_estimate
+        if estimate == "adwin_width":
+            return max(0, position - int(self._detector.width) + 1), estimate
+        if estimate == "warning_start" and self._warning_since is not None:
+            return self._warning_since, estimate
+        return position, "detection_row"
+
+    # ------------------------------------------------------------------------------------------------- history
+
+    def _remember(self, position: int, loss: float, row_id: int | None, stamp: int | None) -> None:
+        size = len(self._hist_loss)
+        if size == 0:
+            return
+        slot = position % size
+        self._hist_loss[slot] = loss
+        self._hist_ids[slot] = _NAT if row_id is None else row_id
+        self._hist_times[slot] = _NAT if stamp is None else stamp
+
+    def _in_history(self, position: int) -> bool:
+        return 0 <= position < self._rows_seen and self._rows_seen - position <= len(self._hist_loss)
+
+    def _ref(self, position: int) -> RowRef:
+        if not self._in_history(position):
+            return RowRef(position)
+        slot = position % len(self._hist_loss)
+        row_id = None if self._hist_ids[slot] == _NAT else int(self._hist_ids[slot])
+        stamp = None if self._hist_times[slot] == _NAT else pd.Timestamp(int(self._hist_times[slot]), tz="UTC").to_pydatetime()
+        return RowRef(position, row_id, stamp)
+
+    def _mean_loss(self, first: int, last: int) -> float | None:
+        first = max(first, 0, self._rows_seen - len(self._hist_loss))
+        if last < first:
+            return None
+        slots = np.arange(first, last + 1) % len(self._hist_loss)
+        return float(self._hist_loss[slots].mean())
+
+    def _event(self, position: int, change: int, estimate: str) -> ChangeEvent:
+        span = max(position - change + 1, _MIN_LOSS_SPAN)
+        start = position - span + 1
+        return ChangeEvent(
+            detected_at=self._ref(position),
+            change_point=self._ref(change),
+            estimate=estimate,  # type: ignore[arg-type]
+            loss_before=self._mean_loss(start - span, start - 1),
+            loss_after=self._mean_loss(start, position),
+        )
