@@ -37,6 +37,9 @@ class FinetuneConfig(BaseModel):
     n_more_estimators: PositiveInt = 30
 
 
+DEFAULT_CONFIG = FinetuneConfig()
+
+
 def fine_tune_method(model: Any) -> str:
     """How `model` would be fine-tuned (`partial_fit`, `warm_start`, `learn_one`).
 
@@ -69,7 +72,7 @@ class FinetuneTrainer:
 
     def __init__(
         self,
-        config: FinetuneConfig = FinetuneConfig(),
+        config: FinetuneConfig = DEFAULT_CONFIG,
         *,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:

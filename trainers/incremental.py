@@ -74,6 +74,9 @@ class IncrementalConfig(BaseModel):
     checkpoint: CheckpointPolicy = CheckpointPolicy()
 
 
+DEFAULT_CONFIG = IncrementalConfig()
+
+
 def dumps(model: RiverModel) -> bytes:
     return model.dumps()
 
@@ -90,7 +93,7 @@ class IncrementalTrainer:
 
     def __init__(
         self,
-        config: IncrementalConfig = IncrementalConfig(),
+        config: IncrementalConfig = DEFAULT_CONFIG,
         *,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:

@@ -37,7 +37,7 @@ def get_trainer_class(name: str) -> type:
     eps = _entry_points()
     if name not in eps:
         raise UnknownTrainerError(
-            f"no trainer named {name!r}; registered trainers: {list(sorted(eps))}. Fix the "
+            f"no trainer named {name!r}; registered trainers: {sorted(eps)}. Fix the "
             f"strategy in the policy, or register a trainer under the entry-point group {GROUP!r}."
         )
     try:

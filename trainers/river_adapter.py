@@ -23,6 +23,7 @@ from river import base as river_base
 from river import compose, preprocessing
 
 from trainers.errors import TrainerError, TrainingDataError
+from trainers.schema import is_missing
 
 STATE_FORMAT = "driftpilot.river_model/1"
 
@@ -71,10 +72,11 @@ def to_rows(X: pd.DataFrame, feature_types: Mapping[str, str]) -> list[dict[str,
 def _convert_column(column: pd.Series, kind: str) -> list[Any]:
     values = column.tolist()
     if kind == "numeric":
-        return [None if v is None or v != v else float(v) for v in values]
+        return [None if is_missing(v) else float(v) for v in values]
     if kind == "boolean":
-        return [None if v is None or v != v else float(bool(v)) for v in values]
-    return [None if v is None or v != v else str(v) for v in values]
+        return [None if is_missing(v) else float(bool(v)) for v in values]
+    return [None if is_missing(v) else str(v) for v in values]
+
 
 
 def _sorted_classes(classes: Any) -> list[Any]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -13,6 +14,11 @@ FeatureKind = Literal["numeric", "categorical", "boolean"]
 Task = Literal["classification", "regression"]
 FEATURE_KINDS: tuple[str, ...] = ("numeric", "categorical", "boolean")
 TASKS: tuple[str, ...] = ("classification", "regression")
+
+
+def is_missing(value: Any) -> bool:
+    """None or a float NaN (the window gives both for a missing optional)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def check_feature_types(feature_types: Mapping[str, str]) -> dict[str, str]:

@@ -25,6 +25,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
 from trainers.errors import NotFineTunableError, TrainingDataError
+from trainers.schema import is_missing
 
 FEATURES_STEP = "features"
 
@@ -52,13 +53,13 @@ def matches_task(obj: Any, task: str) -> bool:
 def booleans_to_float(X: Any) -> np.ndarray:
     """True/False -> 1.0/0.0; None or NaN -> NaN (imputed next)."""
     frame = pd.DataFrame(X)
-    return frame.map(lambda v: np.nan if v is None or v != v else float(bool(v))).to_numpy(float)
+    return frame.map(lambda v: np.nan if is_missing(v) else float(bool(v))).to_numpy(float)
 
 
 def categories_to_str(X: Any) -> np.ndarray:
     """Cast categories to str so the encoder never sees mixed int/str; None stays missing."""
     frame = pd.DataFrame(X)
-    return frame.map(lambda v: None if v is None or v != v else str(v)).to_numpy(object)
+    return frame.map(lambda v: None if is_missing(v) else str(v)).to_numpy(object)
 
 
 def column_transformer(feature_types: Mapping[str, str]) -> ColumnTransformer:
@@ -179,11 +180,8 @@ def fine_tune(
     """Continue a deep copy of `parent` on (X, y); the parent itself is never touched."""
     child = copy.deepcopy(parent)
     final = final_estimator(child)
-    if isinstance(child, Pipeline):
-        # The fitted preprocessing is frozen: it is only used to transform the new rows.
-        Xt = child[:-1].transform(X)
-    else:
-        Xt = X
+    # The fitted preprocessing is frozen: it is only used to transform the new rows.
+    Xt = child[:-1].transform(X) if isinstance(child, Pipeline) else X
     target = y.to_numpy()
     if method == "partial_fit":
         for _ in range(epochs):

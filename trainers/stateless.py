@@ -25,6 +25,9 @@ class StatelessConfig(BaseModel):
     window: WindowConfig = AllRows()
 
 
+DEFAULT_CONFIG = StatelessConfig()
+
+
 class StatelessTrainer:
     """Fit a new model from scratch; a parent, if given, is only recorded as lineage.
 
@@ -37,7 +40,7 @@ class StatelessTrainer:
 
     def __init__(
         self,
-        config: StatelessConfig = StatelessConfig(),
+        config: StatelessConfig = DEFAULT_CONFIG,
         *,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:

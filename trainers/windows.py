@@ -23,7 +23,7 @@ _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds
 _DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
-def parse_duration(value: str | timedelta | int | float) -> timedelta:
+def parse_duration(value: str | timedelta | float) -> timedelta:
     """'7d', '12h', '1d12h', '30m', '90s', '2w' (or a timedelta / seconds) -> timedelta."""
     if isinstance(value, timedelta):
         duration = value
@@ -38,7 +38,7 @@ def parse_duration(value: str | timedelta | int | float) -> timedelta:
             raise ValueError(_bad_duration(value))
         else:
             duration = timedelta(
-                **{unit: int(n) for unit, n in zip(_UNITS.values(), match.groups()) if n}
+                **{unit: int(n) for unit, n in zip(_UNITS.values(), match.groups(), strict=True) if n}
             )
     if duration <= timedelta(0):
         raise ValueError(f"duration {value!r} must be positive.")

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 from river.datasets import synth
+from trainer_testkit import (
+    MIXED_TYPES,
+    RIVER_LR,
+    SGD,
+    context,
+    make_window,
+    mixed_frame,
+    river_frame,
+)
 
-from trainer_testkit import MIXED_TYPES, RIVER_LR, SGD, context, make_window, mixed_frame, river_frame
 from trainers import (
     NO_PARENT,
     IncompatibleEstimatorError,
