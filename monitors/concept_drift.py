@@ -37,7 +37,9 @@ from monitors.signals import ChangeEvent, ConceptDriftSignal, RowRef
 
 _STATE_FORMAT = 1
 _NAT = np.iinfo(np.int64).min
-_MIN_LOSS_SPAN = 50  # loss_before/after average over at least this many rows, so one row is not "the mean"
+_MIN_SPREAD_ROWS = 30  # page_hinkley: losses away from the median needed before the warm-up spread is trusted
+_SPREAD_CHECK_EVERY = 50  # ... checked every this many rows past scale_warmup_rows (not every row: O(n^2))
+_MIN_LOSS_SPAN = 50  # loss_after averages at least this many rows, so one row is never "the level after"
 
 
 class StateMismatch(ValueError):
@@ -75,6 +77,7 @@ class ConceptDriftMonitor:
         self._hist_times = np.full(size, _NAT, dtype=np.int64)
         self._hist_loss = np.full(size, np.nan)
         self._detections_total = 0
+        self._segment_start = 0  # first row after the last detection: where "before the change" begins
 
     def reset(self) -> None:
         """Forget everything (a new champion's errors start a new stream)."""
@@ -92,6 +95,7 @@ class ConceptDriftMonitor:
             "hist_times": self._hist_times,
             "hist_loss": self._hist_loss,
             "detections_total": self._detections_total,
+            "segment_start": self._segment_start,
         }
 
     def dumps(self) -> bytes:
@@ -213,17 +217,21 @@ class ConceptDriftMonitor:
 
     def _warm_up(self, value: float, position: int, events: list[ChangeEvent]) -> None:
         # Page-Hinkley's delta/threshold are in input units; dividing by the warm-up spread makes them
-        # standard deviations. A spread of 0 (e.g. no errors yet) keeps warming up rather than dividing by 0.
+        # standard deviations. The spread is trusted only once at least _MIN_SPREAD_ROWS losses differ from
+        # the median: a low-error model's first few errors would give a tiny spread and blow every later
+        # error up into an alarm. Until then the losses wait (in order) and are fed once the scale is known.
         self._warmup.append((float(value), position))
-        if len(self._warmup) < self.config.scale_warmup_rows:
+        held = len(self._warmup)
+        if held < self.config.scale_warmup_rows or (held - self.config.scale_warmup_rows) % _SPREAD_CHECK_EVERY:
             return
-        spread = float(np.std([v for v, _ in self._warmup]))
-        if spread <= 0.0:
+        values = np.array([v for v, _ in self._warmup])
+        spread = float(values.std())
+        if spread <= 0.0 or np.count_nonzero(values != np.median(values)) < _MIN_SPREAD_ROWS:
             return
         self._scale = spread
         pending, self._warmup = self._warmup, []
-        for held, held_position in pending:
-            self._feed(held / spread, held_position, events)
+        for loss, held_position in pending:
+            self._feed(loss / spread, held_position, events)
 
     def _feed(self, value: float, position: int, events: list[ChangeEvent]) -> None:
         detector = self._detector
@@ -233,6 +241,7 @@ class ConceptDriftMonitor:
             events.append(self._event(position, change, estimate))
             self._detections_total += 1
             self._warning_since = None
+            self._segment_start = position + 1
         elif self._spec.has_warning:
             if detector.warning_detected:
                 if self._warning_since is None:
@@ -278,12 +287,11 @@ class ConceptDriftMonitor:
         return float(self._hist_loss[slots].mean())
 
     def _event(self, position: int, change: int, estimate: str) -> ChangeEvent:
-        span = max(position - change + 1, _MIN_LOSS_SPAN)
-        start = position - span + 1
+        start = min(change, position - _MIN_LOSS_SPAN + 1)
         return ChangeEvent(
             detected_at=self._ref(position),
             change_point=self._ref(change),
             estimate=estimate,  # type: ignore[arg-type]
-            loss_before=self._mean_loss(start - span, start - 1),
+            loss_before=self._mean_loss(self._segment_start, start - 1),
             loss_after=self._mean_loss(start, position),
         )

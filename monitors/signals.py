@@ -121,8 +121,8 @@ class ChangeEvent:
     detected_at: RowRef
     change_point: RowRef
     estimate: Literal["adwin_width", "warning_start", "detection_row"]
-    loss_before: float | None  # mean loss over the rows before change_point (same count as after, from history)
-    loss_after: float | None  # mean loss over change_point..detected_at
+    loss_before: float | None  # mean loss from the previous detection (or reset) up to change_point (in history)
+    loss_after: float | None  # mean loss over change_point..detected_at (at least the last 50 rows)
 
 
 @dataclass(frozen=True)
