@@ -133,9 +133,8 @@ class ModelRegistry:
                         artifact_location=absolute_artifact_location(settings.artifact_location),
                     )
                 except MlflowException as exc:
-                    if (
-                        exc.error_code != "RESOURCE_ALREADY_EXISTS"
-                    ):  # another process created it first
+                    # RESOURCE_ALREADY_EXISTS: another process created it in the meantime; use theirs.
+                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise
                     experiment_id = client.get_experiment_by_name(settings.experiment).experiment_id
             elif experiment.lifecycle_stage == "deleted":
@@ -204,8 +203,11 @@ class ModelRegistry:
                     training_data,
                     input_example,
                 )
-            except BaseException:
-                client.set_terminated(run_id, "FAILED", end_time=self._now_ms())
+            except BaseException as exc:
+                try:
+                    client.set_terminated(run_id, "FAILED", end_time=self._now_ms())
+                except Exception as cleanup:  # noqa: BLE001 - the store may be what failed; keep the first error
+                    exc.add_note(f"driftpilot could not mark run {run_id} FAILED either: {cleanup}")
                 raise
             return self._version_info(client, name, self._model_version(client, name, version))
 
@@ -353,7 +355,7 @@ class ModelRegistry:
             client.set_registered_model_alias(name, CHAMPION, target)
             client.delete_registered_model_alias(name, PREVIOUS)
             client.set_model_version_tag(name, target, ROLLED_BACK_AT_TAG, now)
-            if bad is not None:
+            if bad is not None and bad != target:  # equal only when retrying a half-done rollback
                 client.set_model_version_tag(name, target, ROLLED_BACK_FROM_TAG, bad)
                 client.set_model_version_tag(name, bad, ROLLED_BACK_AT_TAG, now)
                 client.set_model_version_tag(name, bad, ROLLED_BACK_TO_TAG, target)

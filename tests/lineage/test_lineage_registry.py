@@ -279,3 +279,17 @@ def test_log_decision_and_log_artifact_attach_to_runs(
     assert sorted(a.path for a in client.list_artifacts(run_id)) == ["drift.html", "evidence"]
     with pytest.raises(LineageError, match="no such file"):
         registry.log_artifact(run_id, tmp_path / "missing.html")
+
+
+def test_a_refused_register_marks_its_run_failed_and_creates_no_version(
+    registry: ModelRegistry, model_name: str
+):
+    with pytest.raises(LineageError, match="refused to register a new version of"):
+        registry.register(model_name, MODEL, make_record(), params={"bad key!": 1})
+    assert registry.aliases(model_name) == {}
+    with pytest.raises(LineageNotFound, match="has no version 1; its versions are: \\(none\\)"):
+        registry.get(model_name, 1)
+    runs = MlflowClient(registry.tracking_uri).search_runs(
+        [registry.experiment_id], f"tags.`driftpilot.registered_model` = '{model_name}'"
+    )
+    assert [r.info.status for r in runs] == ["FAILED"]
