@@ -5,9 +5,11 @@ Sampling cap: each side is cut to at most ``sample_cap`` rows by a seeded sample
 the rows (about 0.6 s at 5,000 rows x 10 features, 3-4 s at 100,000 on this project's 2-core machine) and
 the daemon runs the monitor every tick. Effect on the tests:
 
-- distance methods (the defaults, Wasserstein / Jensen-Shannon, threshold 0.1) estimate a fixed quantity;
-  at 5,000 rows their sampling noise on identical distributions is about 0.01-0.02, far below 0.1, so the
-  cap rarely changes a verdict;
+- distance methods (the defaults, Wasserstein / Jensen-Shannon, threshold 0.1) estimate a fixed quantity.
+  Their noise floor on identical distributions shrinks like 1/sqrt(rows): normed Wasserstein between two
+  N(0,1) samples averages 0.055 at 1,000 rows (99th percentile 0.106, so ~1 % false flags per feature),
+  0.026 at 5,000 (p99 0.057) and 0.013 at 20,000 (p99 0.027). With the 5,000 cap the floor stays well
+  under 0.1, so the cap rarely changes a verdict; small windows (about 1,000 rows) are what is noisy;
 - p-value methods lose power with fewer rows: K-S at 5,000 vs 5,000 rows detects a normal mean shift of
   about 0.07 standard deviations (alpha 0.05), at 100,000 rows about 0.015. Above a few thousand rows such
   tiny shifts are rarely worth a retrain, so the cap mostly removes "significant but irrelevant" alarms.
