@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from controller.config import load_policy, policy_json_schema
-from controller.errors import ConfigError, StoreUnavailable
+from controller.errors import ConfigError, DriftpilotError, StoreUnavailable
 
 CONFIG_OPTION = click.option("--config", "config_paths", required=True, multiple=True,
                              type=click.Path(dir_okay=False, path_type=Path),
@@ -25,6 +27,8 @@ def main(log_level: str) -> None:
     logging.basicConfig(level=log_level.upper(),
                         format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
                                '"message":"%(message)s"}')
+    # Alembic announces every plugin it sets up at INFO; that is noise on each start.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(log_level.upper())))
 
 
 @main.group()
@@ -113,6 +117,114 @@ def stats(config_paths: tuple[Path, ...]) -> None:
             click.echo(json.dumps(store.label_stats(loaded.config.model).to_dict(), indent=2))
         except StoreUnavailable as exc:
             _fail(str(exc))
+
+
+SINGLE_CONFIG = click.option("--config", "config_path", required=True,
+                             type=click.Path(dir_okay=False, path_type=Path), help="Policy file (YAML).")
+
+
+@main.command("bootstrap")
+@SINGLE_CONFIG
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Labeled training file: .csv, .parquet, or .arff / .zip holding one .arff.")
+@click.option("--time-column", default=None, help="Column with each row's event time (default: now).")
+@click.option("--force", is_flag=True, help="Bootstrap even if the model already has a champion.")
+def bootstrap_command(config_path: Path, data_path: Path, time_column: str | None, force: bool) -> None:
+    """Train the first version from a labeled file, register it with lineage and make it champion."""
+    from tqdm import tqdm
+
+    from controller.bootstrap import bootstrap
+    from controller.clock import SystemClock
+    from controller.datafiles import features_from_table, read_table, target_from_table
+    from controller.model_registry import open_registry
+    from controller.store import EventStore
+
+    loaded = _load_one(config_path)
+    policy = loaded.config
+    clock = SystemClock()
+    with _clear_errors():
+        table = read_table(data_path)
+        features = features_from_table(table, policy, str(data_path))
+        target = target_from_table(table, policy, str(data_path))
+        times = pd_to_utc(table[time_column]) if time_column else None
+        store = EventStore.from_url(policy.storage.url, clock)
+        registry = open_registry(policy, clock)
+        with tqdm(total=len(features), desc="storing reference rows", unit="row", disable=None) as bar:
+            result = bootstrap(loaded, features, target, store=store, registry=registry, clock=clock,
+                               event_times=times, force=force, progress=bar.update)
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.holdout_metrics.items())
+    click.echo(f"{policy.registered_model} version {result.version} is champion: trained on {result.train_rows} "
+               f"rows, holdout {result.holdout_rows} rows ({metrics}); {result.rows_stored} reference rows stored")
+
+
+@main.command("lineage")
+@SINGLE_CONFIG
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a tree.")
+def lineage_command(config_path: Path, as_json: bool) -> None:
+    """Print the lineage tree: version, parent, strategy, trigger, window, rows, holdout metric, aliases."""
+    from controller.clock import SystemClock
+    from controller.lineage_view import lineage_rows, render_tree
+    from controller.model_registry import open_registry
+
+    policy = _load_one(config_path).config
+    with _clear_errors():
+        registry = open_registry(policy, SystemClock())
+        rows = lineage_rows(registry, policy.registered_model)
+    click.echo(json.dumps(rows, indent=2) if as_json else render_tree(rows))
+
+
+@main.command("predict")
+@SINGLE_CONFIG
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="File to score: .csv or .parquet with the policy's feature columns.")
+@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the input plus prediction_id, prediction, model_version and score columns.")
+@click.option("--log", "log_predictions", is_flag=True,
+              help="Also log every prediction to the event store, so natural labels can be joined later.")
+@click.option("--batch-size", default=10_000, show_default=True, type=click.IntRange(min=1))
+def predict_command(config_path: Path, input_path: Path, output_path: Path, log_predictions: bool,
+                    batch_size: int) -> None:
+    """Offline batch prediction with the champion."""
+    from tqdm import tqdm
+
+    from controller.batch_predict import predict_file
+    from controller.clock import SystemClock
+    from controller.model_registry import open_registry
+    from controller.store import EventStore
+
+    policy = _load_one(config_path).config
+    clock = SystemClock()
+    with _clear_errors():
+        registry = open_registry(policy, clock)
+        store = EventStore.from_url(policy.storage.url, clock) if log_predictions else None
+        with tqdm(desc="scoring", unit="row", disable=None) as bar:
+            summary = predict_file(policy, registry, input_path, output_path, store=store, clock=clock,
+                                   batch_size=batch_size, progress=bar.update, total=lambda n: bar.reset(total=n))
+    logged = " and logged them to the event store" if log_predictions else ""
+    click.echo(f"scored {summary.rows} rows with {policy.registered_model} version {summary.version} into "
+               f"{output_path}{logged}")
+
+
+def pd_to_utc(column):  # noqa: ANN001, ANN201 - a pandas Series
+    import pandas as pd
+
+    return pd.Series(pd.to_datetime(column, utc=True)).reset_index(drop=True)
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """driftpilot's own errors (and the packages') end the command with their message, not a traceback."""
+    from lineage import LineageError
+    from trainers import TrainerError
+
+    try:
+        yield
+    except (DriftpilotError, LineageError, TrainerError) as exc:
+        _fail(str(exc))
+
+
+def _load_one(path: Path):  # noqa: ANN202 - LoadedPolicy
+    return _load_all((path,))[0]
 
 
 def _load_all(paths: tuple[Path, ...]):

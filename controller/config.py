@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controller.errors import ConfigError
+from trainers.estimator_spec import EstimatorSpec
 
 FeatureType = Literal["numeric", "categorical", "boolean"]
 Task = Literal["classification", "regression"]
@@ -104,6 +105,17 @@ class ApiConfig(_Strict):
     )
 
 
+class BootstrapConfig(_Strict):
+    holdout_fraction: float = Field(
+        0.2, gt=0.0, lt=0.9, description="Newest share of the bootstrap file held out (time order) for metrics.")
+    seed: int = Field(0, description="Seed for estimators that take a random_state.")
+
+
+class ServingConfig(_Strict):
+    reload_interval_s: float = Field(
+        5.0, ge=0.05, description="How often /predict checks whether the champion alias moved.")
+
+
 class PolicyConfig(_Strict):
     """A model's policy file."""
 
@@ -114,6 +126,10 @@ class PolicyConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     mlflow: MlflowConfig = MlflowConfig()
     api: ApiConfig = ApiConfig()
+    estimator: EstimatorSpec | None = Field(
+        None, description="What to train: `class` + `params`, or a `pipeline` of steps (scikit-learn or River).")
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    serving: ServingConfig = ServingConfig()
 
     @field_validator("features")
     @classmethod

@@ -143,6 +143,25 @@ class LabeledWindow:
     def last_seq(self) -> int | None:
         return int(self.label_seqs.iloc[-1]) if self.rows else None
 
+    def slice(self, start: int, stop: int | None = None) -> LabeledWindow:
+        """Rows ``start:stop`` (arrival order) as a window of their own, with its own fingerprint.
+
+        Used for time-ordered splits: the older part trains, the newer part is the holdout.
+        """
+        def cut(series: pd.Series) -> pd.Series:
+            return series.iloc[start:stop].reset_index(drop=True)
+
+        prediction_ids, labels, label_times = cut(self.prediction_ids), cut(self.labels), cut(self.label_times)
+        return LabeledWindow(
+            model=self.model, as_of=self.as_of,
+            features=self.features.iloc[start:stop].reset_index(drop=True),
+            labels=labels, predictions=cut(self.predictions),
+            scores=self.scores.iloc[start:stop].reset_index(drop=True) if self.scores is not None else None,
+            prediction_ids=prediction_ids, event_times=cut(self.event_times), label_times=label_times,
+            model_versions=cut(self.model_versions), label_seqs=cut(self.label_seqs),
+            fingerprint=_fingerprint(prediction_ids, labels, label_times),
+        )
+
 
 class EventStore:
     """Predictions and natural labels for any number of models, on one database."""
@@ -510,23 +529,32 @@ def _window_from_rows(model: str, as_of: datetime, rows: list, feature_types: Ma
     score_rows = [r.scores for r in rows]
     scores = (pd.DataFrame.from_records([s or {} for s in score_rows]).astype("float64")
               if any(s for s in score_rows) else None)
-    digest = hashlib.sha256()
-    for r in rows:
-        digest.update(f"{r.prediction_id}\x1f{json.dumps(r.value)}\x1f{r.arrived_at.isoformat()}\x1e".encode())
+    prediction_ids = pd.Series([r.prediction_id for r in rows], dtype=object, name="prediction_id")
+    labels = pd.Series([r.value for r in rows], dtype=_label_dtype([r.value for r in rows]), name="label")
+    label_times = pd.Series(pd.to_datetime([r.arrived_at for r in rows], utc=True), name="label_time")
     return LabeledWindow(
         model=model,
         as_of=as_of,
         features=features,
-        labels=pd.Series([r.value for r in rows], dtype=_label_dtype([r.value for r in rows]), name="label"),
+        labels=labels,
         predictions=pd.Series([r.prediction for r in rows], dtype=object, name="prediction"),
         scores=scores,
-        prediction_ids=pd.Series([r.prediction_id for r in rows], dtype=object, name="prediction_id"),
+        prediction_ids=prediction_ids,
         event_times=pd.Series(pd.to_datetime([r.event_time for r in rows], utc=True), name="event_time"),
-        label_times=pd.Series(pd.to_datetime([r.arrived_at for r in rows], utc=True), name="label_time"),
+        label_times=label_times,
         model_versions=pd.Series([r.model_version for r in rows], dtype=object, name="model_version"),
         label_seqs=pd.Series([r.seq for r in rows], dtype="int64", name="label_seq"),
-        fingerprint=digest.hexdigest(),
+        fingerprint=_fingerprint(prediction_ids, labels, label_times),
     )
+
+
+def _fingerprint(prediction_ids: pd.Series, labels: pd.Series, label_times: pd.Series) -> str:
+    """sha256 over (prediction id, label, arrival time) rows: equal windows, equal fingerprints."""
+    digest = hashlib.sha256()
+    for pid, value, arrived in zip(prediction_ids, labels, label_times, strict=True):
+        value = value.item() if isinstance(value, np.generic) else value
+        digest.update(f"{pid}\x1f{json.dumps(value)}\x1f{arrived.isoformat()}\x1e".encode())
+    return digest.hexdigest()
 
 
 def _label_dtype(values: list) -> str:

@@ -3,7 +3,8 @@
 * scikit-learn (any estimator or Pipeline, trees, MLPs and custom transformers included): ``mlflow.sklearn``
   with cloudpickle, because MLflow's default skops format refuses tree and MLP internals and custom classes.
 * River: a pyfunc "model from code" (:mod:`lineage.river_pyfunc_model`) around the cloudpickled estimator;
-  loading gives back the live River object, so it can keep learning.
+  loading gives back the live River object, so it can keep learning. A wrapper that holds a River estimator in
+  ``.learner`` and predicts DataFrames (such as the trainers' ``RiverModel``) is saved the same way, whole.
 
 Every log passes pinned ``pip_requirements`` built from the installed versions: without them MLflow spends
 3-4 s per log inferring them.
@@ -76,7 +77,9 @@ class RiverFlavor:
     name = "river"
 
     def accepts(self, model: object) -> bool:
-        return isinstance(model, river.base.Estimator)
+        return isinstance(model, river.base.Estimator) or isinstance(
+            getattr(model, "learner", None), river.base.Estimator
+        )
 
     def log(self, model: Any, *, input_example: Any, tags: Mapping[str, str]) -> ModelInfo:
         with tempfile.TemporaryDirectory(prefix="driftpilot-river-") as tmp:

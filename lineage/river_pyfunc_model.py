@@ -19,6 +19,15 @@ class RiverPyfunc(mlflow.pyfunc.PythonModel):
             self.model = cloudpickle.load(f)
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
+        if hasattr(self.model, "predict_proba") and hasattr(self.model, "classes_"):
+            # A DataFrame-level wrapper around a River learner: it already speaks pandas.
+            return pd.DataFrame(
+                self.model.predict_proba(model_input),
+                index=model_input.index,
+                columns=[str(c) for c in self.model.classes_],
+            )
+        if hasattr(self.model, "learner") and hasattr(self.model, "predict"):
+            return pd.Series(self.model.predict(model_input), index=model_input.index, name="prediction")
         rows = model_input.to_dict(orient="records")
         if hasattr(self.model, "predict_proba_one"):
             probas = pd.DataFrame(

@@ -76,7 +76,8 @@ def test_every_problem_is_reported_with_line_key_value_and_choices(tmp_path: Pat
         "P:7: features.amount.type: Input should be 'numeric', 'categorical' or 'boolean' (got 'numric')",
         "P:8: features.country.requird: unknown key 'requird'; valid keys here: type, required, allow_nan. "
         "Did you mean 'required'?",
-        "P:12: tarket: unknown key 'tarket'; valid keys here: model, task, target, features, storage, mlflow, api. "
+        "P:12: tarket: unknown key 'tarket'; valid keys here: model, task, target, features, storage, mlflow, api, "
+        "estimator, bootstrap, serving. "
         "Did you mean 'target'?",
     ]
 
@@ -144,3 +145,17 @@ def test_config_is_immutable(tmp_path: Path) -> None:
     config: PolicyConfig = load_policy(write(tmp_path, GOOD), environ={}).config
     with pytest.raises(Exception, match="frozen"):
         config.model = "other"  # type: ignore[misc]
+
+
+def test_a_bad_estimator_spec_names_the_close_match(tmp_path: Path) -> None:
+    text = GOOD + "estimator:\n  class: sklearn.linear_model.SGDClasifier\n"
+    problems = problems_of(tmp_path, text)
+    assert len(problems) == 1
+    assert problems[0].startswith("P:12: estimator: class: sklearn.linear_model has no class 'SGDClasifier'. "
+                                  "Did you mean sklearn.linear_model.SGDClassifier")
+
+
+def test_a_bad_estimator_parameter_lists_the_valid_ones(tmp_path: Path) -> None:
+    text = GOOD + "estimator:\n  class: sklearn.linear_model.SGDClassifier\n  params: {los: log_loss}\n"
+    (problem,) = problems_of(tmp_path, text)
+    assert "los" in problem and "loss" in problem and problem.startswith("P:12: estimator:")

@@ -1,0 +1,134 @@
+"""Bootstrap: train the first version of a model from a labeled file and make it champion.
+
+The file's rows are first recorded in the event store as the labeled reference window (predictions with source
+``reference`` plus their labels), then read back through ``labeled_window`` — the same accessor every later training
+uses — so the first version's data window is as traceable as any other. Reference rows get deterministic ids
+(``ref-<file digest>-<row>``), so re-running the same file stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from controller.clock import Clock
+from controller.config import LoadedPolicy
+from controller.errors import DriftpilotError
+from controller.store import EventStore, LabeledWindow, LabelRecord, PredictionRecord
+from lineage import LineageRecord, ModelRegistry
+from trainers import NO_PARENT, TrainingContext, get_trainer
+from trainers.metrics import evaluate
+
+STORE_BATCH = 5_000
+
+
+class BootstrapError(DriftpilotError):
+    """Bootstrap cannot go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    version: str
+    rows_stored: int
+    train_rows: int
+    holdout_rows: int
+    holdout_metrics: dict[str, float]
+    window_fingerprint: str
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def bootstrap(
+    loaded: LoadedPolicy,
+    features: pd.DataFrame,
+    target: pd.Series,
+    *,
+    store: EventStore,
+    registry: ModelRegistry,
+    clock: Clock,
+    event_times: pd.Series | None = None,
+    force: bool = False,
+    progress: Callable[[int], None] = lambda _rows: None,
+) -> BootstrapResult:
+    """Store the rows as the reference window, fit the policy's estimator on its older part, register, promote."""
+    policy = loaded.config
+    name = policy.registered_model
+    if policy.estimator is None:
+        raise BootstrapError(f"{loaded.path}: the policy has no `estimator:` section; add one (for example "
+                             "`estimator: {class: sklearn.linear_model.SGDClassifier, params: {loss: log_loss}}`)")
+    champion = registry.champion_version(name)
+    if champion is not None and not force:
+        raise BootstrapError(f"model {name!r} already has a champion (version {champion}); bootstrap makes the "
+                             "first version. Use --force to bootstrap a new lineage root anyway.")
+    if len(features) < 10:
+        raise BootstrapError(f"bootstrap needs at least 10 labeled rows, the file has {len(features)}")
+
+    stored = _store_reference_rows(policy.model, features, target, store, clock, event_times, progress)
+    window = store.labeled_window(policy.model, clock.now(), feature_types=policy.feature_types)
+    split = int(round(window.rows * (1 - policy.bootstrap.holdout_fraction)))
+    train, holdout = window.slice(0, split), window.slice(split)
+
+    context = TrainingContext(estimator=policy.estimator, feature_types=policy.feature_types, task=policy.task,
+                              classes=tuple(policy.target.classes or ()), seed=policy.bootstrap.seed)
+    result = get_trainer("stateless").train(train, NO_PARENT, context)
+    metrics = evaluate(result.model, holdout.features, holdout.labels, policy.task)
+    decision_id = f"bootstrap-{uuid.uuid4().hex[:12]}"
+    record = _lineage_record(loaded, train, metrics, decision_id, result.report.details)
+    info = registry.register(
+        name, result.model, record,
+        params={"estimator": policy.estimator.describe(), "holdout_rows": holdout.rows,
+                **{f"param.{k}": v for k, v in policy.estimator.params.items()}},
+        training_data=(train.features, train.labels),
+    )
+    registry.promote(name, info.version)
+    return BootstrapResult(version=str(info.version), rows_stored=stored, train_rows=train.rows,
+                           holdout_rows=holdout.rows, holdout_metrics=metrics,
+                           window_fingerprint=train.fingerprint)
+
+
+def _store_reference_rows(model: str, features: pd.DataFrame, target: pd.Series, store: EventStore, clock: Clock,
+                          event_times: pd.Series | None, progress: Callable[[int], None]) -> int:
+    digest = hashlib.sha256(pd.util.hash_pandas_object(features.assign(_target=target.astype(str)),
+                                                       index=True).values.tobytes()).hexdigest()[:12]
+    now = clock.now()
+    records = features.to_dict(orient="records")
+    for start in range(0, len(records), STORE_BATCH):
+        stop = min(start + STORE_BATCH, len(records))
+        ids = [f"ref-{digest}-{i}" for i in range(start, stop)]
+        store.add_predictions(model, [
+            PredictionRecord(features=_jsonable(records[i]), prediction_id=ids[i - start], source="reference",
+                             event_time=(event_times.iloc[i].to_pydatetime() if event_times is not None else now))
+            for i in range(start, stop)
+        ])
+        store.add_labels(model, [LabelRecord(ids[i - start], _plain(target.iloc[i])) for i in range(start, stop)])
+        progress(stop - start)
+    return len(records)
+
+
+def _lineage_record(loaded: LoadedPolicy, train: LabeledWindow, metrics: dict[str, float], decision_id: str,
+                    details: dict) -> LineageRecord:
+    return LineageRecord(
+        parent_version=None, strategy="bootstrap", trigger="bootstrap",
+        window_start=train.start, window_end=train.end, window_rows=train.rows,
+        window_fingerprint=train.fingerprint, maturity_cut=train.as_of,
+        holdout_metrics=metrics, champion_metrics={}, chain_depth=0,
+        policy_hash=loaded.sha256, decision_id=decision_id,
+        extra={**{k: _plain(v) for k, v in details.items()},
+               # Arrival times say when labels matured; event times say which period of the world the rows cover.
+               "event_time_start": train.event_times.min().isoformat() if train.rows else None,
+               "event_time_end": train.event_times.max().isoformat() if train.rows else None},
+    )
+
+
+def _plain(value: object) -> object:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _jsonable(row: dict) -> dict:
+    """NaN in a numeric column means "missing" in a file: store it as null, like a missing optional value."""
+    return {k: (None if isinstance(v, float) and v != v else _plain(v)) for k, v in row.items()}
