@@ -93,15 +93,30 @@ def serve(config_paths: tuple[Path, ...], host: str, port: int) -> None:
 
     from controller.api import create_app
     from controller.clock import SystemClock
+    from controller.model_registry import RegistryChampionSource, open_registry
+    from controller.serving import ChampionWatcher
     from controller.service import build_runtimes
 
     clock = SystemClock()
+    policies = _load_all(config_paths)
+    with _clear_errors():
+        runtimes = build_runtimes(
+            policies, clock,
+            champion_sources=lambda loaded: RegistryChampionSource(open_registry(loaded.config, clock)))
+    log = logging.getLogger("driftpilot")
+    for rt in runtimes.values():
+        try:
+            rt.champion.refresh()
+        except Exception as exc:  # noqa: BLE001 - ingestion still works; /predict answers 503 until it loads
+            log.warning("no champion loaded for %s yet: %s", rt.name, exc)
+    watcher = ChampionWatcher({name: rt.champion for name, rt in runtimes.items()},
+                              interval=min(p.config.serving.reload_interval_s for p in policies))
+    watcher.start()
+    log.info("serving models %s on http://%s:%d", sorted(runtimes), host, port)
     try:
-        runtimes = build_runtimes(_load_all(config_paths), clock)
-    except (ConfigError, StoreUnavailable) as exc:
-        _fail(str(exc))
-    logging.getLogger("driftpilot").info("serving models %s on http://%s:%d", sorted(runtimes), host, port)
-    uvicorn.run(create_app(runtimes, clock), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(runtimes, clock), host=host, port=port, log_level="info")
+    finally:
+        watcher.stop()
 
 
 @main.command()
