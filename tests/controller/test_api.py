@@ -211,7 +211,10 @@ def test_stats_of_an_empty_model_have_no_coverage_and_no_delays(sqlite_api: Api)
 
 BAD_ITEMS = {
     "missing required feature": (
-        item(features={"x": None}) | {"features": {"c": "red", "b": True, "z": 0.0}},
+        {"features": {"c": "red", "b": True, "z": 0.0}, "prediction": "UP"},
+        [(0, "features.x", "required feature is missing (or null)")]),
+    "required feature sent as null": (
+        item(features={"x": None}),
         [(0, "features.x", "required feature is missing (or null)")]),
     "unknown feature": (
         item(features={"colour": "red"}),
