@@ -100,10 +100,12 @@ def _store_reference_rows(model: str, features: pd.DataFrame, target: pd.Series,
     for start in range(0, len(records), STORE_BATCH):
         stop = min(start + STORE_BATCH, len(records))
         ids = [f"ref-{digest}-{i}" for i in range(start, stop)]
+        # The id carries the file's digest, so a known id is the same row from an earlier run of the same file.
+        known = store.known_prediction_ids(model, ids)
         store.add_predictions(model, [
             PredictionRecord(features=_jsonable(records[i]), prediction_id=ids[i - start], source="reference",
                              event_time=(event_times.iloc[i].to_pydatetime() if event_times is not None else now))
-            for i in range(start, stop)
+            for i in range(start, stop) if ids[i - start] not in known
         ])
         store.add_labels(model, [LabelRecord(ids[i - start], _plain(target.iloc[i])) for i in range(start, stop)])
         progress(stop - start)

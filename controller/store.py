@@ -359,6 +359,11 @@ class EventStore:
             ).first()
         return dict(row._mapping) if row is not None else None
 
+    def known_prediction_ids(self, model: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are already stored for ``model``."""
+        with self._connection() as conn:
+            return set(self._existing_predictions(conn, model, list(ids), content=False))
+
     def count_predictions(self, model: str) -> int:
         with self._connection() as conn:
             return conn.execute(

@@ -1,0 +1,209 @@
+"""Part 2 end to end on a real (SQLite-backed) MLflow registry: bootstrap, lineage, /predict with hot swap, batch
+prediction. No mocks: real store, real registry, real scikit-learn models."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from controller.api import create_app
+from controller.bootstrap import BootstrapError, bootstrap
+from controller.cli import main
+from controller.clock import ManualClock
+from controller.config import load_policy
+from controller.datafiles import features_from_table, target_from_table
+from controller.model_registry import RegistryChampionSource, open_registry
+from controller.service import build_runtimes
+from controller.store import EventStore
+from lineage import LineageRecord
+from trainers import NO_PARENT, TrainingContext, get_trainer
+
+POLICY = """\
+model: toy
+task: classification
+target: {{name: y, classes: [0, 1]}}
+features:
+  x1: numeric
+  x2: numeric
+  color: {{type: categorical, required: false}}
+storage: {{url: "sqlite:///{tmp}/events.db"}}
+mlflow: {{tracking_uri: "sqlite:///{tmp}/mlflow.db", artifact_location: "{tmp}/artifacts"}}
+estimator:
+  class: sklearn.linear_model.LogisticRegression
+bootstrap: {{holdout_fraction: 0.25}}
+serving: {{reload_interval_s: 0.1}}
+"""
+
+
+def toy_table(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    return pd.DataFrame({"x1": x1, "x2": x2, "color": rng.choice(["red", "blue"], size=n),
+                         "y": (x1 + 0.5 * x2 > 0).astype(int)})
+
+
+@pytest.fixture
+def env(tmp_path: Path, clock: ManualClock):
+    policy_path = tmp_path / "toy.yaml"
+    policy_path.write_text(POLICY.format(tmp=tmp_path))
+    loaded = load_policy(policy_path, environ={})
+    store = EventStore.from_url(loaded.config.storage.url, clock)
+    registry = open_registry(loaded.config, clock)
+    yield loaded, store, registry, tmp_path
+    store.dispose()
+
+
+def do_bootstrap(loaded, store, registry, clock, table):
+    return bootstrap(loaded, features_from_table(table, loaded.config, "toy"),
+                     target_from_table(table, loaded.config, "toy"), store=store, registry=registry, clock=clock)
+
+
+def register_flipped(loaded, store, registry, clock) -> str:
+    """A second version trained on inverted labels: its predictions are the opposite of v1's, so a response that
+    mixed versions would be visible."""
+    window = store.labeled_window("toy", clock.now(), feature_types=loaded.config.feature_types)
+    flipped = window.__class__(**{**window.__dict__, "labels": 1 - window.labels})
+    context = TrainingContext(estimator=loaded.config.estimator, feature_types=loaded.config.feature_types,
+                              task="classification", classes=(0, 1))
+    result = get_trainer("stateless").train(flipped, NO_PARENT, context)
+    record = LineageRecord(parent_version="1", strategy="stateless", trigger="manual",
+                           window_start=window.start, window_end=window.end, window_rows=window.rows,
+                           window_fingerprint=window.fingerprint, maturity_cut=window.as_of,
+                           holdout_metrics={"accuracy": 0.0}, champion_metrics={"accuracy": 1.0}, chain_depth=0,
+                           policy_hash=loaded.sha256, decision_id="test-flip")
+    return registry.register("toy", result.model, record).version
+
+
+def test_bootstrap_registers_a_champion_with_lineage_and_stores_the_reference_window(env, clock) -> None:
+    loaded, store, registry, _ = env
+    result = do_bootstrap(loaded, store, registry, clock, toy_table())
+    assert (result.version, result.rows_stored, result.train_rows, result.holdout_rows) == ("1", 400, 300, 100)
+    assert result.holdout_metrics["accuracy"] > 0.9
+    assert registry.aliases("toy") == {"champion": "1"}
+    info = registry.get("toy", "1")
+    record = info.record
+    assert (record.strategy, record.trigger, record.parent_version, record.chain_depth) == \
+        ("bootstrap", "bootstrap", None, 0)
+    assert record.window_rows == 300 and record.window_fingerprint == result.window_fingerprint
+    assert record.policy_hash == loaded.sha256
+    assert record.holdout_metrics == result.holdout_metrics
+    window = store.labeled_window("toy", clock.now())
+    assert window.rows == 400 and window.prediction_ids.str.startswith("ref-").all()
+    # Training went through the accessor: the first 300 rows of the stored window are the training window.
+    assert window.slice(0, 300).fingerprint == record.window_fingerprint
+
+
+def test_bootstrap_twice_is_refused_and_stores_nothing_twice(env, clock) -> None:
+    loaded, store, registry, _ = env
+    do_bootstrap(loaded, store, registry, clock, toy_table())
+    with pytest.raises(BootstrapError, match="already has a champion \\(version 1\\).*--force"):
+        do_bootstrap(loaded, store, registry, clock, toy_table())
+    clock.advance(minutes=1)
+    again = bootstrap(loaded, features_from_table(toy_table(), loaded.config, "t"),
+                      target_from_table(toy_table(), loaded.config, "t"), store=store, registry=registry,
+                      clock=clock, force=True)
+    assert again.version == "2" and store.count_predictions("toy") == 400  # same file: same ids, no duplicates
+
+
+def test_predict_serves_the_champion_and_logs_every_prediction(env, clock) -> None:
+    loaded, store, registry, _ = env
+    do_bootstrap(loaded, store, registry, clock, toy_table())
+    runtimes = build_runtimes([loaded], clock, environ={},
+                              champion_sources=lambda _: RegistryChampionSource(registry))
+    client = TestClient(create_app(runtimes, clock))
+    assert client.post("/v1/models/toy/predict", json={"features": {"x1": 1.0, "x2": 1.0}}).status_code == 503
+    runtimes["toy"].champion.refresh()
+    one = client.post("/v1/models/toy/predict", json={"features": {"x1": 2.0, "x2": 1.0}, "prediction_id": "q1"})
+    assert one.status_code == 200, one.text
+    assert one.json()["model_version"] == "1"
+    assert one.json()["predictions"][0]["prediction"] == 1 and one.json()["predictions"][0]["prediction_id"] == "q1"
+    batch = client.post("/v1/models/toy/predict",
+                        json={"items": [{"features": {"x1": -2.0, "x2": -1.0, "color": "red"}}] * 3})
+    assert [p["prediction"] for p in batch.json()["predictions"]] == [0, 0, 0]
+    stored = store.get_prediction("toy", "q1")
+    assert (stored["source"], stored["model_version"], stored["prediction"]) == ("served", "1", 1)
+    assert stored["scores"]["1"] > 0.5
+    assert store.count_predictions("toy") == 400 + 4
+    bad = client.post("/v1/models/toy/predict", json={"features": {"x1": "a"}})
+    assert bad.status_code == 422 and store.count_predictions("toy") == 404
+
+
+def test_hot_swap_under_concurrent_requests_never_fails_or_mixes_versions(env, clock) -> None:
+    loaded, store, registry, _ = env
+    do_bootstrap(loaded, store, registry, clock, toy_table())
+    v2 = register_flipped(loaded, store, registry, clock)
+    runtimes = build_runtimes([loaded], clock, environ={},
+                              champion_sources=lambda _: RegistryChampionSource(registry))
+    holder = runtimes["toy"].champion
+    holder.refresh()
+    client = TestClient(create_app(runtimes, clock))
+    rows = [{"features": {"x1": 2.0, "x2": 1.0}}, {"features": {"x1": -2.0, "x2": -1.0}}] * 5
+    expected = {"1": [1, 0] * 5, v2: [0, 1] * 5}
+    seen, failures, stop = [], [], threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            response = client.post("/v1/models/toy/predict", json={"items": rows})
+            if response.status_code != 200:
+                failures.append(response.text)
+                continue
+            body = response.json()
+            seen.append(body["model_version"])
+            if [p["prediction"] for p in body["predictions"]] != expected[body["model_version"]]:
+                failures.append(f"mixed: {body}")
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for target in [v2, "1", v2, "1"]:
+        registry.promote("toy", target) if target == v2 else registry.rollback("toy")
+        assert holder.refresh() is True
+        while seen.count(target) < 3 and not failures:  # let requests land on this version
+            threading.Event().wait(0.001)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert set(seen) == {"1", v2}
+
+
+def test_cli_bootstrap_lineage_and_batch_predict(tmp_path: Path) -> None:
+    policy_path = tmp_path / "toy.yaml"
+    policy_path.write_text(POLICY.format(tmp=tmp_path))
+    data = tmp_path / "train.csv"
+    toy_table().to_csv(data, index=False)
+    runner = CliRunner()
+    result = runner.invoke(main, ["--log-level", "WARNING", "bootstrap", "--config", str(policy_path),
+                                  "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "toy version 1 is champion: trained on 300 rows, holdout 100 rows" in result.output
+
+    tree = runner.invoke(main, ["lineage", "--config", str(policy_path)])
+    assert tree.exit_code == 0 and tree.output.startswith("v1 [champion]  bootstrap (bootstrap)  rows=300")
+    rows = json.loads(runner.invoke(main, ["lineage", "--config", str(policy_path), "--json"]).output)
+    assert [(r["version"], r["parent"], r["aliases"]) for r in rows] == [("1", None, ["champion"])]
+
+    to_score = tmp_path / "score.csv"
+    toy_table(50, seed=1).drop(columns=["y"]).to_csv(to_score, index=False)
+    out = tmp_path / "scored.parquet"
+    scored = runner.invoke(main, ["predict", "--config", str(policy_path), "--input", str(to_score),
+                                  "--output", str(out), "--log", "--batch-size", "20"])
+    assert scored.exit_code == 0, scored.output
+    frame = pd.read_parquet(out)
+    assert len(frame) == 50 and set(frame["model_version"]) == {"1"}
+    truth = (frame["x1"] + 0.5 * frame["x2"] > 0).astype(int)
+    assert (frame["prediction"] == truth).mean() > 0.9
+    assert {"score_0", "score_1"} <= set(frame.columns)
+    store = EventStore.from_url(f"sqlite:///{tmp_path}/events.db")
+    logged = store.get_prediction("toy", frame["prediction_id"].iloc[0])
+    assert logged["source"] == "batch" and store.count_predictions("toy") == 450
+
+    missing = runner.invoke(main, ["bootstrap", "--config", str(policy_path), "--data", str(tmp_path / "no.csv")])
+    assert missing.exit_code == 1 and "no such file" in missing.output
