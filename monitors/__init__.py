@@ -19,7 +19,14 @@ from monitors.config import (
     PerformanceConfig,
 )
 from monitors.factory import DisabledMonitor, Monitors, build_monitors
-from monitors.losses import LossStream, absolute_loss, log_loss_rows, loss_stream, squared_loss, zero_one_loss
+from monitors.losses import (
+    LossStream,
+    absolute_loss,
+    log_loss_rows,
+    loss_stream,
+    squared_loss,
+    zero_one_loss,
+)
 from monitors.performance import PerformanceMonitor
 from monitors.protocols import LabeledRows
 from monitors.signals import (

@@ -37,9 +37,12 @@ from monitors.signals import ChangeEvent, ConceptDriftSignal, RowRef
 
 _STATE_FORMAT = 1
 _NAT = np.iinfo(np.int64).min
-_MIN_SPREAD_ROWS = 30  # page_hinkley: losses away from the median needed before the warm-up spread is trusted
-_SPREAD_CHECK_EVERY = 50  # ... checked every this many rows past scale_warmup_rows (not every row: O(n^2))
-_MIN_LOSS_SPAN = 50  # loss_after averages at least this many rows, so one row is never "the level after"
+# page_hinkley: losses away from the median needed before the warm-up spread is trusted, checked every
+# _SPREAD_CHECK_EVERY rows past scale_warmup_rows (not every row, which would be quadratic).
+_MIN_SPREAD_ROWS = 30
+_SPREAD_CHECK_EVERY = 50
+# loss_after averages at least this many rows, so one row is never "the level after".
+_MIN_LOSS_SPAN = 50
 
 
 class StateMismatch(ValueError):
@@ -77,7 +80,8 @@ class ConceptDriftMonitor:
         self._hist_times = np.full(size, _NAT, dtype=np.int64)
         self._hist_loss = np.full(size, np.nan)
         self._detections_total = 0
-        self._segment_start = 0  # first row after the last detection: where "before the change" begins
+        # First row after the last detection: where "before the change" begins.
+        self._segment_start = 0
 
     def reset(self) -> None:
         """Forget everything (a new champion's errors start a new stream)."""
@@ -117,9 +121,13 @@ class ConceptDriftMonitor:
             payload = pickle.loads(state)
             fmt = payload["format"]
         except Exception as exc:  # noqa: BLE001 - any unreadable blob gets the same teaching error
-            raise StateMismatch(f"not a concept-drift state ({type(exc).__name__}); call reset() to start over") from None
+            raise StateMismatch(
+                f"not a concept-drift state ({type(exc).__name__}); call reset() to start over"
+            ) from None
         if fmt != _STATE_FORMAT:
-            raise StateMismatch(f"state format {fmt} is not {_STATE_FORMAT}; call reset() to start over")
+            raise StateMismatch(
+                f"state format {fmt} is not {_STATE_FORMAT}; call reset() to start over"
+            )
         if payload["river"] != river_version():
             raise StateMismatch(
                 f"state was saved with river {payload['river']}, this is river {river_version()}; "
@@ -136,7 +144,9 @@ class ConceptDriftMonitor:
 
     # --------------------------------------------------------------------------------------------------- update
 
-    def update_rows(self, rows: LabeledRows, *, model_version: str | None = None) -> ConceptDriftSignal:
+    def update_rows(
+        self, rows: LabeledRows, *, model_version: str | None = None
+    ) -> ConceptDriftSignal:
         """Compute this monitor's loss over ``rows`` (see :func:`monitors.losses.loss_stream`) and update."""
         stream = loss_stream(rows, self.loss, model_version=model_version)
         return self.update(stream.losses, stream.row_ids, stream.times)
@@ -151,10 +161,16 @@ class ConceptDriftMonitor:
         values = np.asarray(losses, dtype=np.float64)
         n = len(values)
         ids = None if row_ids is None else np.asarray(row_ids, dtype=np.int64)
-        stamps = None if times is None else pd.DatetimeIndex(pd.to_datetime(pd.Series(times), utc=True)).asi8
+        stamps = (
+            None
+            if times is None
+            else pd.DatetimeIndex(pd.to_datetime(pd.Series(times), utc=True)).asi8
+        )
         for name, arr in (("row_ids", ids), ("times", stamps)):
             if arr is not None and len(arr) != n:
-                raise ValueError(f"{name} has {len(arr)} entries but losses has {n}; pass one per loss")
+                raise ValueError(
+                    f"{name} has {len(arr)} entries but losses has {n}; pass one per loss"
+                )
         skipped = 0
         if ids is not None:
             if n > 1 and np.any(np.diff(ids) <= 0):
@@ -173,12 +189,19 @@ class ConceptDriftMonitor:
         events: list[ChangeEvent] = []
         for k in range(len(values)):
             position = self._rows_seen
-            self._remember(position, values[k], None if ids is None else ids[k], None if stamps is None else stamps[k])
+            self._remember(
+                position,
+                values[k],
+                None if ids is None else ids[k],
+                None if stamps is None else stamps[k],
+            )
             self._rows_seen += 1
             if self._spec.scaled and self._scale is None:
                 self._warm_up(values[k], position, events)
             else:
-                self._feed(values[k] if self._scale is None else values[k] / self._scale, position, events)
+                self._feed(
+                    values[k] if self._scale is None else values[k] / self._scale, position, events
+                )
         if ids is not None and len(ids):
             self._last_row_id = int(ids[-1])
 
@@ -222,7 +245,10 @@ class ConceptDriftMonitor:
         # error up into an alarm. Until then the losses wait (in order) and are fed once the scale is known.
         self._warmup.append((float(value), position))
         held = len(self._warmup)
-        if held < self.config.scale_warmup_rows or (held - self.config.scale_warmup_rows) % _SPREAD_CHECK_EVERY:
+        if (
+            held < self.config.scale_warmup_rows
+            or (held - self.config.scale_warmup_rows) % _SPREAD_CHECK_EVERY
+        ):
             return
         values = np.array([v for v, _ in self._warmup])
         spread = float(values.std())
@@ -235,7 +261,7 @@ class ConceptDriftMonitor:
 
     def _feed(self, value: float, position: int, events: list[ChangeEvent]) -> None:
         detector = self._detector
-        detector.update(value)
+        detector.update(1.0 - value if self._spec.inverted else value)
         if detector.drift_detected:
             change, estimate = self._change_point(position)
             events.append(self._event(position, change, estimate))
@@ -269,14 +295,20 @@ class ConceptDriftMonitor:
         self._hist_times[slot] = _NAT if stamp is None else stamp
 
     def _in_history(self, position: int) -> bool:
-        return 0 <= position < self._rows_seen and self._rows_seen - position <= len(self._hist_loss)
+        return 0 <= position < self._rows_seen and self._rows_seen - position <= len(
+            self._hist_loss
+        )
 
     def _ref(self, position: int) -> RowRef:
         if not self._in_history(position):
             return RowRef(position)
         slot = position % len(self._hist_loss)
         row_id = None if self._hist_ids[slot] == _NAT else int(self._hist_ids[slot])
-        stamp = None if self._hist_times[slot] == _NAT else pd.Timestamp(int(self._hist_times[slot]), tz="UTC").to_pydatetime()
+        stamp = (
+            None
+            if self._hist_times[slot] == _NAT
+            else pd.Timestamp(int(self._hist_times[slot]), tz="UTC").to_pydatetime()
+        )
         return RowRef(position, row_id, stamp)
 
     def _mean_loss(self, first: int, last: int) -> float | None:

@@ -20,10 +20,19 @@ from __future__ import annotations
 import difflib
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 from monitors.detectors import DETECTORS, build_detector, detector_spec
 from monitors.drift_methods import DEFAULT_METHOD, DRIFT_METHODS, FEATURE_TYPES, check_method
@@ -66,10 +75,13 @@ def parse_duration(value: Any) -> timedelta:
         result = timedelta(seconds=value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         result = timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-    elif isinstance(value, str) and value.startswith(("P", "-P")):  # ISO 8601, as model_dump(mode="json") writes it
+    # ISO 8601, as model_dump(mode="json") writes it
+    elif isinstance(value, str) and value.startswith(("P", "-P")):
         result = TypeAdapter(timedelta).validate_python(value)
     else:
-        raise ValueError(f"cannot read duration {value!r}; write a number and a unit s/m/h/d/w, e.g. '30m', '1d'")
+        raise ValueError(
+            f"cannot read duration {value!r}; write a number and a unit s/m/h/d/w, e.g. '30m', '1d'"
+        )
     if result <= timedelta(0):
         raise ValueError(f"duration must be positive, got {value!r}")
     return result
@@ -102,12 +114,18 @@ class LastDuration(_Strict):
 
 
 def _current_kind(value: Any) -> str | None:
-    keys = set(value) if isinstance(value, dict) else set(type(value).model_fields) if isinstance(value, BaseModel) else set()
+    keys = (
+        set(value)
+        if isinstance(value, dict)
+        else set(type(value).model_fields)
+        if isinstance(value, BaseModel)
+        else set()
+    )
     return "rows" if "last_rows" in keys else "duration" if "last_duration" in keys else None
 
 
 CurrentWindow = Annotated[
-    Union[Annotated[LastRows, Tag("rows")], Annotated[LastDuration, Tag("duration")]],
+    Annotated[LastRows, Tag("rows")] | Annotated[LastDuration, Tag("duration")],
     Discriminator(
         _current_kind,
         custom_error_type="current_window",
@@ -161,7 +179,9 @@ class MethodByType(ByType):
                 try:
                     check_method(name, feature_type)
                 except ValueError as exc:
-                    raise ValueError(f"{exc} (to set one type only, write e.g. method: {{numeric: {name}}})") from None
+                    raise ValueError(
+                        f"{exc} (to set one type only, write e.g. method: {{numeric: {name}}})"
+                    ) from None
         return self
 
 
@@ -185,10 +205,13 @@ class DataDriftConfig(_Strict):
         "jensenshannon (categorical, boolean).",
     )
     threshold: ThresholdByType = Field(
-        default_factory=ThresholdByType, description="Threshold per feature type (or one number); default: the method's own."
+        default_factory=ThresholdByType,
+        description="Threshold per feature type (or one number); default: the method's own.",
     )
     per_feature: dict[str, FeatureTest] = Field(default_factory=dict)
-    drift_share: float = Field(0.5, gt=0, le=1, description="The dataset drifts when this share of features drifts.")
+    drift_share: float = Field(
+        0.5, gt=0, le=1, description="The dataset drifts when this share of features drifts."
+    )
     sample_cap: int | None = Field(
         5000,
         ge=100,
@@ -215,7 +238,11 @@ class DataDriftConfig(_Strict):
             check_method(method, feature_type)
         except ValueError as exc:
             raise ValueError(f"feature {feature!r} ({feature_type}): {exc}") from None
-        threshold = own.threshold or self.threshold.get(feature_type) or DRIFT_METHODS[method].default_threshold
+        threshold = (
+            own.threshold
+            or self.threshold.get(feature_type)
+            or DRIFT_METHODS[method].default_threshold
+        )
         return method, float(threshold)
 
     def check_features(self, feature_types: dict[str, str]) -> None:
@@ -228,7 +255,9 @@ class DataDriftConfig(_Strict):
             )
         for name, feature_type in feature_types.items():
             if feature_type not in FEATURE_TYPES:
-                raise ValueError(f"feature {name!r} has type {feature_type!r}; accepted: {', '.join(FEATURE_TYPES)}")
+                raise ValueError(
+                    f"feature {name!r} has type {feature_type!r}; accepted: {', '.join(FEATURE_TYPES)}"
+                )
             self.feature_test(name, feature_type)
 
 
@@ -242,16 +271,21 @@ class ConceptDriftConfig(_Strict):
     enabled: bool = True
     detector: str = Field("adwin", description=f"One of: {', '.join(DETECTORS)}.")
     params: dict[str, Any] = Field(
-        default_factory=dict, description="Detector parameters (River's names); override the project defaults."
+        default_factory=dict,
+        description="Detector parameters (River's names); override the project defaults.",
     )
     loss: LossName | None = Field(
         None, description="Per-row loss; default zero_one (classification) / absolute (regression)."
     )
     scale_warmup_rows: int = Field(
-        200, ge=2, description="page_hinkley only: losses are divided by the std of the first N losses."
+        200,
+        ge=2,
+        description="page_hinkley only: losses are divided by the std of the first N losses.",
     )
     history_rows: int = Field(
-        10_000, ge=0, description="Recent rows whose label seq/time are kept to place an estimated change point."
+        10_000,
+        ge=0,
+        description="Recent rows whose label seq/time are kept to place an estimated change point.",
     )
 
     @field_validator("detector", mode="before")
@@ -273,7 +307,8 @@ class ConceptDriftConfig(_Strict):
                 f"detector {self.detector!r} takes 0/1 errors, so loss must be zero_one (got {self.loss!r}); "
                 "for a real-valued loss use adwin, page_hinkley or kswin"
             )
-        build_detector(self.detector, self.params)  # a bad parameter fails at start-up, not at the first tick
+        # A bad parameter fails at start-up, not at the first tick
+        build_detector(self.detector, self.params)
         return self
 
     def loss_for(self, task: str) -> str:
@@ -287,7 +322,9 @@ class ConceptDriftConfig(_Strict):
             return DEFAULT_LOSS[task]
         fitting = CLASSIFICATION_LOSSES if task == "classification" else REGRESSION_LOSSES
         if self.loss not in fitting:
-            raise ValueError(f"loss {self.loss!r} does not fit a {task} model; use one of: {', '.join(fitting)}")
+            raise ValueError(
+                f"loss {self.loss!r} does not fit a {task} model; use one of: {', '.join(fitting)}"
+            )
         return self.loss
 
 
@@ -300,8 +337,12 @@ class PerformanceConfig(_Strict):
 
     enabled: bool = True
     window_rows: int = Field(1000, ge=1)
-    min_labels: int = Field(200, ge=1, description="Fewer labeled predictions than this: no verdict.")
-    metric: MetricName | None = Field(None, description="Default accuracy (classification) / rmse (regression).")
+    min_labels: int = Field(
+        200, ge=1, description="Fewer labeled predictions than this: no verdict."
+    )
+    metric: MetricName | None = Field(
+        None, description="Default accuracy (classification) / rmse (regression)."
+    )
     max_drop: float = Field(0.05, ge=0)
     drop: Literal["relative", "absolute"] = Field(
         "relative",
@@ -309,7 +350,8 @@ class PerformanceConfig(_Strict):
         "(current - reference) / |reference| for losses; absolute: the same without the division.",
     )
     positive_class: int | str | bool | None = Field(
-        None, description="Binary F1/ROC AUC: the positive class; default 1/True when the classes are 0/1 or False/True."
+        None,
+        description="Binary F1/ROC AUC: the positive class; default 1/True when the classes are 0/1 or False/True.",
     )
 
     @model_validator(mode="after")
@@ -326,7 +368,9 @@ class PerformanceConfig(_Strict):
             return DEFAULT_METRIC[task]
         fitting = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
         if self.metric not in fitting:
-            raise ValueError(f"metric {self.metric!r} does not fit a {task} model; use one of: {', '.join(fitting)}")
+            raise ValueError(
+                f"metric {self.metric!r} does not fit a {task} model; use one of: {', '.join(fitting)}"
+            )
         return self.metric
 
 
@@ -336,4 +380,3 @@ class MonitorsConfig(_Strict):
     data_drift: DataDriftConfig = Field(default_factory=DataDriftConfig)
     concept_drift: ConceptDriftConfig = Field(default_factory=ConceptDriftConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
-

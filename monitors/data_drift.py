@@ -49,7 +49,13 @@ def prepare_column(values: pd.Series, feature_type: str) -> pd.Series:
     """Numeric -> float64 (NaN missing); categorical -> str/None; boolean -> "True"/"False"/None."""
     if feature_type == "numeric":
         return pd.to_numeric(values, errors="coerce").astype(np.float64)
-    return pd.Series([None if pd.isna(v) else str(bool(v)) if feature_type == "boolean" else str(v) for v in values], dtype=object)
+    return pd.Series(
+        [
+            None if pd.isna(v) else str(bool(v)) if feature_type == "boolean" else str(v)
+            for v in values
+        ],
+        dtype=object,
+    )
 
 
 class DataDriftMonitor:
@@ -61,7 +67,9 @@ class DataDriftMonitor:
         self.config = config
         self._report = None
 
-    def select_current(self, frame: pd.DataFrame, times: pd.Series, as_of: datetime) -> pd.DataFrame:
+    def select_current(
+        self, frame: pd.DataFrame, times: pd.Series, as_of: datetime
+    ) -> pd.DataFrame:
         """The configured current window (last N rows or last duration, as of ``as_of``) of ``frame``."""
         return self.config.current.select(frame, times, as_of)
 
@@ -90,16 +98,23 @@ class DataDriftMonitor:
         cur = pd.DataFrame({name: prepare_column(cur[name], t) for name, t in types.items()})
 
         plans = {name: config.feature_test(name, t) for name, t in types.items()}
-        counts = {name: (int(ref[name].notna().sum()), int(cur[name].notna().sum())) for name in types}
+        counts = {
+            name: (int(ref[name].notna().sum()), int(cur[name].notna().sum())) for name in types
+        }
         enough = len(ref) >= config.min_rows and len(cur) >= config.min_rows
         testable = [name for name in types if enough and min(counts[name]) > 0]
 
         results = {}
         self._report = None
         if testable:
-            from monitors.evidently_adapter import ColumnTest, run_drift  # Evidently takes ~3 s to import
+            from monitors.evidently_adapter import (  # Evidently takes ~3 s to import
+                ColumnTest,
+                run_drift,
+            )
 
-            tests = [ColumnTest(name, EVIDENTLY_KIND[types[name]], *plans[name]) for name in testable]
+            tests = [
+                ColumnTest(name, EVIDENTLY_KIND[types[name]], *plans[name]) for name in testable
+            ]
             self._report = run_drift(ref, cur, tests, config.drift_share)
             results = self._report.results
 
@@ -131,7 +146,11 @@ class DataDriftMonitor:
         drifted = sum(f.drifted for f in features)
         share = drifted / len(testable) if testable else 0.0
         dataset_drifted = bool(testable) and share >= config.drift_share
-        saved = self.save_html(html_path) if html_path is not None and self._report is not None else None
+        saved = (
+            self.save_html(html_path)
+            if html_path is not None and self._report is not None
+            else None
+        )
         return DataDriftSignal(
             verdict="insufficient_rows" if not enough else "drift" if dataset_drifted else "ok",
             features=tuple(features),

@@ -29,7 +29,9 @@ class DriftMethod:
         return EVIDENTLY_KIND[feature_type] in self.kinds
 
 
-def _m(name: str, kinds: str, score: Literal["p_value", "distance"], threshold: float) -> DriftMethod:
+def _m(
+    name: str, kinds: str, score: Literal["p_value", "distance"], threshold: float
+) -> DriftMethod:
     return DriftMethod(name, frozenset(kinds.split(",")), score, threshold)
 
 
@@ -60,7 +62,11 @@ DRIFT_METHODS: dict[str, DriftMethod] = {
 # Explicit defaults instead of Evidently's "auto", which switches test family at 1,000 reference rows
 # (K-S/chi-square p-values below, Wasserstein/Jensen-Shannon distances above): a window that grows past
 # 1,000 rows would otherwise change meaning and threshold silently.
-DEFAULT_METHOD: dict[str, str] = {"numeric": "wasserstein", "categorical": "jensenshannon", "boolean": "jensenshannon"}
+DEFAULT_METHOD: dict[str, str] = {
+    "numeric": "wasserstein",
+    "categorical": "jensenshannon",
+    "boolean": "jensenshannon",
+}
 
 
 def methods_for(feature_type: str) -> list[str]:

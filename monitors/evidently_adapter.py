@@ -52,7 +52,9 @@ class DriftReport:
         return target
 
 
-def run_drift(reference: pd.DataFrame, current: pd.DataFrame, tests: Sequence[ColumnTest], drift_share: float) -> DriftReport:
+def run_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, tests: Sequence[ColumnTest], drift_share: float
+) -> DriftReport:
     """One DataDriftPreset over ``tests`` (explicit method and threshold per column)."""
     columns = [t.column for t in tests]
     definition = DataDefinition(
@@ -88,8 +90,12 @@ def run_drift(reference: pd.DataFrame, current: pd.DataFrame, tests: Sequence[Co
     for test in tests:
         score = scores[test.column]
         status = statuses.get(test.column)
-        drifted = status == "FAIL" if status is not None else is_drift(test.method, score, test.threshold)
-        results[test.column] = ColumnResult(test.column, test.method, test.threshold, score, drifted)
+        drifted = (
+            status == "FAIL" if status is not None else is_drift(test.method, score, test.threshold)
+        )
+        results[test.column] = ColumnResult(
+            test.column, test.method, test.threshold, score, drifted
+        )
     return DriftReport(results, snapshot)
 
 
@@ -97,10 +103,15 @@ def registered_methods() -> dict[str, set[str]]:
     """Evidently's registered drift tests and the column kinds each accepts (checked against our table in tests)."""
     from evidently.legacy.calculations.stattests.registry import _registered_stat_tests
 
-    return {name: {kind.value for kind in by_kind} for name, by_kind in _registered_stat_tests.items()}
+    return {
+        name: {kind.value for kind in by_kind} for name, by_kind in _registered_stat_tests.items()
+    }
 
 
 def default_thresholds() -> dict[str, float]:
     from evidently.legacy.calculations.stattests.registry import _registered_stat_tests
 
-    return {name: next(iter(by_kind.values())).default_threshold for name, by_kind in _registered_stat_tests.items()}
+    return {
+        name: next(iter(by_kind.values())).default_threshold
+        for name, by_kind in _registered_stat_tests.items()
+    }

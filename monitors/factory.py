@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-
 import pandas as pd
 
 from monitors.concept_drift import ConceptDriftMonitor
@@ -32,7 +31,9 @@ class DisabledMonitor:
         self.kind = kind
         self._signal = DisabledSignal(kind=kind)
 
-    def run(self, reference: Any = None, current: Any = None, feature_types: Any = None, **_: Any) -> DisabledSignal:
+    def run(
+        self, reference: Any = None, current: Any = None, feature_types: Any = None, **_: Any
+    ) -> DisabledSignal:
         return self._signal
 
     def update(self, losses: Any = None, row_ids: Any = None, times: Any = None) -> DisabledSignal:
@@ -44,7 +45,9 @@ class DisabledMonitor:
     def evaluate(self, rows: Any = None, reference_metric: Any = None, **_: Any) -> DisabledSignal:
         return self._signal
 
-    def select_current(self, frame: pd.DataFrame, times: pd.Series, as_of: datetime) -> pd.DataFrame:
+    def select_current(
+        self, frame: pd.DataFrame, times: pd.Series, as_of: datetime
+    ) -> pd.DataFrame:
         return frame.iloc[0:0]
 
     def save_html(self, path: str | Path) -> None:
@@ -70,7 +73,11 @@ class Monitors:
 
 
 def build_monitors(
-    config: MonitorsConfig, *, task: str, feature_types: Mapping[str, str], classes: Sequence[Any] | None = None
+    config: MonitorsConfig,
+    *,
+    task: str,
+    feature_types: Mapping[str, str],
+    classes: Sequence[Any] | None = None,
 ) -> Monitors:
     """Validate ``config`` against the policy's task and features and build the monitors.
 
@@ -86,17 +93,19 @@ def build_monitors(
 
         data_drift = DataDriftMonitor(config.data_drift)
     concept: ConceptDriftMonitorLike = (
-        ConceptDriftMonitor(config.concept_drift, task) if config.concept_drift.enabled else DisabledMonitor("concept_drift")
+        ConceptDriftMonitor(config.concept_drift, task)
+        if config.concept_drift.enabled
+        else DisabledMonitor("concept_drift")
     )
     performance: PerformanceMonitorLike = (
-        PerformanceMonitor(config.performance, task) if config.performance.enabled else DisabledMonitor("performance")
+        PerformanceMonitor(config.performance, task)
+        if config.performance.enabled
+        else DisabledMonitor("performance")
     )
-    if classes is not None and config.performance.enabled and config.performance.positive_class is not None:
-        if not any(c == config.performance.positive_class for c in classes):
-            raise ValueError(
-                f"performance.positive_class {config.performance.positive_class!r} is not one of the target "
-                f"classes {list(classes)}"
-            )
+    positive = config.performance.positive_class
+    known = classes is None or any(c == positive for c in classes)
+    if config.performance.enabled and positive is not None and not known:
+        raise ValueError(
+            f"performance.positive_class {positive!r} is not one of the target classes {list(classes or [])}"
+        )
     return Monitors(data_drift=data_drift, concept_drift=concept, performance=performance)
-
-

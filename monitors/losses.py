@@ -29,11 +29,15 @@ def zero_one_loss(y_true: Sequence | pd.Series, y_pred: Sequence | pd.Series) ->
     return (true != pred).astype(np.float64)
 
 
-def squared_loss(y_true: Sequence[float] | pd.Series, y_pred: Sequence[float] | pd.Series) -> np.ndarray:
+def squared_loss(
+    y_true: Sequence[float] | pd.Series, y_pred: Sequence[float] | pd.Series
+) -> np.ndarray:
     return (np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64)) ** 2
 
 
-def absolute_loss(y_true: Sequence[float] | pd.Series, y_pred: Sequence[float] | pd.Series) -> np.ndarray:
+def absolute_loss(
+    y_true: Sequence[float] | pd.Series, y_pred: Sequence[float] | pd.Series
+) -> np.ndarray:
     return np.abs(np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64))
 
 
@@ -104,7 +108,9 @@ def loss_stream(rows: LabeledRows, loss: str, *, model_version: str | None = Non
         values = np.full(int(keep.sum()), np.nan)
         values[have] = PREDICTION_LOSSES[loss](rows.labels[keep][have], predictions[have])
     else:
-        raise ValueError(f"unknown loss {loss!r}; valid losses: zero_one, log_loss, squared, absolute")
+        raise ValueError(
+            f"unknown loss {loss!r}; valid losses: zero_one, log_loss, squared, absolute"
+        )
     return LossStream(
         losses=values[have],
         row_ids=rows.label_seqs[keep][have].to_numpy(dtype=np.int64),

@@ -35,7 +35,10 @@ def _score_column(scores: pd.DataFrame, label: object) -> str | None:
 
 
 def classification_metrics(
-    labels: pd.Series, predictions: pd.Series, scores: pd.DataFrame | None, positive_class: object = None
+    labels: pd.Series,
+    predictions: pd.Series,
+    scores: pd.DataFrame | None,
+    positive_class: object = None,
 ) -> tuple[dict[str, float | None], int | None]:
     """accuracy, f1, roc_auc, log_loss (None when undefined) and the number of rows with usable scores."""
     y = labels.to_numpy(dtype=object)
@@ -46,17 +49,23 @@ def classification_metrics(
     code = {c: i for i, c in enumerate(classes)}
     y_code = np.array([code[v] for v in y], dtype=np.int64)
     p_code = np.array([code[v] for v in p], dtype=np.int64)
-    metrics: dict[str, float | None] = {"accuracy": float(np.mean(y_code == p_code)) if len(y) else None}
+    metrics: dict[str, float | None] = {
+        "accuracy": float(np.mean(y_code == p_code)) if len(y) else None
+    }
 
     binary = len(classes) <= 2
     positive = resolve_positive_class(classes, positive_class) if binary else None
     if not len(y):
         metrics["f1"] = None
     elif binary:
-        metrics["f1"] = float(f1_score(y_code == code[positive], p_code == code[positive], zero_division=0.0))
+        metrics["f1"] = float(
+            f1_score(y_code == code[positive], p_code == code[positive], zero_division=0.0)
+        )
     else:
         present = sorted(set(y_code) | set(p_code))
-        metrics["f1"] = float(f1_score(y_code, p_code, labels=present, average="macro", zero_division=0.0))
+        metrics["f1"] = float(
+            f1_score(y_code, p_code, labels=present, average="macro", zero_division=0.0)
+        )
 
     scored_rows = None
     metrics["roc_auc"] = metrics["log_loss"] = None
@@ -65,7 +74,9 @@ def classification_metrics(
         scored_rows = int(have.sum())
         if scored_rows:
             metrics["log_loss"] = float(np.mean(log_loss_rows(labels[have], scores.loc[have])))
-            metrics["roc_auc"] = _roc_auc(y[have], scores.loc[have], classes, positive if binary else None)
+            metrics["roc_auc"] = _roc_auc(
+                y[have], scores.loc[have], classes, positive if binary else None
+            )
     return metrics, scored_rows
 
 
@@ -150,7 +161,9 @@ class PerformanceMonitor:
         scored_rows = None
         if self.task == "classification":
             scores = None if rows.scores is None else rows.scores.iloc[index].reset_index(drop=True)
-            metrics, scored_rows = classification_metrics(labels, predictions, scores, config.positive_class)
+            metrics, scored_rows = classification_metrics(
+                labels, predictions, scores, config.positive_class
+            )
         else:
             metrics = regression_metrics(labels, predictions)
         value = metrics.get(self.metric)
@@ -159,7 +172,9 @@ class PerformanceMonitor:
         reason = None
         if len(index) < config.min_labels:
             verdict = "insufficient_labels"
-            reason = f"{len(index)} labeled predictions < min_labels={config.min_labels}: no verdict"
+            reason = (
+                f"{len(index)} labeled predictions < min_labels={config.min_labels}: no verdict"
+            )
         elif value is None:
             verdict = "undefined_metric"
             reason = f"{self.metric} is undefined on these rows (e.g. one class only, or no scores logged)"
@@ -167,7 +182,11 @@ class PerformanceMonitor:
             verdict = "no_reference"
             reason = "no reference metric recorded for the champion: nothing to compare with"
         else:
-            drop_abs = reference_metric - value if self.metric in HIGHER_IS_BETTER else value - reference_metric
+            drop_abs = (
+                reference_metric - value
+                if self.metric in HIGHER_IS_BETTER
+                else value - reference_metric
+            )
             drop_rel = drop_abs / abs(reference_metric) if abs(reference_metric) > _TINY else None
             if config.drop == "relative" and drop_rel is None:
                 drop = drop_abs

@@ -99,7 +99,9 @@ class DataDriftSignal(_Signal):
         for item in self.features:
             if item.feature == name:
                 return item
-        raise KeyError(f"no feature {name!r} in this signal; features: {[f.feature for f in self.features]}")
+        raise KeyError(
+            f"no feature {name!r} in this signal; features: {[f.feature for f in self.features]}"
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -121,7 +123,8 @@ class ChangeEvent:
     detected_at: RowRef
     change_point: RowRef
     estimate: Literal["adwin_width", "warning_start", "detection_row"]
-    loss_before: float | None  # mean loss from the previous detection (or reset) up to change_point (in history)
+    # Mean loss from the previous detection (or reset) up to change_point (in history)
+    loss_before: float | None
     loss_after: float | None  # mean loss over change_point..detected_at (at least the last 50 rows)
 
 
@@ -142,7 +145,8 @@ class ConceptDriftSignal(_Signal):
     batch_rows: int  # rows fed by this update
     rows_skipped: int  # rows of this batch already seen (row_id not above the last one fed)
     batch_loss_mean: float | None
-    state_rows: int | None  # rows held in the detector's window (ADWIN width, KSWIN window); None: O(1) state
+    # Rows held in the detector's window (ADWIN width, KSWIN window); None: O(1) state
+    state_rows: int | None
     state_bytes: int  # size of dumps() (detector + recent-row history + bookkeeping)
     detector_bytes: int  # size of the pickled River detector alone
 
@@ -171,11 +175,15 @@ class DelayPercentiles:
     def from_mapping(cls, values: Mapping[str, float]) -> DelayPercentiles:
         missing = {"p50", "p90", "p99"} - set(values)
         if missing:
-            raise ValueError(f"label_delay needs keys p50, p90, p99 (seconds); missing {sorted(missing)}")
+            raise ValueError(
+                f"label_delay needs keys p50, p90, p99 (seconds); missing {sorted(missing)}"
+            )
         return cls(float(values["p50"]), float(values["p90"]), float(values["p99"]))
 
 
-PerformanceVerdict = Literal["ok", "degraded", "insufficient_labels", "no_reference", "undefined_metric"]
+PerformanceVerdict = Literal[
+    "ok", "degraded", "insufficient_labels", "no_reference", "undefined_metric"
+]
 
 
 @dataclass(frozen=True)
@@ -201,7 +209,8 @@ class PerformanceSignal(_Signal):
     metrics: Mapping[str, float | None]
     rows: int  # labeled predictions the metrics were computed on
     rows_available: int  # labeled rows handed in (before dropping rows without a logged prediction)
-    scored_rows: int | None  # rows with class probabilities (ROC AUC / log loss), None without scores
+    # Rows with class probabilities (ROC AUC / log loss), None without scores
+    scored_rows: int | None
     min_labels: int
     window_rows: int
     label_coverage: float | None = None

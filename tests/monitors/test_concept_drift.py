@@ -25,6 +25,7 @@ PINNED = {
     "eddm": (3137, 3016, "warning_start"),
     "hddm_a": (3146, 3121, "warning_start"),
     "hddm_w": (3076, 3055, "warning_start"),
+    "fhddm": (3077, 3077, "detection_row"),
 }
 
 
@@ -40,7 +41,9 @@ def test_every_registered_detector_is_pinned():
 def test_detection_is_pinned_after_the_change_and_never_before(detector):
     signal = monitor(detector).update(STREAM)
     first = signal.detections[0]
-    assert (first.detected_at.position, first.change_point.position, first.estimate) == PINNED[detector]
+    assert (first.detected_at.position, first.change_point.position, first.estimate) == PINNED[
+        detector
+    ]
     assert all(e.detected_at.position >= CHANGE for e in signal.detections)
     assert signal.drift and signal.triggered
     # The error rate went up: the loss after the estimated change is higher than before it.
@@ -48,19 +51,39 @@ def test_detection_is_pinned_after_the_change_and_never_before(detector):
     assert signal.rows_seen == len(STREAM) == signal.batch_rows
 
 
-# False alarms over 10 seeded stationary streams per error rate. Bounds are the measured counts (most are 0)
-# plus a margin of one stream; EDDM false-alarms whatever its parameters, so its bound documents that.
-FALSE_ALARM_BOUND = {"adwin": 1, "page_hinkley": 1, "ddm": 1, "hddm_a": 1, "hddm_w": 1, "kswin": 1, "eddm": 10}
+# False alarms over 10 seeded stationary streams per error rate: at most this many streams with an alarm.
+# Bounds are the measured counts (0 for most) plus a margin of one stream.
+FALSE_ALARM_BOUND = {
+    "adwin": 1,
+    "page_hinkley": 1,
+    "ddm": 1,
+    "hddm_a": 1,
+    "hddm_w": 1,
+    "fhddm": 2,
+    "kswin": 1,
+}
 
 
 @pytest.mark.parametrize("detector", sorted(FALSE_ALARM_BOUND))
 def test_false_alarm_rate_on_stationary_streams_is_bounded(detector):
+    assert max(stationary_alarms(detector).values()) <= FALSE_ALARM_BOUND[detector]
+
+
+def test_eddm_false_alarms_on_stationary_streams_as_documented():
+    # EDDM fires on nearly every stationary stream whatever its parameters (see monitors/detectors.py);
+    # pinned so that a River change to it is noticed.
+    assert stationary_alarms("eddm") == {0.1: 10, 0.3: 9}
+
+
+def stationary_alarms(detector: str) -> dict[float, int]:
     rows = 1000 if detector == "kswin" else 3000  # KSWIN runs one K-S test per row (~0.3 ms)
-    alarms = {
-        rate: sum(monitor(detector).update(error_stream(seed, rows, before=rate)).drift for seed in range(100, 110))
+    return {
+        rate: sum(
+            monitor(detector).update(error_stream(seed, rows, before=rate)).drift
+            for seed in range(100, 110)
+        )
         for rate in (0.1, 0.3)
     }
-    assert max(alarms.values()) <= FALSE_ALARM_BOUND[detector], alarms
 
 
 def test_page_hinkley_is_scaled_so_real_valued_losses_do_not_false_alarm():
@@ -121,7 +144,10 @@ def test_reset_forgets_the_stream():
     m.reset()
     fresh = monitor("adwin")
     assert m.dumps() == fresh.dumps()
-    assert m.update(STREAM, row_ids=np.arange(6000)).detections == fresh.update(STREAM, row_ids=np.arange(6000)).detections
+    assert (
+        m.update(STREAM, row_ids=np.arange(6000)).detections
+        == fresh.update(STREAM, row_ids=np.arange(6000)).detections
+    )
 
 
 def test_change_point_carries_label_seq_and_arrival_time():
@@ -139,7 +165,11 @@ def test_change_point_outside_the_history_keeps_only_its_position():
     signal = monitor("adwin", history_rows=100).update(STREAM, row_ids=np.arange(len(STREAM)))
     event = signal.detections[0]
     assert event.detected_at.row_id == 3103  # recent: still in the history
-    assert (event.change_point.position, event.change_point.row_id, event.change_point.time) == (2560, None, None)
+    assert (event.change_point.position, event.change_point.row_id, event.change_point.time) == (
+        2560,
+        None,
+        None,
+    )
 
 
 def test_warning_is_reported_and_located_for_detectors_that_have_one():
@@ -158,7 +188,9 @@ def test_rows_already_seen_are_skipped_so_overlapping_windows_do_not_double_coun
     first = m.update(STREAM[:4000], row_ids=ids[:4000])
     second = m.update(STREAM[3000:], row_ids=ids[3000:])  # overlaps rows 3000..3999
     assert second.rows_skipped == 1000 and second.batch_rows == 2000 and second.rows_seen == 6000
-    assert list(first.detections) + list(second.detections) == list(once.update(STREAM, row_ids=ids).detections)
+    assert list(first.detections) + list(second.detections) == list(
+        once.update(STREAM, row_ids=ids).detections
+    )
 
 
 def test_update_rows_uses_the_champions_logged_predictions():
@@ -169,7 +201,8 @@ def test_update_rows_uses_the_champions_logged_predictions():
     window = make_window(labels, [None] * 10 + list(predictions[10:]), versions=versions)
     m = monitor("adwin")
     signal = m.update_rows(window, model_version="2")
-    assert signal.rows_seen == 300 and signal.drift  # version-1 rows and rows without prediction skipped
+    # Version-1 rows and rows without prediction skipped
+    assert signal.rows_seen == 300 and signal.drift
     assert signal.detections[0].detected_at.row_id > 200
 
 
@@ -194,7 +227,9 @@ def test_row_ids_must_increase():
 
 def test_signal_is_json_serializable_with_its_numbers():
     times = pd.Series(pd.date_range(T0, periods=len(STREAM), freq="1min", tz="UTC"))
-    body = json.loads(json.dumps(monitor("adwin").update(STREAM, np.arange(len(STREAM)), times).to_dict()))
+    body = json.loads(
+        json.dumps(monitor("adwin").update(STREAM, np.arange(len(STREAM)), times).to_dict())
+    )
     assert body["kind"] == "concept_drift" and body["triggered"] is True
     assert body["detections"][0]["detected_at"]["position"] == 3103
     assert body["detections"][0]["detected_at"]["time"].startswith("2026-01-03T")

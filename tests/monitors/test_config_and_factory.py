@@ -39,14 +39,22 @@ def error_of(config: dict) -> str:
 def test_defaults_build_all_three_monitors():
     monitors = build({})
     assert isinstance(monitors.data_drift, DataDriftMonitor)
-    assert isinstance(monitors.concept_drift, ConceptDriftMonitor) and monitors.concept_drift.loss == "zero_one"
-    assert isinstance(monitors.performance, PerformanceMonitor) and monitors.performance.metric == "accuracy"
+    assert (
+        isinstance(monitors.concept_drift, ConceptDriftMonitor)
+        and monitors.concept_drift.loss == "zero_one"
+    )
+    assert (
+        isinstance(monitors.performance, PerformanceMonitor)
+        and monitors.performance.metric == "accuracy"
+    )
     regression = build({}, task="regression")
     assert (regression.concept_drift.loss, regression.performance.metric) == ("absolute", "rmse")
 
 
 def test_disabled_monitors_are_null_objects_that_never_trigger():
-    monitors = build({name: {"enabled": False} for name in ("data_drift", "concept_drift", "performance")})
+    monitors = build(
+        {name: {"enabled": False} for name in ("data_drift", "concept_drift", "performance")}
+    )
     frame = pd.DataFrame({"amount": [1.0]})
     signals = [
         monitors.data_drift.run(frame, frame, FEATURES),
@@ -55,7 +63,11 @@ def test_disabled_monitors_are_null_objects_that_never_trigger():
     ]
     assert [s.kind for s in signals] == ["data_drift", "concept_drift", "performance"]
     assert all(isinstance(s, DisabledSignal) and not s.triggered and not s.enabled for s in signals)
-    assert json.loads(json.dumps(signals[0].to_dict())) == {"kind": "data_drift", "enabled": False, "triggered": False}
+    assert json.loads(json.dumps(signals[0].to_dict())) == {
+        "kind": "data_drift",
+        "enabled": False,
+        "triggered": False,
+    }
     assert isinstance(monitors.concept_drift, DisabledMonitor)
     assert monitors.concept_drift.dumps() == b"" and monitors.data_drift.save_html("x.html") is None
 
@@ -63,24 +75,33 @@ def test_disabled_monitors_are_null_objects_that_never_trigger():
 def test_unknown_detector_lists_the_valid_ones():
     message = error_of({"concept_drift": {"detector": "hddm"}})
     assert "unknown detector 'hddm'" in message
-    assert "adwin, page_hinkley, kswin, ddm, eddm, hddm_a, hddm_w" in message
+    assert "adwin, page_hinkley, kswin, ddm, eddm, hddm_a, hddm_w, fhddm" in message
 
 
 @pytest.mark.parametrize(
     ("config", "fragment"),
     [
         ({"concept_drift": {"detector": "ddm", "loss": "squared"}}, "loss must be zero_one"),
-        ({"concept_drift": {"params": {"delta": 0.01, "window": 3}}}, "has no parameter(s) window; accepted: delta"),
+        (
+            {"concept_drift": {"params": {"delta": 0.01, "window": 3}}},
+            "has no parameter(s) window; accepted: delta",
+        ),
         ({"concept_drift": {"detector": "kswin", "params": {"alpha": 2.0}}}, "refused params"),
         ({"concept_drift": {"extra": 1}}, "Extra inputs are not permitted"),
         ({"data_drift": {"method": "ks"}}, "does not apply to categorical features"),
         ({"data_drift": {"method": {"numeric": "chisquare"}}}, "use one of: ks, wasserstein"),
-        ({"data_drift": {"per_feature": {"amount": {"method": "kolmogorov"}}}}, "unknown drift method 'kolmogorov'"),
+        (
+            {"data_drift": {"per_feature": {"amount": {"method": "kolmogorov"}}}},
+            "unknown drift method 'kolmogorov'",
+        ),
         ({"data_drift": {"current": {"last_duration": "yesterday"}}}, "e.g. '30m', '1d'"),
         ({"data_drift": {"current": {"last_rows": 10, "last_duration": "1d"}}}, "exactly one of"),
         ({"data_drift": {"drift_share": 0}}, "greater than 0"),
         ({"performance": {"metric": "auc"}}, "'roc_auc'"),
-        ({"performance": {"min_labels": 500, "window_rows": 100}}, "min_labels (500) is larger than window_rows"),
+        (
+            {"performance": {"min_labels": 500, "window_rows": 100}},
+            "min_labels (500) is larger than window_rows",
+        ),
     ],
 )
 def test_config_errors_name_the_problem_and_the_fix(config, fragment):
@@ -92,9 +113,21 @@ def test_config_errors_name_the_problem_and_the_fix(config, fragment):
     [
         ({"concept_drift": {"loss": "log_loss"}}, "regression", "does not fit a regression model"),
         ({"concept_drift": {"detector": "ddm"}}, "regression", "needs 0/1 errors"),
-        ({"performance": {"metric": "mae"}}, "classification", "use one of: accuracy, f1, roc_auc, log_loss"),
-        ({"data_drift": {"per_feature": {"amout": {"threshold": 0.2}}}}, "classification", "did you mean 'amount'"),
-        ({"data_drift": {"per_feature": {"country": {"method": "ks"}}}}, "classification", "feature 'country'"),
+        (
+            {"performance": {"metric": "mae"}},
+            "classification",
+            "use one of: accuracy, f1, roc_auc, log_loss",
+        ),
+        (
+            {"data_drift": {"per_feature": {"amout": {"threshold": 0.2}}}},
+            "classification",
+            "did you mean 'amount'",
+        ),
+        (
+            {"data_drift": {"per_feature": {"country": {"method": "ks"}}}},
+            "classification",
+            "feature 'country'",
+        ),
     ],
 )
 def test_factory_checks_the_config_against_the_policy(config, task, fragment):
@@ -105,13 +138,24 @@ def test_factory_checks_the_config_against_the_policy(config, task, fragment):
 
 def test_durations_and_per_type_shorthands():
     config = MonitorsConfig.model_validate(
-        {"data_drift": {"current": {"last_duration": "36h"}, "method": {"numeric": "ks"}, "threshold": 0.01}}
+        {
+            "data_drift": {
+                "current": {"last_duration": "36h"},
+                "method": {"numeric": "ks"},
+                "threshold": 0.01,
+            }
+        }
     ).data_drift
     assert config.current == LastDuration(last_duration=timedelta(hours=36))
     assert config.feature_test("amount", "numeric") == ("ks", 0.01)
     assert config.feature_test("country", "categorical") == ("jensenshannon", 0.01)
     # A JSON dump (ISO 8601 durations) loads back to the same config.
-    assert MonitorsConfig.model_validate(json.loads(MonitorsConfig(data_drift=config).model_dump_json())).data_drift == config
+    assert (
+        MonitorsConfig.model_validate(
+            json.loads(MonitorsConfig(data_drift=config).model_dump_json())
+        ).data_drift
+        == config
+    )
 
 
 def test_current_window_selection():
@@ -119,4 +163,6 @@ def test_current_window_selection():
     times = pd.Series(pd.date_range(T0, periods=10, freq="1h", tz="UTC"))
     as_of = T0 + timedelta(hours=7, minutes=30)  # rows 0..7 exist as of then
     assert LastRows(last_rows=3).select(frame, times, as_of)["x"].tolist() == [5, 6, 7]
-    assert LastDuration(last_duration=timedelta(hours=2)).select(frame, times, as_of)["x"].tolist() == [6, 7]
+    assert LastDuration(last_duration=timedelta(hours=2)).select(frame, times, as_of)[
+        "x"
+    ].tolist() == [6, 7]

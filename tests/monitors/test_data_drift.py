@@ -12,13 +12,19 @@ from monitors import DataDriftConfig
 from monitors.data_drift import DataDriftMonitor, NoReportYet, sample_rows
 from monitors.drift_methods import DRIFT_METHODS, is_drift
 
-TYPES = {f"num{i}": "numeric" for i in range(6)} | {"cat0": "categorical", "cat1": "categorical"} | {
-    "flag0": "boolean",
-    "flag1": "boolean",
-}
+TYPES = (
+    {f"num{i}": "numeric" for i in range(6)}
+    | {"cat0": "categorical", "cat1": "categorical"}
+    | {
+        "flag0": "boolean",
+        "flag1": "boolean",
+    }
+)
 
 
-def frame(seed: int, rows: int, *, shift: float = 0.0, cat_p=(0.5, 0.3, 0.2), flag_p: float = 0.5) -> pd.DataFrame:
+def frame(
+    seed: int, rows: int, *, shift: float = 0.0, cat_p=(0.5, 0.3, 0.2), flag_p: float = 0.5
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     data = {f"num{i}": rng.normal(size=rows) for i in range(6)}
     data["num0"] = data["num0"] + shift
@@ -32,7 +38,9 @@ def frame(seed: int, rows: int, *, shift: float = 0.0, cat_p=(0.5, 0.3, 0.2), fl
 REFERENCE = frame(1, 3000)
 
 
-def run(current: pd.DataFrame, reference: pd.DataFrame = REFERENCE, **config) -> tuple[DataDriftMonitor, object]:
+def run(
+    current: pd.DataFrame, reference: pd.DataFrame = REFERENCE, **config
+) -> tuple[DataDriftMonitor, object]:
     monitor = DataDriftMonitor(DataDriftConfig.model_validate(config))
     return monitor, monitor.run(reference, current, TYPES)
 
@@ -45,7 +53,8 @@ def test_flags_exactly_the_features_with_injected_drift():
     assert signal.dataset_drifted and signal.verdict == "drift" and signal.triggered
     num0, num1 = signal.feature("num0"), signal.feature("num1")
     assert (num0.method, num0.score_kind, num0.threshold) == ("wasserstein", "distance", 0.1)
-    assert num0.score == pytest.approx(0.5, abs=0.06) and num1.score < 0.08  # noise floor at 3,000 rows
+    # Noise floor at 3,000 rows
+    assert num0.score == pytest.approx(0.5, abs=0.06) and num1.score < 0.08
     assert signal.feature("cat0").method == signal.feature("flag1").method == "jensenshannon"
     # Our reading of the score agrees with Evidently's own flag for every feature.
     assert all(f.drifted == is_drift(f.method, f.score, f.threshold) for f in signal.features)
@@ -60,10 +69,14 @@ def test_no_drift_between_two_samples_of_the_same_distribution():
 
 def test_per_feature_p_value_test_and_threshold_are_applied():
     current = frame(2, 3000, shift=0.15)
-    _, signal = run(current, per_feature={"num0": {"method": "ks", "threshold": 0.001}, "num1": {"method": "ks"}})
+    _, signal = run(
+        current,
+        per_feature={"num0": {"method": "ks", "threshold": 0.001}, "num1": {"method": "ks"}},
+    )
     num0, num1 = signal.feature("num0"), signal.feature("num1")
     assert (num0.method, num0.score_kind, num0.threshold) == ("ks", "p_value", 0.001)
-    assert num0.drifted and num0.score < 0.001  # a 0.15 sd shift: p tiny, but Wasserstein would say 0.15 < ...
+    # A 0.15 sd shift: p tiny, but Wasserstein would say 0.15 < ...
+    assert num0.drifted and num0.score < 0.001
     assert (num1.method, num1.threshold) == ("ks", 0.05) and not num1.drifted and num1.score > 0.05
     assert not signal.dataset_drifted  # 1 of 10 features < drift_share 0.5
 
@@ -86,8 +99,11 @@ def test_sample_rows_draws_distinct_rows_in_order():
     data = pd.DataFrame({"i": np.arange(10_000)})
     picked = sample_rows(data, 500, seed=3)
     assert len(picked) == 500 and picked["i"].is_unique and picked["i"].is_monotonic_increasing
-    assert sample_rows(data, None, seed=3).equals(data) and sample_rows(data.head(20), 500, 3).equals(data.head(20))
-    assert not picked.equals(sample_rows(data, 500, seed=3, side=1))  # reference and current draw independently
+    assert sample_rows(data, None, seed=3).equals(data) and sample_rows(
+        data.head(20), 500, 3
+    ).equals(data.head(20))
+    # Reference and current draw independently
+    assert not picked.equals(sample_rows(data, 500, seed=3, side=1))
 
 
 def test_too_few_rows_gives_no_verdict_and_runs_no_test():
@@ -103,14 +119,23 @@ def test_a_feature_without_values_is_reported_untested_and_the_rest_still_run():
     current["num3"] = np.nan
     _, signal = run(current)
     num3 = signal.feature("num3")
-    assert num3.score is None and not num3.drifted and "current" in num3.note and num3.current_values == 0
+    assert (
+        num3.score is None
+        and not num3.drifted
+        and "current" in num3.note
+        and num3.current_values == 0
+    )
     assert signal.drifted_features == ("num0",) and signal.drift_share == pytest.approx(1 / 9)
 
 
 def test_html_report_is_saved_and_its_path_recorded(tmp_path):
-    monitor, signal = run(frame(2, 500))
+    monitor, _ = run(frame(2, 500))
     path = monitor.save_html(tmp_path / "reports" / "drift.html")
-    assert path.exists() and path.stat().st_size > 100_000 and path.read_text()[:200].lower().count("html")
+    assert (
+        path.exists()
+        and path.stat().st_size > 100_000
+        and path.read_text()[:200].lower().count("html")
+    )
     again = monitor.run(REFERENCE, frame(2, 500), TYPES, html_path=tmp_path / "b.html")
     assert again.html_path == str(tmp_path / "b.html") and (tmp_path / "b.html").exists()
 

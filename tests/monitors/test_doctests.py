@@ -8,7 +8,9 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["monitors.losses", "monitors.concept_drift", "monitors.factory"])
+@pytest.mark.parametrize(
+    "module", ["monitors.losses", "monitors.concept_drift", "monitors.factory"]
+)
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0

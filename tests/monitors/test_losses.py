@@ -16,9 +16,12 @@ def test_pure_helpers():
     assert zero_one_loss(["a", "b", True], ["a", "c", True]).tolist() == [0.0, 1.0, 0.0]
     assert squared_loss([1.0, -1.0], [0.0, 1.0]).tolist() == [1.0, 4.0]
     assert absolute_loss([1.0, -1.0], [0.0, 1.0]).tolist() == [1.0, 2.0]
-    scores = pd.DataFrame({"0": [0.25, 0.0], "1": [0.75, 1.0]})  # string columns, as JSON stores them
+    # String columns, as JSON stores them
+    scores = pd.DataFrame({"0": [0.25, 0.0], "1": [0.75, 1.0]})
     losses = log_loss_rows([1, 0], scores)
-    assert losses[0] == pytest.approx(-math.log(0.75)) and losses[1] == pytest.approx(-math.log(1e-15))
+    assert losses[0] == pytest.approx(-math.log(0.75)) and losses[1] == pytest.approx(
+        -math.log(1e-15)
+    )
 
 
 def test_log_loss_needs_a_score_column_for_every_label():
@@ -37,7 +40,10 @@ def test_loss_stream_drops_rows_without_prediction_and_keeps_seq_and_time():
 def test_log_loss_stream_skips_unknown_scores_and_needs_scores():
     scores = pd.DataFrame({0: [0.9, np.nan, 0.2], 1: [0.1, np.nan, 0.8]})
     stream = loss_stream(make_window([0, 1, 1], [0, 1, 1], scores), "log_loss")
-    assert stream.losses == pytest.approx([-math.log(0.9), -math.log(0.8)]) and stream.rows_without_prediction == 1
+    assert (
+        stream.losses == pytest.approx([-math.log(0.9), -math.log(0.8)])
+        and stream.rows_without_prediction == 1
+    )
     with pytest.raises(ValueError, match="use loss: zero_one"):
         loss_stream(make_window([0], [0]), "log_loss")
 

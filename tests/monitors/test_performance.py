@@ -15,7 +15,9 @@ from monitors import PerformanceConfig, PerformanceMonitor
 
 
 def monitor(task: str = "classification", **config) -> PerformanceMonitor:
-    return PerformanceMonitor(PerformanceConfig.model_validate({"min_labels": 10, "window_rows": 100} | config), task)
+    return PerformanceMonitor(
+        PerformanceConfig.model_validate({"min_labels": 10, "window_rows": 100} | config), task
+    )
 
 
 def binary_window(rows: int = 200, accuracy: float = 0.9, seed: int = 0, **kwargs):
@@ -25,7 +27,12 @@ def binary_window(rows: int = 200, accuracy: float = 0.9, seed: int = 0, **kwarg
     predictions = np.where(wrong, 1 - labels, labels)
     p1 = np.clip(np.where(predictions == 1, 0.8, 0.2) + rng.normal(0, 0.05, size=rows), 0.01, 0.99)
     scores = pd.DataFrame({0: 1 - p1, 1: p1})
-    return make_window(labels.tolist(), predictions.tolist(), scores, **kwargs), labels, predictions, scores
+    return (
+        make_window(labels.tolist(), predictions.tolist(), scores, **kwargs),
+        labels,
+        predictions,
+        scores,
+    )
 
 
 def test_below_min_labels_there_is_no_verdict_and_the_signal_says_so():
@@ -64,7 +71,9 @@ def test_metrics_are_computed_over_the_last_window_rows_and_match_sklearn():
 def test_verdict_compares_the_drop_with_max_drop(drop_kind, reference, verdict, drop):
     labels = [1] * 100
     predictions = [1] * 88 + [0] * 12  # accuracy 0.88
-    signal = monitor(drop=drop_kind, max_drop=0.05).evaluate(make_window(labels, predictions), reference)
+    signal = monitor(drop=drop_kind, max_drop=0.05).evaluate(
+        make_window(labels, predictions), reference
+    )
     assert signal.value == pytest.approx(0.88)
     assert (signal.verdict, signal.drop_kind) == (verdict, drop_kind)
     assert signal.drop == pytest.approx(drop)
@@ -74,7 +83,9 @@ def test_verdict_compares_the_drop_with_max_drop(drop_kind, reference, verdict, 
 def test_for_a_loss_metric_an_increase_is_the_drop():
     labels = [0.0] * 50 + [1.0] * 50
     predictions = [0.5] * 100  # MAE 0.5, RMSE 0.5
-    signal = monitor("regression", metric="mae", max_drop=0.1).evaluate(make_window(labels, predictions), 0.4)
+    signal = monitor("regression", metric="mae", max_drop=0.1).evaluate(
+        make_window(labels, predictions), 0.4
+    )
     assert signal.metrics == pytest.approx({"mae": 0.5, "rmse": 0.5, "r2": 0.0})
     assert signal.drop == pytest.approx(0.25) and signal.verdict == "degraded"
 
@@ -87,7 +98,9 @@ def test_multiclass_f1_is_macro_and_roc_auc_one_vs_rest():
     scores = pd.DataFrame(proba, columns=["a", "b", "c"])
     signal = monitor(metric="roc_auc").evaluate(make_window(labels, predictions, scores), 0.5)
     assert signal.metrics["f1"] == pytest.approx(f1_score(labels, predictions, average="macro"))
-    assert signal.metrics["roc_auc"] == pytest.approx(roc_auc_score(labels, proba, multi_class="ovr", average="macro"))
+    assert signal.metrics["roc_auc"] == pytest.approx(
+        roc_auc_score(labels, proba, multi_class="ovr", average="macro")
+    )
 
 
 def test_binary_f1_uses_the_configured_positive_class():
@@ -126,7 +139,11 @@ def test_coverage_and_delay_are_carried_and_serialize():
         window, 0.9, label_coverage=0.42, label_delay={"p50": 60.0, "p90": 3600.0, "p99": 86400.0}
     )
     body = json.loads(json.dumps(signal.to_dict()))
-    assert body["label_coverage"] == 0.42 and body["label_delay"] == {"p50": 60.0, "p90": 3600.0, "p99": 86400.0}
+    assert body["label_coverage"] == 0.42 and body["label_delay"] == {
+        "p50": 60.0,
+        "p90": 3600.0,
+        "p99": 86400.0,
+    }
     assert body["kind"] == "performance" and body["verdict"] == signal.verdict
     with pytest.raises(ValueError, match="p99"):
         monitor().evaluate(window, 0.9, label_delay={"p50": 1.0, "p90": 2.0})
@@ -139,6 +156,8 @@ def test_regression_r2_is_undefined_for_constant_labels():
 
 
 def test_zero_reference_falls_back_to_absolute_drop_and_says_so():
-    signal = monitor("regression", metric="r2").evaluate(make_window([0.0, 1.0] * 10, [1.0, 0.0] * 10), 0.0)
+    signal = monitor("regression", metric="r2").evaluate(
+        make_window([0.0, 1.0] * 10, [1.0, 0.0] * 10), 0.0
+    )
     assert signal.drop == pytest.approx(signal.drop_absolute) and "absolute" in signal.reason
     assert signal.drop_relative is None and signal.verdict == "degraded"
