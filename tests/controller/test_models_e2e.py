@@ -26,7 +26,7 @@ from lineage import LineageRecord
 from trainers import NO_PARENT, TrainingContext, get_trainer
 
 POLICY = """\
-model: toy
+model: {name}
 task: classification
 target: {{name: y, classes: [0, 1]}}
 features:
@@ -34,7 +34,7 @@ features:
   x2: numeric
   color: {{type: categorical, required: false}}
 storage: {{url: "sqlite:///{tmp}/events.db"}}
-mlflow: {{tracking_uri: "sqlite:///{tmp}/mlflow.db", artifact_location: "{tmp}/artifacts"}}
+mlflow: {{tracking_uri: "sqlite:///{mlflow}/mlflow.db", artifact_location: "{mlflow}/artifacts"}}
 estimator:
   class: sklearn.linear_model.LogisticRegression
 bootstrap: {{holdout_fraction: 0.25}}
@@ -49,10 +49,21 @@ def toy_table(n: int = 400, seed: int = 0) -> pd.DataFrame:
                          "y": (x1 + 0.5 * x2 > 0).astype(int)})
 
 
-@pytest.fixture
-def env(tmp_path: Path, clock: ManualClock):
+@pytest.fixture(scope="module")
+def mlflow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One MLflow store for the module (creating one costs seconds); each test registers its own model name."""
+    return tmp_path_factory.mktemp("mlflow")
+
+
+def write_policy(tmp_path: Path, mlflow_dir: Path, name: str) -> Path:
     policy_path = tmp_path / "toy.yaml"
-    policy_path.write_text(POLICY.format(tmp=tmp_path))
+    policy_path.write_text(POLICY.format(tmp=tmp_path, mlflow=mlflow_dir, name=name))
+    return policy_path
+
+
+@pytest.fixture
+def env(tmp_path: Path, clock: ManualClock, mlflow_dir: Path, model_name: str):
+    policy_path = write_policy(tmp_path, mlflow_dir, model_name)
     loaded = load_policy(policy_path, environ={})
     store = EventStore.from_url(loaded.config.storage.url, clock)
     registry = open_registry(loaded.config, clock)
@@ -68,7 +79,8 @@ def do_bootstrap(loaded, store, registry, clock, table):
 def register_flipped(loaded, store, registry, clock) -> str:
     """A second version trained on inverted labels: its predictions are the opposite of v1's, so a response that
     mixed versions would be visible."""
-    window = store.labeled_window("toy", clock.now(), feature_types=loaded.config.feature_types)
+    name = loaded.config.model
+    window = store.labeled_window(name, clock.now(), feature_types=loaded.config.feature_types)
     flipped = window.__class__(**{**window.__dict__, "labels": 1 - window.labels})
     context = TrainingContext(estimator=loaded.config.estimator, feature_types=loaded.config.feature_types,
                               task="classification", classes=(0, 1))
@@ -78,23 +90,24 @@ def register_flipped(loaded, store, registry, clock) -> str:
                            window_fingerprint=window.fingerprint, maturity_cut=window.as_of,
                            holdout_metrics={"accuracy": 0.0}, champion_metrics={"accuracy": 1.0}, chain_depth=0,
                            policy_hash=loaded.sha256, decision_id="test-flip")
-    return registry.register("toy", result.model, record).version
+    return registry.register(name, result.model, record).version
 
 
 def test_bootstrap_registers_a_champion_with_lineage_and_stores_the_reference_window(env, clock) -> None:
     loaded, store, registry, _ = env
+    name = loaded.config.model
     result = do_bootstrap(loaded, store, registry, clock, toy_table())
     assert (result.version, result.rows_stored, result.train_rows, result.holdout_rows) == ("1", 400, 300, 100)
     assert result.holdout_metrics["accuracy"] > 0.9
-    assert registry.aliases("toy") == {"champion": "1"}
-    info = registry.get("toy", "1")
+    assert registry.aliases(name) == {"champion": "1"}
+    info = registry.get(name, "1")
     record = info.record
     assert (record.strategy, record.trigger, record.parent_version, record.chain_depth) == \
         ("bootstrap", "bootstrap", None, 0)
     assert record.window_rows == 300 and record.window_fingerprint == result.window_fingerprint
     assert record.policy_hash == loaded.sha256
     assert record.holdout_metrics == result.holdout_metrics
-    window = store.labeled_window("toy", clock.now())
+    window = store.labeled_window(name, clock.now())
     assert window.rows == 400 and window.prediction_ids.str.startswith("ref-").all()
     # Training went through the accessor: the first 300 rows of the stored window are the training window.
     assert window.slice(0, 300).fingerprint == record.window_fingerprint
@@ -102,6 +115,7 @@ def test_bootstrap_registers_a_champion_with_lineage_and_stores_the_reference_wi
 
 def test_bootstrap_twice_is_refused_and_stores_nothing_twice(env, clock) -> None:
     loaded, store, registry, _ = env
+    name = loaded.config.model
     do_bootstrap(loaded, store, registry, clock, toy_table())
     with pytest.raises(BootstrapError, match="already has a champion \\(version 1\\).*--force"):
         do_bootstrap(loaded, store, registry, clock, toy_table())
@@ -109,39 +123,41 @@ def test_bootstrap_twice_is_refused_and_stores_nothing_twice(env, clock) -> None
     again = bootstrap(loaded, features_from_table(toy_table(), loaded.config, "t"),
                       target_from_table(toy_table(), loaded.config, "t"), store=store, registry=registry,
                       clock=clock, force=True)
-    assert again.version == "2" and store.count_predictions("toy") == 400  # same file: same ids, no duplicates
+    assert again.version == "2" and store.count_predictions(name) == 400  # same file: same ids, no duplicates
 
 
 def test_predict_serves_the_champion_and_logs_every_prediction(env, clock) -> None:
     loaded, store, registry, _ = env
+    name = loaded.config.model
     do_bootstrap(loaded, store, registry, clock, toy_table())
     runtimes = build_runtimes([loaded], clock, environ={},
                               champion_sources=lambda _: RegistryChampionSource(registry))
     client = TestClient(create_app(runtimes, clock))
-    assert client.post("/v1/models/toy/predict", json={"features": {"x1": 1.0, "x2": 1.0}}).status_code == 503
-    runtimes["toy"].champion.refresh()
-    one = client.post("/v1/models/toy/predict", json={"features": {"x1": 2.0, "x2": 1.0}, "prediction_id": "q1"})
+    assert client.post(f"/v1/models/{name}/predict", json={"features": {"x1": 1.0, "x2": 1.0}}).status_code == 503
+    runtimes[name].champion.refresh()
+    one = client.post(f"/v1/models/{name}/predict", json={"features": {"x1": 2.0, "x2": 1.0}, "prediction_id": "q1"})
     assert one.status_code == 200, one.text
     assert one.json()["model_version"] == "1"
     assert one.json()["predictions"][0]["prediction"] == 1 and one.json()["predictions"][0]["prediction_id"] == "q1"
-    batch = client.post("/v1/models/toy/predict",
+    batch = client.post(f"/v1/models/{name}/predict",
                         json={"items": [{"features": {"x1": -2.0, "x2": -1.0, "color": "red"}}] * 3})
     assert [p["prediction"] for p in batch.json()["predictions"]] == [0, 0, 0]
-    stored = store.get_prediction("toy", "q1")
+    stored = store.get_prediction(name, "q1")
     assert (stored["source"], stored["model_version"], stored["prediction"]) == ("served", "1", 1)
     assert stored["scores"]["1"] > 0.5
-    assert store.count_predictions("toy") == 400 + 4
-    bad = client.post("/v1/models/toy/predict", json={"features": {"x1": "a"}})
-    assert bad.status_code == 422 and store.count_predictions("toy") == 404
+    assert store.count_predictions(name) == 400 + 4
+    bad = client.post(f"/v1/models/{name}/predict", json={"features": {"x1": "a"}})
+    assert bad.status_code == 422 and store.count_predictions(name) == 404
 
 
 def test_hot_swap_under_concurrent_requests_never_fails_or_mixes_versions(env, clock) -> None:
     loaded, store, registry, _ = env
+    name = loaded.config.model
     do_bootstrap(loaded, store, registry, clock, toy_table())
     v2 = register_flipped(loaded, store, registry, clock)
     runtimes = build_runtimes([loaded], clock, environ={},
                               champion_sources=lambda _: RegistryChampionSource(registry))
-    holder = runtimes["toy"].champion
+    holder = runtimes[name].champion
     holder.refresh()
     client = TestClient(create_app(runtimes, clock))
     rows = [{"features": {"x1": 2.0, "x2": 1.0}}, {"features": {"x1": -2.0, "x2": -1.0}}] * 5
@@ -150,7 +166,7 @@ def test_hot_swap_under_concurrent_requests_never_fails_or_mixes_versions(env, c
 
     def hammer() -> None:
         while not stop.is_set():
-            response = client.post("/v1/models/toy/predict", json={"items": rows})
+            response = client.post(f"/v1/models/{name}/predict", json={"items": rows})
             if response.status_code != 200:
                 failures.append(response.text)
                 continue
@@ -163,7 +179,7 @@ def test_hot_swap_under_concurrent_requests_never_fails_or_mixes_versions(env, c
     for t in threads:
         t.start()
     for target in [v2, "1", v2, "1"]:
-        registry.promote("toy", target) if target == v2 else registry.rollback("toy")
+        registry.promote(name, target) if target == v2 else registry.rollback(name)
         assert holder.refresh() is True
         while seen.count(target) < 3 and not failures:  # let requests land on this version
             threading.Event().wait(0.001)
@@ -174,9 +190,8 @@ def test_hot_swap_under_concurrent_requests_never_fails_or_mixes_versions(env, c
     assert set(seen) == {"1", v2}
 
 
-def test_cli_bootstrap_lineage_and_batch_predict(tmp_path: Path) -> None:
-    policy_path = tmp_path / "toy.yaml"
-    policy_path.write_text(POLICY.format(tmp=tmp_path))
+def test_cli_bootstrap_lineage_and_batch_predict(tmp_path: Path, mlflow_dir: Path) -> None:
+    policy_path = write_policy(tmp_path, mlflow_dir, "toy")
     data = tmp_path / "train.csv"
     toy_table().to_csv(data, index=False)
     runner = CliRunner()
