@@ -56,6 +56,15 @@ def assemble(
     learner = encode
     for step in steps:
         learner = learner | step
+    if task == "classification" and not getattr(learner, "_multiclass", True) and len(
+        set(classes)
+    ) > 2:
+        raise TrainingDataError(
+            f"{type(steps[-1]).__name__} is a binary River classifier but the target has "
+            f"{len(set(classes))} classes {sorted(set(classes), key=repr)}. Use a multiclass "
+            "learner, e.g. river.tree.HoeffdingAdaptiveTreeClassifier or "
+            "river.linear_model.SoftmaxRegression."
+        )
     return RiverModel(learner, feature_types, task, classes)
 
 

@@ -149,3 +149,20 @@ def test_parent_feature_kind_change_is_refused():
     ctx = context(SGD, feature_types={**MIXED_TYPES, "flag": "categorical"})
     with pytest.raises(FeatureSchemaError, match=r"'flag': \('boolean', 'categorical'\)"):
         get_trainer("finetune").train(new_rows(), parent, ctx)
+
+
+def test_regression_stateless_then_finetune():
+    X, _ = mixed_frame(1200, seed=1)
+    target = 2.0 * X["num_a"] + np.where(X["flag"].eq(True), 1.0, 0.0)
+    spec = {"pipeline": [{"class": "sklearn.preprocessing.StandardScaler"},
+                         {"class": "sklearn.linear_model.SGDRegressor"}]}
+    ctx = context(spec, task="regression")
+    boot = get_trainer("stateless").train(make_window(X[:800], target[:800]), NO_PARENT, ctx)
+    assert set(boot.report.fit_metrics) == {"mae", "rmse", "r2"}
+    assert boot.report.fit_metrics["r2"] > 0.9  # a noiseless linear target: measured 1.000
+    parent = ParentModel(boot.model, version="1", last_label_seq=800)
+    child = get_trainer("finetune").train(make_window(X[800:], target[800:], first_seq=801),
+                                          parent, ctx)
+    assert child.report.details["method"] == "partial_fit"
+    assert child.report.fit_metrics["r2"] > 0.9
+    assert child.model.predict(X[:3]).dtype == float

@@ -90,6 +90,13 @@ def test_a_binary_river_learner_refuses_a_third_class():
                                        context(RIVER_LR, classes=(0, 1)))
 
 
+def test_a_binary_river_learner_refuses_three_classes_up_front():
+    X, y = mixed_frame(300, seed=1)
+    labels = y.where(X["num_a"] < 1.0, 2)
+    with pytest.raises(TrainingDataError, match="binary River classifier but the target has 3"):
+        get_trainer("stateless").train(make_window(X, labels), NO_PARENT, context(RIVER_LR))
+
+
 def test_a_multiclass_river_learner_takes_three_classes():
     X, y = mixed_frame(600, seed=1)
     labels = y.where(X["num_a"] < 1.0, 2)
