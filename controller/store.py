@@ -16,25 +16,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from controller.clock import Clock, SystemClock, ensure_utc
-from controller.db import create_store_engine, describe_unreachable, upgrade
+from controller.db import create_store_engine, describe_unreachable, dumps_json, json_safe, upgrade
 from controller.errors import LabelConflict, PredictionConflict, Problem, StoreUnavailable
 from controller.tables import controller_state, labels, predictions
 
-# Keeps each IN (...) list and executemany well under SQLite's and PostgreSQL's parameter limits.
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -195,7 +193,7 @@ class EventStore:
                 "model_version": r.model_version,
                 "event_time": ensure_utc(r.event_time),
                 "received_at": now,
-                "features": _json_safe_features(r.features),
+                "features": r.features,
                 "prediction": r.prediction,
                 "scores": dict(r.scores) if r.scores is not None else None,
                 "source": r.source,
@@ -205,7 +203,9 @@ class EventStore:
         given = {r.prediction_id: i for i, r in enumerate(records) if r.prediction_id is not None}
         with self._transaction() as conn:
             if given:
-                existing = self._existing_predictions(conn, model, list(given))
+                # Ids only first: a retried prediction is rare, so its stored content is fetched only when found.
+                found = self._existing_predictions(conn, model, list(given), content=False)
+                existing = self._existing_predictions(conn, model, list(found)) if found else {}
                 problems, repeats = [], set()
                 for pid, stored in existing.items():
                     row = rows[given[pid]]
@@ -218,8 +218,7 @@ class EventStore:
                 if problems:
                     raise PredictionConflict(problems)
                 rows = [row for row in rows if row["prediction_id"] not in repeats]
-            for chunk in _chunks(rows):
-                conn.execute(predictions.insert(), chunk)
+            _bulk_insert(conn, predictions, rows)
         return ids
 
     def add_labels(self, model: str, records: Sequence[LabelRecord]) -> LabelReceipt:
@@ -260,17 +259,16 @@ class EventStore:
                 current[pid] = record.value
             if problems:
                 raise LabelConflict(problems)
-            for chunk in _chunks(superseded):
+            if superseded:
                 conn.execute(
                     labels.update()
-                    .where(labels.c.model == model, labels.c.prediction_id.in_(chunk),
+                    .where(labels.c.model == model, _one_of(conn, labels.c.prediction_id, superseded),
                            labels.c.superseded_at.is_(None))
                     .values(superseded_at=now)
                 )
-            for chunk in _chunks(inserts):
-                conn.execute(labels.insert(), chunk)
+            _bulk_insert(conn, labels, inserts)
             new_ids = [row["prediction_id"] for row in inserts]
-            matched = len(self._existing_predictions(conn, model, new_ids, content=False)) if new_ids else 0
+            matched = self._count_predictions(conn, model, new_ids)
         return LabelReceipt(inserted=len(inserts) - len(superseded), duplicates=duplicates,
                             overwritten=len(superseded), unmatched=len(new_ids) - matched)
 
@@ -459,39 +457,90 @@ class EventStore:
         if content:
             columns += [predictions.c.features, predictions.c.prediction, predictions.c.scores,
                         predictions.c.model_version, predictions.c.event_time]
-        found: dict[str, dict] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids))):
-            for row in conn.execute(sa.select(*columns).where(predictions.c.model == model,
-                                                              predictions.c.prediction_id.in_(chunk))):
-                found[row.prediction_id] = dict(row._mapping)
-        return found
+        query = sa.select(*columns).where(predictions.c.model == model,
+                                          _one_of(conn, predictions.c.prediction_id, ids))
+        return {row.prediction_id: dict(row._mapping) for row in conn.execute(query)}
+
+    def _count_predictions(self, conn: sa.Connection, model: str, ids: list[str]) -> int:
+        return conn.execute(sa.select(sa.func.count()).select_from(predictions).where(
+            predictions.c.model == model, _one_of(conn, predictions.c.prediction_id, ids))).scalar_one()
 
     def _current_labels(self, conn: sa.Connection, model: str, ids: list[str]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids))):
-            query = sa.select(labels.c.prediction_id, labels.c.value).where(
-                labels.c.model == model, labels.c.prediction_id.in_(chunk), labels.c.superseded_at.is_(None))
-            for row in conn.execute(query):
-                found[row.prediction_id] = row.value
-        return found
+        query = sa.select(labels.c.prediction_id, labels.c.value).where(
+            labels.c.model == model, labels.c.superseded_at.is_(None), _one_of(conn, labels.c.prediction_id, ids))
+        return {row.prediction_id: row.value for row in conn.execute(query)}
+
+
+def _one_of(conn: sa.Connection, column: sa.Column, ids: list[str]) -> sa.ColumnElement[bool]:
+    """``column IN ids`` with the ids as ONE bound parameter (a JSON array on SQLite, an array on PostgreSQL).
+
+    A thousand separate binds cost more to compile than the lookup itself, and on PostgreSQL a generic plan for an
+    IN-list of binds cannot use the (model, prediction_id) index (docs/benchmarks.md).
+    """
+    unique = list(dict.fromkeys(ids))
+    if conn.dialect.name == "postgresql":
+        return column == sa.any_(sa.bindparam("ids", unique, type_=postgresql.ARRAY(sa.String)))
+    listed = sa.func.json_each(sa.bindparam("ids", json.dumps(unique))).table_valued("value")
+    return column.in_(sa.select(listed.c.value))
 
 
 # -------------------------------------------------------------------------------------------------------- helpers
 
 
-def _chunks(items: list) -> Iterator[list]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start:start + _CHUNK]
+_JSON_COLUMNS = {"features", "prediction", "scores", "value"}
+_TIME_COLUMNS = {"event_time", "received_at", "arrived_at", "superseded_at"}
 
 
-def _json_safe_features(features: Mapping[str, Any]) -> dict[str, Any]:
-    """NaN/inf (allowed by ``allow_nan``) are not JSON; PostgreSQL's JSONB refuses them. Store them as the strings
-    "NaN", "Infinity", "-Infinity", which :func:`features_frame` reads back as floats."""
-    return {k: (_NON_FINITE[str(v)] if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in features.items()}
+def _bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert plain rows through the DB-API ``executemany``, with JSON and times encoded once, here.
+
+    This is the ingestion hot path: SQLAlchemy Core's per-row parameter processing was about half of the store's
+    time (docs/benchmarks.md), so values are encoded exactly as the column types would encode them and handed to the
+    driver directly. Reads still go through the column types, which decode them.
+    """
+    if not rows:
+        return
+    columns = list(rows[0])
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        placeholders = ", ".join("?" for _ in columns)
+    else:
+        placeholders = ", ".join("%s::jsonb" if c in _JSON_COLUMNS else "%s" for c in columns)
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"
+    encoders = [_encoder(column, sqlite) for column in columns]
+    params = [tuple(encode(row[c]) for encode, c in zip(encoders, columns, strict=True)) for row in rows]
+    conn.exec_driver_sql(sql, params)
 
 
-_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+def _encoder(column: str, sqlite: bool) -> Any:
+    """A per-call encoder for one column. Times and scalar labels repeat within a batch (one arrival time, a few
+    classes), so each distinct value is encoded once."""
+    if column in _JSON_COLUMNS:
+        cache: dict[tuple, str] = {}
+
+        def encode_json(value: Any) -> str:
+            if isinstance(value, (dict, list)):
+                return dumps_json(value)
+            key = (type(value), value)
+            if key not in cache:
+                cache[key] = dumps_json(value)
+            return cache[key]
+
+        return encode_json
+    if column in _TIME_COLUMNS:
+        times: dict[datetime, Any] = {}
+
+        def encode_time(when: datetime | None) -> Any:
+            if when is None:
+                return None
+            if when not in times:
+                utc = when.astimezone(UTC)
+                # UTCDateTime's storage form: naive UTC text on SQLite (text order = time order), aware on PostgreSQL.
+                times[when] = utc.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else utc
+            return times[when]
+
+        return encode_time
+    return lambda value: value
 
 
 def _same_value(a: Any, b: Any) -> bool:
@@ -511,7 +560,8 @@ def _same_prediction(stored: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
 def _canonical(value: Any) -> str:
     if isinstance(value, datetime):
         return ensure_utc(value).isoformat()
-    return json.dumps(value, sort_keys=True, default=str)
+    # NaN is compared in the form it is stored in ("NaN"), so a retried NaN prediction is a repeat.
+    return json.dumps(json_safe(value), sort_keys=True, default=str)
 
 
 def features_frame(feature_rows: list[Mapping[str, Any]], feature_types: Mapping[str, str] | None) -> pd.DataFrame:

@@ -211,3 +211,19 @@ def test_unreachable_database_is_a_clear_error(clock: ManualClock) -> None:
         store.add_labels("m", [LabelRecord("p1", 1)])
     with pytest.raises(StoreUnavailable):
         store.ping()
+
+
+def test_large_batches_with_repeats_and_overwrites(store: EventStore, clock: ManualClock, model_name) -> None:
+    """Batches far above any per-statement parameter limit: ids are bound as one array, not one bind each."""
+    n = 3000
+    store.add_predictions(model_name, [prediction(f"p{i}", x=i) for i in range(n)])
+    assert store.add_predictions(model_name, [prediction(f"p{i}", x=i) for i in range(n)]) == \
+        [f"p{i}" for i in range(n)]  # a full retry is a no-op
+    first = store.add_labels(model_name, [LabelRecord(f"p{i}", i % 2) for i in range(n)])
+    assert (first.inserted, first.unmatched) == (n, 0)
+    clock.advance(minutes=1)
+    again = store.add_labels(model_name, [LabelRecord(f"p{i}", (i + 1) % 2, overwrite=True) for i in range(n)])
+    assert (again.inserted, again.overwritten) == (0, n)
+    window = store.labeled_window(model_name, clock.now())
+    assert window.rows == n and window.labels.tolist() == [(i + 1) % 2 for i in range(n)]
+    assert store.count_predictions(model_name) == n
