@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,15 +81,7 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
     app.state.runtimes = runtimes
     app.state.metrics = metrics
     app.add_middleware(BodyLimit, limits={name: rt.policy.config.api.max_body_bytes for name, rt in runtimes.items()})
-
-    @app.middleware("http")
-    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.latency.labels(getattr(route, "path", "unmatched"), request.method,
-                               str(response.status_code)).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(RequestLatency, histogram=metrics.latency)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -278,6 +270,33 @@ def _problem_from_pydantic(err: Mapping[str, Any]) -> dict[str, Any]:
     elif err["type"] == "json_invalid":
         message = f"body is not valid JSON: {err.get('ctx', {}).get('error', message)}"
     return {"index": index, "field": field, "problem": message}
+
+
+class RequestLatency:
+    """Observe each request's latency by route template (pure ASGI: no extra task or body wrapping per request)."""
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        self.app = app
+        self.histogram = histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.histogram.labels(route, scope["method"], str(status)).observe(time.perf_counter() - started)
 
 
 class BodyLimit:

@@ -94,8 +94,8 @@ def serve(config_paths: tuple[Path, ...], host: str, port: int) -> None:
     from controller.api import create_app
     from controller.clock import SystemClock
     from controller.model_registry import RegistryChampionSource, open_registry
-    from controller.serving import ChampionWatcher
     from controller.service import build_runtimes
+    from controller.serving import ChampionWatcher
 
     clock = SystemClock()
     policies = _load_all(config_paths)

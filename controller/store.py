@@ -34,7 +34,6 @@ from controller.errors import LabelConflict, PredictionConflict, Problem, StoreU
 from controller.tables import controller_state, labels, predictions
 
 
-
 @dataclass(frozen=True)
 class PredictionRecord:
     """One validated prediction to store. ``prediction_id=None`` means: generate one."""
