@@ -187,21 +187,31 @@ class ConceptDriftMonitor:
         self._check_values(values)
 
         events: list[ChangeEvent] = []
-        for k in range(len(values)):
-            position = self._rows_seen
-            self._remember(
-                position,
-                values[k],
-                None if ids is None else ids[k],
-                None if stamps is None else stamps[k],
-            )
-            self._rows_seen += 1
-            if self._spec.scaled and self._scale is None:
-                self._warm_up(values[k], position, events)
-            else:
-                self._feed(
-                    values[k] if self._scale is None else values[k] / self._scale, position, events
-                )
+        # The loop runs once per row (100k rows per tick is normal), so it binds what it touches to
+        # locals and writes the history inline; the history must be written row by row so that a change
+        # point is resolved the same whatever the batching (save/restore equivalence depends on it).
+        detector, spec = self._detector, self._spec
+        hist_loss, hist_ids, hist_times = self._hist_loss, self._hist_ids, self._hist_times
+        size = len(hist_loss)
+        id_list = None if ids is None else ids.tolist()
+        stamp_list = None if stamps is None else stamps.tolist()
+        start = self._rows_seen
+        for k, value in enumerate(values.tolist()):
+            position = start + k
+            if size:
+                slot = position % size
+                hist_loss[slot] = value
+                hist_ids[slot] = _NAT if id_list is None else id_list[k]
+                hist_times[slot] = _NAT if stamp_list is None else stamp_list[k]
+            self._rows_seen = position + 1
+            if spec.scaled:
+                if self._scale is None:
+                    self._warm_up(value, position, events)
+                    continue
+                value /= self._scale
+            detector.update(1.0 - value if spec.inverted else value)
+            if detector.drift_detected or spec.has_warning:
+                self._after_update(position, events)
         if ids is not None and len(ids):
             self._last_row_id = int(ids[-1])
 
@@ -260,8 +270,11 @@ class ConceptDriftMonitor:
             self._feed(loss / spread, held_position, events)
 
     def _feed(self, value: float, position: int, events: list[ChangeEvent]) -> None:
+        self._detector.update(1.0 - value if self._spec.inverted else value)
+        self._after_update(position, events)
+
+    def _after_update(self, position: int, events: list[ChangeEvent]) -> None:
         detector = self._detector
-        detector.update(1.0 - value if self._spec.inverted else value)
         if detector.drift_detected:
             change, estimate = self._change_point(position)
             events.append(self._event(position, change, estimate))
@@ -284,15 +297,6 @@ class ConceptDriftMonitor:
         return position, "detection_row"
 
     # ------------------------------------------------------------------------------------------------- history
-
-    def _remember(self, position: int, loss: float, row_id: int | None, stamp: int | None) -> None:
-        size = len(self._hist_loss)
-        if size == 0:
-            return
-        slot = position % size
-        self._hist_loss[slot] = loss
-        self._hist_ids[slot] = _NAT if row_id is None else row_id
-        self._hist_times[slot] = _NAT if stamp is None else stamp
 
     def _in_history(self, position: int) -> bool:
         return 0 <= position < self._rows_seen and self._rows_seen - position <= len(

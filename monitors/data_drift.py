@@ -1,9 +1,11 @@
 """Data drift: per-feature tests of a current window against a reference window, through Evidently.
 
 Sampling cap: each side is cut to at most ``sample_cap`` rows by a seeded sample without replacement
-(reference and current use independent streams of the same seed). Why: Evidently's run time grows with
-the rows (about 0.6 s at 5,000 rows x 10 features, 3-4 s at 100,000 on this project's 2-core machine) and
-the daemon runs the monitor every tick. Effect on the tests:
+(reference and current use independent streams of the same seed). Why: the cost of a run grows with the
+rows and the daemon runs the monitor on every tick: the tests themselves (2.5x faster at 100k rows with the
+cap, see docs/benchmarks-monitors.md), the memory held for the report, and above all the Evidently HTML
+report, which is built from the sampled rows (~1 s at 5,000 rows; an uncapped report at 100,000 rows takes
+several seconds). Effect on the tests:
 
 - distance methods (the defaults, Wasserstein / Jensen-Shannon, threshold 0.1) estimate a fixed quantity.
   Their noise floor on identical distributions shrinks like 1/sqrt(rows): normed Wasserstein between two
@@ -48,7 +50,12 @@ def sample_rows(frame: pd.DataFrame, cap: int | None, seed: int, side: int = 0) 
 def prepare_column(values: pd.Series, feature_type: str) -> pd.Series:
     """Numeric -> float64 (NaN missing); categorical -> str/None; boolean -> "True"/"False"/None."""
     if feature_type == "numeric":
-        return pd.to_numeric(values, errors="coerce").astype(np.float64)
+        # Evidently drops infinities like missing values; doing it here keeps the value counts honest.
+        return (
+            pd.to_numeric(values, errors="coerce")
+            .astype(np.float64)
+            .replace([np.inf, -np.inf], np.nan)
+        )
     return pd.Series(
         [
             None if pd.isna(v) else str(bool(v)) if feature_type == "boolean" else str(v)

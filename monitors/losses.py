@@ -47,18 +47,17 @@ def true_class_probability(y_true: Sequence | pd.Series, scores: pd.DataFrame) -
     Score columns are class labels; a label matches a column equal to it or to its ``str`` (JSON turns
     integer keys into strings).
     """
-    index: dict[object, int] = {}
-    for j, column in enumerate(scores.columns):
-        index.setdefault(column, j)
-        index.setdefault(str(column), j)
-    labels = list(y_true)
-    try:
-        cols = np.array([index[y] if y in index else index[str(y)] for y in labels], dtype=np.int64)
-    except KeyError as exc:
+    labels = pd.Series(list(y_true) if not isinstance(y_true, pd.Series) else y_true, dtype=object)
+    cols = pd.Index(scores.columns, dtype=object).get_indexer(labels)
+    missing = cols < 0
+    if missing.any():
+        by_name = pd.Index([str(c) for c in scores.columns], dtype=object)
+        cols[missing] = by_name.get_indexer(labels[missing].astype(str))
+    if (cols < 0).any():
         raise ValueError(
-            f"label {exc.args[0]!r} has no score column; the score columns are {list(scores.columns)}. "
-            "Log class probabilities for every class the model can predict."
-        ) from None
+            f"label {labels[cols < 0].iloc[0]!r} has no score column; the score columns are "
+            f"{list(scores.columns)}. Log class probabilities for every class the model can predict."
+        )
     values = scores.to_numpy(dtype=np.float64, na_value=np.nan)
     return values[np.arange(len(labels)), cols] if len(labels) else np.empty(0)
 

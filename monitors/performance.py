@@ -27,7 +27,7 @@ def _class_key(value: object) -> tuple[str, str]:
     return (type(value).__name__, str(value))
 
 
-def _score_column(scores: pd.DataFrame, label: object) -> str | None:
+def _score_column(scores: pd.DataFrame, label: object) -> object | None:
     for column in scores.columns:
         if column == label or str(column) == str(label):
             return column
@@ -43,12 +43,14 @@ def classification_metrics(
     """accuracy, f1, roc_auc, log_loss (None when undefined) and the number of rows with usable scores."""
     y = labels.to_numpy(dtype=object)
     p = predictions.to_numpy(dtype=object)
-    classes = sorted({*y.tolist(), *p.tolist()}, key=_class_key)
+    seen = pd.unique(np.concatenate([y, p])).tolist()
     if scores is not None:
-        classes = sorted({*classes, *scores.columns.tolist()}, key=_class_key)
-    code = {c: i for i, c in enumerate(classes)}
-    y_code = np.array([code[v] for v in y], dtype=np.int64)
-    p_code = np.array([code[v] for v in p], dtype=np.int64)
+        # A score column names a class; "1" (JSON) and 1 are the same class, not two.
+        names = {str(c) for c in seen}
+        seen += [c for c in scores.columns if str(c) not in names]
+    classes = sorted(seen, key=_class_key)
+    index = pd.Index(classes, dtype=object)
+    y_code, p_code = index.get_indexer(y), index.get_indexer(p)
     metrics: dict[str, float | None] = {
         "accuracy": float(np.mean(y_code == p_code)) if len(y) else None
     }
@@ -58,11 +60,10 @@ def classification_metrics(
     if not len(y):
         metrics["f1"] = None
     elif binary:
-        metrics["f1"] = float(
-            f1_score(y_code == code[positive], p_code == code[positive], zero_division=0.0)
-        )
+        pos = classes.index(positive)
+        metrics["f1"] = float(f1_score(y_code == pos, p_code == pos, zero_division=0.0))
     else:
-        present = sorted(set(y_code) | set(p_code))
+        present = np.union1d(y_code, p_code)
         metrics["f1"] = float(
             f1_score(y_code, p_code, labels=present, average="macro", zero_division=0.0)
         )
@@ -74,24 +75,25 @@ def classification_metrics(
         scored_rows = int(have.sum())
         if scored_rows:
             metrics["log_loss"] = float(np.mean(log_loss_rows(labels[have], scores.loc[have])))
-            metrics["roc_auc"] = _roc_auc(
-                y[have], scores.loc[have], classes, positive if binary else None
-            )
+            targets = [positive] if binary else [classes[i] for i in np.unique(y_code[have])]
+            metrics["roc_auc"] = _roc_auc(y_code[have], scores.loc[have], classes, targets)
     return metrics, scored_rows
 
 
-def _roc_auc(y: np.ndarray, scores: pd.DataFrame, classes: list, positive: object) -> float | None:
-    targets = [positive] if positive is not None else [c for c in classes if c in set(y.tolist())]
+def _roc_auc(
+    y_code: np.ndarray, scores: pd.DataFrame, classes: list, targets: list
+) -> float | None:
+    """Mean one-vs-rest ROC AUC over ``targets`` (binary: just the positive class); None if none defined."""
     aucs = []
     for target in targets:
         column = _score_column(scores, target)
-        is_target = np.array([v == target for v in y])
-        if column is None or is_target.all() or not is_target.any():
-            continue  # one-class: AUC undefined for this class
+        if column is None:
+            continue
+        is_target = y_code == classes.index(target)
         score = scores[column].to_numpy(dtype=np.float64)
         ok = ~np.isnan(score)
         if is_target[ok].all() or not is_target[ok].any():
-            continue
+            continue  # one class only among these rows: AUC undefined for this target
         aucs.append(float(roc_auc_score(is_target[ok], score[ok])))
     return float(np.mean(aucs)) if aucs else None
 

@@ -160,3 +160,33 @@ def test_method_table_matches_evidentlys_registry():
     for name, method in DRIFT_METHODS.items():
         assert registered[name] == set(method.kinds), name
         assert defaults[name] == method.default_threshold, name
+
+
+def test_fast_path_scores_and_flags_equal_the_full_evidently_report():
+    from monitors.data_drift import prepare_column
+    from monitors.evidently_adapter import ColumnTest, report_results, run_drift, run_report
+
+    current = frame(2, 3000, shift=0.2, cat_p=(0.4, 0.3, 0.3), flag_p=0.6)
+    ref = pd.DataFrame({name: prepare_column(REFERENCE[name], t) for name, t in TYPES.items()})
+    cur = pd.DataFrame({name: prepare_column(current[name], t) for name, t in TYPES.items()})
+    plan = {
+        "num0": ("ks", 0.05),
+        "num1": ("wasserstein", 0.1),
+        "num2": ("psi", 0.1),
+        "num3": ("mannw", 0.05),
+        "num4": ("t_test", 0.05),
+        "num5": ("hellinger", 0.1),
+        "cat0": ("chisquare", 0.05),
+        "cat1": ("jensenshannon", 0.1),
+        "flag0": ("z", 0.05),
+        "flag1": ("TVD", 0.1),
+    }
+    tests = [
+        ColumnTest(name, "num" if TYPES[name] == "numeric" else "cat", method, threshold)
+        for name, (method, threshold) in plan.items()
+    ]
+    fast = run_drift(ref, cur, tests, drift_share=0.5).results
+    full = report_results(run_report(ref, cur, tests, drift_share=0.5), tests)
+    assert {c: r.drifted for c, r in fast.items()} == {c: r.drifted for c, r in full.items()}
+    assert {c: r.score for c, r in fast.items()} == pytest.approx({c: r.score for c, r in full.items()})
+    assert {c for c, r in fast.items() if r.drifted} >= {"num0", "cat0", "flag1"}  # the injected ones
