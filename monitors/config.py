@@ -30,6 +30,8 @@ from pydantic import (
     Field,
     Tag,
     TypeAdapter,
+    WithJsonSchema,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -87,6 +89,15 @@ def parse_duration(value: Any) -> timedelta:
     return result
 
 
+def format_duration(value: timedelta) -> str:
+    """The shortest exact ``"<n><unit>"`` spelling of ``value`` (``"1d"``, ``"90m"``, ``"1.5s"``)."""
+    seconds = value.total_seconds()
+    for unit in ("w", "d", "h", "m"):
+        if seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{int(seconds // _UNIT_SECONDS[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
 class LastRows(_Strict):
     """The current window is the newest ``last_rows`` rows."""
 
@@ -101,12 +112,25 @@ class LastRows(_Strict):
 class LastDuration(_Strict):
     """The current window is every row whose time is in ``(as_of - last_duration, as_of]``."""
 
-    last_duration: timedelta
+    last_duration: Annotated[
+        timedelta,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "pattern": r"^\d+(\.\d+)?(s|m|h|d|w)$",
+                "examples": ["30m", "12h", "1d"],
+            }
+        ),
+    ]
 
     @field_validator("last_duration", mode="before")
     @classmethod
     def _parse(cls, value: Any) -> timedelta:
         return parse_duration(value)
+
+    @field_serializer("last_duration", when_used="json")
+    def _compact(self, value: timedelta) -> str:
+        return format_duration(value)
 
     def select(self, frame: pd.DataFrame, times: pd.Series, as_of: datetime) -> pd.DataFrame:
         mask = (times > as_of - self.last_duration) & (times <= as_of)

@@ -149,7 +149,8 @@ def test_durations_and_per_type_shorthands():
     assert config.current == LastDuration(last_duration=timedelta(hours=36))
     assert config.feature_test("amount", "numeric") == ("ks", 0.01)
     assert config.feature_test("country", "categorical") == ("jensenshannon", 0.01)
-    # A JSON dump (ISO 8601 durations) loads back to the same config.
+    # A JSON dump writes durations the way the policy file does, and loads back to the same config.
+    assert config.model_dump(mode="json")["current"] == {"last_duration": "36h"}
     assert (
         MonitorsConfig.model_validate(
             json.loads(MonitorsConfig(data_drift=config).model_dump_json())

@@ -188,5 +188,11 @@ def test_fast_path_scores_and_flags_equal_the_full_evidently_report():
     fast = run_drift(ref, cur, tests, drift_share=0.5).results
     full = report_results(run_report(ref, cur, tests, drift_share=0.5), tests)
     assert {c: r.drifted for c, r in fast.items()} == {c: r.drifted for c, r in full.items()}
-    assert {c: r.score for c, r in fast.items()} == pytest.approx({c: r.score for c, r in full.items()})
-    assert {c for c, r in fast.items() if r.drifted} >= {"num0", "cat0", "flag1"}  # the injected ones
+    assert {c: r.score for c, r in fast.items()} == pytest.approx(
+        {c: r.score for c, r in full.items()}
+    )
+    assert {c for c, r in fast.items() if r.drifted} >= {
+        "num0",
+        "cat0",
+        "flag1",
+    }  # the injected ones

@@ -165,7 +165,7 @@ def test_zero_reference_falls_back_to_absolute_drop_and_says_so():
 
 def test_string_score_columns_name_the_same_classes_as_integer_labels():
     # JSON turns class keys into strings: {"0": .., "1": ..} must still be a binary problem over 0/1.
-    window, labels, predictions, scores = binary_window(rows=100)
+    _, labels, predictions, scores = binary_window(rows=100)
     as_json = make_window(labels.tolist(), predictions.tolist(), scores.rename(columns=str))
     signal = monitor(metric="roc_auc").evaluate(as_json, 0.9)
     assert signal.metrics["roc_auc"] == pytest.approx(roc_auc_score(labels, scores[1]))
