@@ -48,6 +48,10 @@ class DataDriftMonitorLike(Protocol):
 
     def save_html(self, path: str | Path) -> Path | None: ...
 
+    def select_current(
+        self, frame: pd.DataFrame, times: pd.Series, as_of: datetime
+    ) -> pd.DataFrame: ...
+
 
 class ConceptDriftMonitorLike(Protocol):
     kind: str
@@ -57,6 +61,10 @@ class ConceptDriftMonitorLike(Protocol):
         losses: Sequence[float] | np.ndarray,
         row_ids: Sequence[int] | np.ndarray | None = None,
         times: Sequence[datetime] | pd.Series | None = None,
+    ) -> ConceptDriftSignal | DisabledSignal: ...
+
+    def update_rows(
+        self, rows: LabeledRows, *, model_version: str | None = None
     ) -> ConceptDriftSignal | DisabledSignal: ...
 
     def dumps(self) -> bytes: ...

@@ -167,3 +167,31 @@ def test_current_window_selection():
     assert LastDuration(last_duration=timedelta(hours=2)).select(frame, times, as_of)[
         "x"
     ].tolist() == [6, 7]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_every_monitor_and_its_null_object_honour_the_same_contract(enabled):
+    monitors = build(
+        {name: {"enabled": enabled} for name in ("data_drift", "concept_drift", "performance")}
+    )
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "amount": rng.normal(size=200),
+            "country": rng.choice(["fr", "de"], size=200).astype(object),
+            "is_new": pd.Series(rng.random(200) < 0.5, dtype=object),
+        }
+    )
+    window = make_window(rng.integers(0, 2, 300).tolist(), rng.integers(0, 2, 300).tolist())
+    signals = {
+        "data_drift": monitors.data_drift.run(frame, frame, FEATURES),
+        "concept_drift": monitors.concept_drift.update_rows(window),
+        "performance": monitors.performance.evaluate(window, 0.5),
+    }
+    for kind, signal in signals.items():
+        body = json.loads(json.dumps(signal.to_dict()))
+        assert (body["kind"], body["enabled"]) == (kind, enabled)
+        assert body["triggered"] is False  # same data on both sides, coin-flip labels vs 0.5
+    state = monitors.concept_drift.dumps()
+    monitors.concept_drift.reset()
+    monitors.concept_drift.loads(state)
