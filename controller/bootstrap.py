@@ -19,6 +19,11 @@ from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
 from controller.store import EventStore, LabeledWindow, LabelRecord, PredictionRecord
+
+# Label-sequence range of a version's training window, kept in its lineage record so later refreshes know which
+# rows the version has seen.
+FIRST_SEQ = "first_label_seq"
+LAST_SEQ = "last_label_seq"
 from lineage import LineageRecord, ModelRegistry
 from trainers import NO_PARENT, TrainingContext, get_trainer
 from trainers.metrics import evaluate
@@ -121,6 +126,7 @@ def _lineage_record(loaded: LoadedPolicy, train: LabeledWindow, metrics: dict[st
         holdout_metrics=metrics, champion_metrics={}, chain_depth=0,
         policy_hash=loaded.sha256, decision_id=decision_id,
         extra={**{k: _plain(v) for k, v in details.items()},
+               FIRST_SEQ: int(train.label_seqs.iloc[0]), LAST_SEQ: int(train.label_seqs.iloc[-1]),
                # Arrival times say when labels matured; event times say which period of the world the rows cover.
                "event_time_start": train.event_times.min().isoformat() if train.rows else None,
                "event_time_end": train.event_times.max().isoformat() if train.rows else None},

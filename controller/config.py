@@ -23,6 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controller.errors import ConfigError
 from trainers.estimator_spec import EstimatorSpec
+from trainers.finetune import FinetuneConfig
+from trainers.incremental import IncrementalConfig
+from trainers.stateless import StatelessConfig
 
 FeatureType = Literal["numeric", "categorical", "boolean"]
 Task = Literal["classification", "regression"]
@@ -111,6 +114,21 @@ class BootstrapConfig(_Strict):
     seed: int = Field(0, description="Seed for estimators that take a random_state.")
 
 
+class RetrainConfig(_Strict):
+    """How `driftpilot retrain` and the incremental learner build a challenger."""
+
+    holdout_fraction: float = Field(
+        0.2, gt=0.0, lt=0.9,
+        description="Newest share of the rows matured since the champion's window, held out to compare the "
+                    "challenger with the champion on the same rows (neither trains on them).")
+    min_rows: int = Field(50, ge=2, description="Fewer matured rows than this: no retrain (clear error).")
+    fallback_to_stateless: bool = Field(
+        True, description="When the estimator cannot be fine-tuned soundly, retrain stateless and record why.")
+    stateless: StatelessConfig = StatelessConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    incremental: IncrementalConfig = IncrementalConfig()
+
+
 class ServingConfig(_Strict):
     reload_interval_s: float = Field(
         5.0, ge=0.05, description="How often /predict checks whether the champion alias moved.")
@@ -129,6 +147,7 @@ class PolicyConfig(_Strict):
     estimator: EstimatorSpec | None = Field(
         None, description="What to train: `class` + `params`, or a `pipeline` of steps (scikit-learn or River).")
     bootstrap: BootstrapConfig = BootstrapConfig()
+    retrain: RetrainConfig = RetrainConfig()
     serving: ServingConfig = ServingConfig()
 
     @field_validator("features")

@@ -280,13 +280,15 @@ class EventStore:
         *,
         since: datetime | None = None,
         after_seq: int | None = None,
+        through_seq: int | None = None,
         max_rows: int | None = None,
         feature_types: Mapping[str, str] | None = None,
     ) -> LabeledWindow:
         """Joined prediction+label rows whose label had arrived by ``as_of``, oldest arrival first.
 
-        ``since`` keeps labels that arrived at or after it; ``after_seq`` keeps labels newer than a previous
-        window's ``last_seq``; ``max_rows`` keeps the most recent rows. ``feature_types`` (name -> numeric |
+        ``since`` keeps labels that arrived at or after it; ``after_seq`` / ``through_seq`` keep labels with
+        ``after_seq < seq <= through_seq`` (a previous window's ``last_seq`` marks where it ended); ``max_rows`` keeps
+        the most recent rows. ``feature_types`` (name -> numeric |
         categorical | boolean) fixes the feature columns and their dtypes; without it, columns come from the data.
         """
         as_of = ensure_utc(as_of)
@@ -309,6 +311,8 @@ class EventStore:
             query = query.where(labels.c.arrived_at >= ensure_utc(since))
         if after_seq is not None:
             query = query.where(labels.c.seq > after_seq)
+        if through_seq is not None:
+            query = query.where(labels.c.seq <= through_seq)
         if max_rows is not None:
             if max_rows < 0:
                 raise ValueError(f"max_rows must be >= 0, got {max_rows}")

@@ -7,7 +7,6 @@ import json
 import threading
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -23,42 +22,14 @@ from controller.model_registry import RegistryChampionSource, open_registry
 from controller.service import build_runtimes
 from controller.store import EventStore
 from lineage import LineageRecord
+from tests.controller.toy import toy_table, write_policy
 from trainers import NO_PARENT, TrainingContext, get_trainer
-
-POLICY = """\
-model: {name}
-task: classification
-target: {{name: y, classes: [0, 1]}}
-features:
-  x1: numeric
-  x2: numeric
-  color: {{type: categorical, required: false}}
-storage: {{url: "sqlite:///{tmp}/events.db"}}
-mlflow: {{tracking_uri: "sqlite:///{mlflow}/mlflow.db", artifact_location: "{mlflow}/artifacts"}}
-estimator:
-  class: sklearn.linear_model.LogisticRegression
-bootstrap: {{holdout_fraction: 0.25}}
-serving: {{reload_interval_s: 0.1}}
-"""
-
-
-def toy_table(n: int = 400, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    x1, x2 = rng.normal(size=n), rng.normal(size=n)
-    return pd.DataFrame({"x1": x1, "x2": x2, "color": rng.choice(["red", "blue"], size=n),
-                         "y": (x1 + 0.5 * x2 > 0).astype(int)})
 
 
 @pytest.fixture(scope="module")
 def mlflow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One MLflow store for the module (creating one costs seconds); each test registers its own model name."""
     return tmp_path_factory.mktemp("mlflow")
-
-
-def write_policy(tmp_path: Path, mlflow_dir: Path, name: str) -> Path:
-    policy_path = tmp_path / "toy.yaml"
-    policy_path.write_text(POLICY.format(tmp=tmp_path, mlflow=mlflow_dir, name=name))
-    return policy_path
 
 
 @pytest.fixture

@@ -1,0 +1,189 @@
+"""Refresh a model: build a challenger with a strategy, compare it with the champion on the same held-out matured rows,
+register it with its lineage record and mark it ``challenger``.
+
+Rows are split by label sequence, as of one maturity cut:
+
+    [ ... champion's training window ... ] [ rows matured since then ..................... ]
+                                           [ training rows (finetune) ] [ holdout: newest % ]
+
+The holdout is the newest share of the rows the champion never trained on; neither model trains on it, so the two
+sets of metrics are a fair, paired comparison. Promotion is a separate step (``driftpilot promote`` today, the gate of
+the controller loop later).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from controller.bootstrap import FIRST_SEQ, LAST_SEQ
+from controller.clock import Clock
+from controller.config import LoadedPolicy
+from controller.errors import DriftpilotError
+from controller.store import EventStore, LabeledWindow
+from lineage import LineageNotFound, LineageRecord, LoadedModel, ModelRegistry
+from trainers import (
+    NO_PARENT,
+    NotFineTunableError,
+    ParentModel,
+    TrainingContext,
+    TrainingResult,
+    get_trainer,
+    window_bounds,
+)
+from trainers.metrics import evaluate
+
+
+class RefreshError(DriftpilotError):
+    """A refresh cannot run; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    version: str
+    strategy: str
+    requested_strategy: str
+    parent_version: str
+    train_rows: int
+    holdout_rows: int
+    holdout_metrics: dict[str, float]
+    champion_metrics: dict[str, float]
+    chain_depth: int
+    decision_id: str
+    fallback_reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Refresher:
+    """Runs one strategy for one model: the controller's verb for "retrain now"."""
+
+    def __init__(self, loaded: LoadedPolicy, store: EventStore, registry: ModelRegistry, clock: Clock) -> None:
+        self.loaded = loaded
+        self.policy = loaded.config
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+
+    def retrain(self, strategy: str, *, trigger: str = "manual", drift_at: datetime | None = None,
+                decision_id: str | None = None) -> RefreshOutcome:
+        """Train a challenger with ``stateless`` or ``finetune`` as of now, register it, mark it challenger."""
+        if strategy not in ("stateless", "finetune"):
+            raise RefreshError(f"retrain strategy {strategy!r} is not one of 'stateless', 'finetune' (incremental "
+                               "learning runs continuously: see `driftpilot learn`)")
+        as_of = self.clock.now()
+        champion = self._champion()
+        champion_last_seq = _last_seq(champion)
+        fresh = self._window(as_of, after_seq=champion_last_seq)
+        holdout_rows = int(round(fresh.rows * self.policy.retrain.holdout_fraction))
+        if fresh.rows < self.policy.retrain.min_rows or holdout_rows < 1:
+            raise RefreshError(
+                f"only {fresh.rows} labeled rows matured since champion version {champion.version}'s window (label "
+                f"seq > {champion_last_seq}); retrain.min_rows is {self.policy.retrain.min_rows}. Wait for more "
+                "natural labels, or lower retrain.min_rows.")
+        holdout = fresh.slice(fresh.rows - holdout_rows)
+        cut = int(holdout.label_seqs.iloc[0]) - 1  # training rows end just before the holdout
+
+        fallback = None
+        if strategy == "finetune":
+            train_window = fresh.slice(0, fresh.rows - holdout_rows)
+            try:
+                result = self._train("finetune", train_window, self._parent(champion))
+            except NotFineTunableError as exc:
+                if not self.policy.retrain.fallback_to_stateless:
+                    raise RefreshError(f"{exc} (retrain.fallback_to_stateless is off)") from exc
+                fallback = str(exc)
+                strategy_used = "stateless"
+            else:
+                strategy_used = "finetune"
+        else:
+            strategy_used = "stateless"
+        if strategy_used == "stateless":
+            bounds = window_bounds(self.policy.retrain.stateless.window, as_of, drift_at)
+            train_window = self._window(as_of, since=bounds.since, max_rows=bounds.max_rows, through_seq=cut)
+            result = self._train("stateless", train_window, NO_PARENT)
+
+        challenger_metrics = evaluate(result.model, holdout.features, holdout.labels, self.policy.task)
+        champion_metrics = evaluate(champion.model, holdout.features, holdout.labels, self.policy.task)
+        decision_id = decision_id or f"retrain-{uuid.uuid4().hex[:12]}"
+        extra = {
+            FIRST_SEQ: int(train_window.label_seqs.iloc[0]),
+            LAST_SEQ: int(train_window.label_seqs.iloc[-1]),
+            "holdout_rows": holdout.rows,
+            "holdout_fingerprint": holdout.fingerprint,
+            "requested_strategy": strategy,
+            **({"fallback_reason": fallback} if fallback else {}),
+            **{k: _plain(v) for k, v in result.report.details.items()},
+        }
+        record = LineageRecord(
+            parent_version=champion.version, strategy=strategy_used, trigger=trigger,
+            window_start=train_window.start, window_end=train_window.end, window_rows=train_window.rows,
+            window_fingerprint=train_window.fingerprint, maturity_cut=as_of,
+            holdout_metrics=challenger_metrics, champion_metrics=champion_metrics,
+            chain_depth=result.report.chain_depth, policy_hash=self.loaded.sha256, decision_id=decision_id,
+            extra=extra,
+        )
+        info = self.registry.register(
+            self.policy.registered_model, result.model, record,
+            params={"estimator": self.policy.estimator.describe(), "strategy": strategy_used,
+                    "holdout_rows": holdout.rows},
+            training_data=(train_window.features, train_window.labels),
+        )
+        self.registry.set_challenger(self.policy.registered_model, info.version)
+        return RefreshOutcome(
+            version=str(info.version), strategy=strategy_used, requested_strategy=strategy,
+            parent_version=champion.version, train_rows=train_window.rows, holdout_rows=holdout.rows,
+            holdout_metrics=challenger_metrics, champion_metrics=champion_metrics,
+            chain_depth=result.report.chain_depth, decision_id=decision_id, fallback_reason=fallback,
+            details=dict(result.report.details),
+        )
+
+    # ------------------------------------------------------------------------------------------------ helpers
+
+    def _champion(self) -> LoadedModel:
+        name = self.policy.registered_model
+        try:
+            return self.registry.load(name)
+        except LineageNotFound:
+            raise RefreshError(f"model {name!r} has no champion yet; run `driftpilot bootstrap` first") from None
+
+    def _window(self, as_of: datetime, **limits: Any) -> LabeledWindow:
+        return self.store.labeled_window(self.policy.model, as_of, feature_types=self.policy.feature_types,
+                                         **limits)
+
+    def _parent(self, champion: LoadedModel) -> ParentModel:
+        record = champion.record
+        return ParentModel(model=champion.model, version=champion.version,
+                           chain_depth=record.chain_depth if record else 0,
+                           window_end=record.window_end if record else None,
+                           last_label_seq=_last_seq(champion))
+
+    def _train(self, strategy: str, window: LabeledWindow, parent: Any) -> TrainingResult:
+        if window.rows == 0:
+            raise RefreshError(f"the {strategy} training window is empty (as of {window.as_of.isoformat()}); "
+                               "wait for more natural labels")
+        config = getattr(self.policy.retrain, strategy)
+        return get_trainer(strategy, config).train(window, parent, self.context())
+
+    def context(self) -> TrainingContext:
+        if self.policy.estimator is None:
+            raise RefreshError(f"{self.loaded.path}: the policy has no `estimator:` section")
+        return TrainingContext(estimator=self.policy.estimator, feature_types=self.policy.feature_types,
+                               task=self.policy.task, classes=tuple(self.policy.target.classes or ()),
+                               seed=self.policy.bootstrap.seed)
+
+
+def _last_seq(version: LoadedModel) -> int | None:
+    """The newest label the version trained on (recorded by driftpilot in the lineage record's extra facts)."""
+    if version.record is None:
+        return None
+    value = version.record.extra.get(LAST_SEQ)
+    return int(value) if value is not None else None
+
+
+def _plain(value: object) -> object:
+    return value.item() if hasattr(value, "item") else value
