@@ -26,8 +26,11 @@ from trainers.errors import (
     UnknownTrainerError,
 )
 from trainers.estimator_spec import EstimatorSpec, StepSpec, build
+from trainers.finetune import FinetuneConfig, FinetuneTrainer, fine_tune_method
+from trainers.incremental import CheckpointPolicy, IncrementalConfig, IncrementalTrainer
 from trainers.registry import available_trainers, get_trainer, get_trainer_class
 from trainers.river_adapter import RiverModel
+from trainers.stateless import StatelessConfig, StatelessTrainer
 from trainers.windows import (
     AllRows,
     LastDuration,
@@ -41,10 +44,15 @@ from trainers.windows import (
 __all__ = [
     "NO_PARENT",
     "AllRows",
+    "CheckpointPolicy",
     "EstimatorSpec",
     "EstimatorSpecError",
     "FeatureSchemaError",
+    "FinetuneConfig",
+    "FinetuneTrainer",
     "IncompatibleEstimatorError",
+    "IncrementalConfig",
+    "IncrementalTrainer",
     "LastDuration",
     "LastRows",
     "Model",
@@ -54,6 +62,8 @@ __all__ = [
     "PrequentialPredictions",
     "RiverModel",
     "SinceDrift",
+    "StatelessConfig",
+    "StatelessTrainer",
     "StepSpec",
     "Trainer",
     "TrainerError",
@@ -67,6 +77,7 @@ __all__ = [
     "WindowConfig",
     "available_trainers",
     "build",
+    "fine_tune_method",
     "get_trainer",
     "get_trainer_class",
     "window_bounds",
