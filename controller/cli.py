@@ -253,6 +253,24 @@ def retrain_command(config_path: Path, strategy: str, promote_after: bool) -> No
             click.echo("not promoted: the challenger does not beat the champion")
 
 
+@main.command("learn")
+@SINGLE_CONFIG
+def learn_command(config_path: Path) -> None:
+    """One incremental step: the River learner learns every label matured since its last step (test-then-train)."""
+    from controller.clock import SystemClock
+    from controller.incremental import IncrementalRunner
+    from controller.model_registry import open_registry
+    from controller.store import EventStore
+
+    loaded = _load_one(config_path)
+    clock = SystemClock()
+    with _clear_errors():
+        runner = IncrementalRunner(loaded, EventStore.from_url(loaded.config.storage.url, clock),
+                                   open_registry(loaded.config, clock), clock)
+        step = runner.step()
+    click.echo(json.dumps(step.__dict__, indent=2, default=str))
+
+
 @main.command("promote")
 @SINGLE_CONFIG
 @click.option("--version", default=None, help="Version to promote (default: the challenger).")
