@@ -53,6 +53,8 @@ BATCHES = (1, 100, 1000)
 # 3 minutes, large enough that every run lasts well over 0.1 s. PostgreSQL commits and the PostgreSQL ingest path are
 # slower (see the doc), hence fewer rows there.
 ROWS = {"SQLite": {1: 1_000, 100: 10_000, 1000: 20_000}, "PostgreSQL": {1: 500, 100: 5_000, 1000: 10_000}}
+# Over HTTP a batch of 1 is a request per row (2-7 ms each here), hence far fewer rows.
+HTTP_ROWS = {"SQLite": {1: 300, 100: 10_000, 1000: 20_000}, "PostgreSQL": {1: 300, 100: 5_000, 1000: 10_000}}
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 POLICY = """\
@@ -332,7 +334,7 @@ def bench_http(backend: str, url: str, workdir: Path, runs: int, seed: int, size
     with _client(policies, in_process) as (post, server_cpu):
         post("/readyz", None)  # warm-up: first connection, first route resolution
         for size in sizes:
-            row = Row(label, backend, size, ROWS[backend][size])
+            row = Row(label, backend, size, HTTP_ROWS[backend][size])
             for run in range(runs):
                 events = Events.make(row.rows, seed + run)
                 cpu = server_cpu()
@@ -381,23 +383,11 @@ def _client(policies: list[Path], in_process: bool) -> Iterator[tuple[Callable[[
 LAYERS = [
     ("sqlite3 / psycopg driver calls (the database itself)",
      r"<method '(executemany|execute|commit|fetchone|fetchall|fetchmany)' of|psycopg/|sqlite3"),
-    ("JSON encoding (json.dumps of features, prediction, scores, label values)", r"json/(encoder|__init__)\.py"),
-    ("SQLAlchemy Core (compile, parameter building, type processors, pool, result)", r"sqlalchemy/"),
-    ("controller/tables.py UTCDateTime.process_bind_param", r"controller/tables\.py"),
-    ("controller/store.py own code (row dicts, checks, helpers)", r"controller/store\.py"),
-    ("datetime / uuid / builtins", r"<method '(replace|astimezone|isoformat)'|uuid|<built-in"),
+    ("JSON encoding (json module)", r"json/(encoder|__init__)\.py"),
+    ("SQLAlchemy (compile, parameters, type processors, pool, result)", r"sqlalchemy/"),
+    ("datetime / uuid / builtins", r"<method '(replace|astimezone|isoformat|strftime)'|uuid|<built-in"),
 ]
-STEPS = [
-    # (label, function in controller/store.py, caller in controller/store.py or None for any)
-    ("add_predictions, whole call", "add_predictions", None),
-    ("add_predictions -> _existing_predictions (SELECT ... IN (ids) + full content, before every insert)",
-     "_existing_predictions", "add_predictions"),
-    ("add_predictions -> _json_safe_features (NaN/inf rewrite, per row)", "_json_safe_features", None),
-    ("add_labels, whole call", "add_labels", None),
-    ("add_labels -> _current_labels (SELECT current labels IN (ids))", "_current_labels", "_add_labels_once"),
-    ("add_labels -> _existing_predictions (SELECT ids IN (...) to count unmatched)", "_existing_predictions",
-     "_add_labels_once"),
-]
+OTHER = "other Python (benchmark loop, contextlib, ...)"
 
 
 def _name(key: tuple[str, int, str]) -> str:
@@ -405,8 +395,16 @@ def _name(key: tuple[str, int, str]) -> str:
     return func if filename == "~" else f"{filename}:{line}({func})"
 
 
+def _layer(name: str) -> str:
+    # controller/ code gets one layer per module, so a hot module is named whatever the code looks like by then.
+    if match := re.search(r"(controller/[a-z_]+\.py):\d+\(", name):
+        return f"{match.group(1)} own code"
+    return next((label for label, pattern in LAYERS if re.search(pattern, name)), OTHER)
+
+
 def profile_store(url: str, seed: int) -> dict[str, Any]:
-    """cProfile one store run at batch 1,000 (after a warm-up run) and split its time two ways."""
+    """cProfile one store run at batch 1,000 (after a warm-up run): own time by layer, and the controller functions
+    with the most cumulative time."""
     store = EventStore.from_url(url, SystemClock())
     store_run(store, Events.make(ROWS["SQLite"][1000], seed), 1000)  # warm: statement cache, imports
     events = Events.make(ROWS["SQLite"][1000], seed + 1)
@@ -418,56 +416,48 @@ def profile_store(url: str, seed: int) -> dict[str, Any]:
     store.dispose()
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     total = sum(tt for (_cc, _nc, tt, _ct, _callers) in stats.values())
-    layers = dict.fromkeys([label for label, _ in LAYERS] + ["other Python (benchmark loop, contextlib, ...)"], 0.0)
+    layers: dict[str, float] = {}
     for key, (_cc, _nc, tt, _ct, _callers) in stats.items():
-        name = _name(key)
-        label = next((lb for lb, pattern in LAYERS if re.search(pattern, name)), "other Python (benchmark loop, contextlib, ...)")
-        layers[label] += tt
-    steps = []
-    for label, func, caller in STEPS:
-        seconds, where = 0.0, ""
-        for key, (_cc, _nc, _tt, ct, callers) in stats.items():
-            if key[2] != func or not key[0].endswith("controller/store.py"):
-                continue
-            where = f"controller/store.py:{key[1]}"
-            if caller is None:
-                seconds += ct
-            else:
-                seconds += sum(c[3] for ck, c in callers.items() if ck[2] == caller)
-        steps.append((label, where, seconds))
-    return {"total": total, "rows": ROWS["SQLite"][1000], "layers": list(layers.items()), "steps": steps}
+        layer = _layer(_name(key))
+        layers[layer] = layers.get(layer, 0.0) + tt
+    controller = sorted(((f"controller/{Path(key[0]).name}:{key[1]}", key[2], nc, ct)
+                         for key, (_cc, nc, _tt, ct, _callers) in stats.items()
+                         if f"{os.sep}controller{os.sep}" in key[0]), key=lambda t: -t[3])[:10]
+    return {"total": total, "rows": ROWS["SQLite"][1000], "layers": sorted(layers.items(), key=lambda kv: -kv[1]),
+            "functions": controller}
 
 
 PLAN_ROUNDS, PLAN_ROWS = 4, 4_000
 
 
 def pg_plan_check(url: str, seed: int) -> list[tuple[int, float, float, float, float]]:
-    """One model's history growing on PostgreSQL, batch 1,000: the default engine beside one with psycopg's prepared
-    statements off (``prepare_threshold=None``), same rows, same database.
+    """One model's history growing on PostgreSQL, batch 1,000: the store's engine as shipped beside the same engine
+    with psycopg's default ``prepare_threshold=5`` (server-side prepared statements, so PostgreSQL may switch the
+    id lookups to a generic plan). A lookup whose cost grows with the model's history shows as falling rates.
 
-    Returns (the model's predictions before the round, default pred/s, default labels/s, unprepared pred/s,
-    unprepared labels/s) per round.
+    Returns (the model's predictions before the round, shipped pred/s, shipped labels/s, prepared pred/s,
+    prepared labels/s) per round.
     """
-    from controller.db import create_store_engine
+    from controller.db import create_store_engine, dumps_json
 
-    default = EventStore(create_store_engine(url), SystemClock())
-    unprepared = EventStore(sa.create_engine(url, pool_pre_ping=True,
-                                             connect_args={"connect_timeout": 5, "prepare_threshold": None}),
-                            SystemClock())
-    models = {id(default): f"plan-default-{uuid.uuid4().hex[:6]}", id(unprepared): f"plan-off-{uuid.uuid4().hex[:6]}"}
+    shipped = EventStore(create_store_engine(url), SystemClock())
+    prepared = EventStore(sa.create_engine(url, pool_pre_ping=True, json_serializer=dumps_json,
+                                           connect_args={"connect_timeout": 5, "prepare_threshold": 5}),
+                          SystemClock())
+    models = {id(shipped): f"plan-shipped-{uuid.uuid4().hex[:6]}", id(prepared): f"plan-prep-{uuid.uuid4().hex[:6]}"}
     out = []
     try:
         for round_ in range(PLAN_ROUNDS):
             rates = []
-            for store in (default, unprepared):
+            for store in (shipped, prepared):
                 events = Events.make(PLAN_ROWS, seed + 100 + round_)
                 p, lb = store_writes(store, models[id(store)], events.prediction_records(), events.label_records(),
                                      1000)
                 rates += [PLAN_ROWS / p, PLAN_ROWS / lb]
             out.append((round_ * PLAN_ROWS, *rates))
     finally:
-        default.dispose()
-        unprepared.dispose()
+        shipped.dispose()
+        prepared.dispose()
     return out
 
 
@@ -498,35 +488,37 @@ def dbapi_floor(workdir: Path, events: Events, size: int) -> float:
 
 
 class TimedStore:
-    """Wraps the real store for the Ingestor and adds up the seconds spent in its writes (composition, no patching)."""
+    """Wraps the real store for the Ingestor and adds up the CPU seconds spent in its writes (composition, no
+    patching)."""
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
         self.seconds = 0.0
 
     def add_predictions(self, model: str, records: list[PredictionRecord]) -> list[str]:
-        started = time.perf_counter()
+        started = time.process_time()
         try:
             return self.store.add_predictions(model, records)
         finally:
-            self.seconds += time.perf_counter() - started
+            self.seconds += time.process_time() - started
 
     def add_labels(self, model: str, records: list[LabelRecord]) -> Any:
-        started = time.perf_counter()
+        started = time.process_time()
         try:
             return self.store.add_labels(model, records)
         finally:
-            self.seconds += time.perf_counter() - started
+            self.seconds += time.process_time() - started
 
 
 def http_breakdown(workdir: Path, seed: int, runs: int, uvicorn_row: Row | None) -> list[tuple[str, float]]:
-    """Milliseconds per request at batch 100 (predictions and labels averaged), split into the server's steps.
+    """CPU milliseconds per request at batch 100 (predictions and labels averaged), split into the server's steps.
 
-    The steps are timed in-process on the same bodies the HTTP rows send, medians of ``runs`` runs; "the rest" is the
-    measured uvicorn request time minus those steps: HTTP parsing, FastAPI routing and dependencies, the two
-    middlewares, the threadpool hop, response encoding, and the client's share of the same 2 cores.
+    CPU time, not wall time, so that other work on the machine does not leak into one step and not another. The steps
+    run in-process on the bodies the HTTP rows send (medians of ``runs``); "the rest" is the uvicorn server process's
+    measured CPU per request minus those steps: HTTP parsing, routing, dependencies, middlewares, the threadpool hop,
+    response encoding.
     """
-    size, n = 100, ROWS["SQLite"][100]
+    size, n = 100, HTTP_ROWS["SQLite"][100]
     parse_s, check_s, store_s = [], [], []
     for run in range(runs):
         path = write_policy(workdir, f"bd-{uuid.uuid4().hex[:6]}", f"sqlite:///{workdir / 'breakdown.db'}")
@@ -536,16 +528,16 @@ def http_breakdown(workdir: Path, seed: int, runs: int, uvicorn_row: Row | None)
         ingestor = Ingestor(loaded.config, timed, SystemClock())  # type: ignore[arg-type]
         pred_bodies, label_bodies = encoded_bodies(Events.make(n, seed + run), size)
         # FastAPI decodes the body with json.loads, then validates the Python objects against the request model.
-        started = time.perf_counter()
+        started = time.process_time()
         parsed_p = [PredictionBatch.model_validate(json.loads(b)) for b in pred_bodies]
         parsed_l = [LabelBatch.model_validate(json.loads(b)) for b in label_bodies]
-        parse_s.append(time.perf_counter() - started)
-        started = time.perf_counter()
+        parse_s.append(time.process_time() - started)
+        started = time.process_time()
         for batch in parsed_p:
             ingestor.add_predictions(batch.items)
         for batch in parsed_l:
             ingestor.add_labels(batch.items)
-        check_s.append(time.perf_counter() - started - timed.seconds)
+        check_s.append(time.process_time() - started - timed.seconds)
         store_s.append(timed.seconds)
         store.dispose()
     per = 1e3 / (2 * n / size)
@@ -555,12 +547,14 @@ def http_breakdown(workdir: Path, seed: int, runs: int, uvicorn_row: Row | None)
         ("policy checks and record building in `Ingestor.add_*` (controller/ingest.py, validation.py)", check),
         ("`EventStore.add_predictions` / `add_labels` (controller/store.py)", write),
     ]
-    if uvicorn_row is not None:
-        whole = 1e3 / (2 * uvicorn_row.rows / size) * statistics.median(
-            [p + lb for p, lb in zip(uvicorn_row.pred_s, uvicorn_row.label_s, strict=True)])
-        parts.append(("the rest: HTTP, FastAPI routing/dependencies, middlewares, threadpool hop, response, client",
-                      whole - parse - check - write))
-        parts.append(("whole request, uvicorn (median run)", whole))
+    if uvicorn_row is not None and uvicorn_row.cpu_s:
+        requests = 2 * uvicorn_row.rows / size
+        cpu = statistics.median(uvicorn_row.cpu_s) / requests * 1e3
+        wall = statistics.median([p + lb for p, lb in zip(uvicorn_row.pred_s, uvicorn_row.label_s, strict=True)])
+        parts.append(("the rest: HTTP parsing, FastAPI routing/dependencies, middlewares, threadpool hop, response",
+                      cpu - parse - check - write))
+        parts.append(("whole request: uvicorn server process CPU (median run)", cpu))
+        parts.append(("(for reference) whole request, wall time seen by the client", wall / requests * 1e3))
     return parts
 
 
@@ -656,8 +650,8 @@ def render(args: argparse.Namespace, rows: list[Row], profile: dict | None, brea
     if plan_check:
         title = (f"### PostgreSQL: one model's history growing ({PLAN_ROUNDS} rounds of {PLAN_ROWS:,} predictions, then "
                  "their labels, into the same model; batch 1,000; one run)")
-        header = ("| the model's predictions before the round | default engine: predictions/s | labels/s | "
-                  "prepare_threshold=None: predictions/s | labels/s |")
+        header = ("| the model's predictions before the round | engine as shipped: predictions/s | labels/s | "
+                  "with psycopg's prepare_threshold=5: predictions/s | labels/s |")
         lines += ["", title, "", header, "|--:|--:|--:|--:|--:|"]
         lines += [f"| {before:,} | {fmt(a)} | {fmt(b)} | {fmt(c)} | {fmt(d)} |" for before, a, b, c, d in plan_check]
     if profile:
@@ -666,12 +660,12 @@ def render(args: argparse.Namespace, rows: list[Row], profile: dict | None, brea
         lines += ["", title, "", "Own time by layer (adds up to the run):", "", "| layer | s | share |",
                   "|---|--:|--:|"]
         lines += [f"| {label} | {sec:.3f} | {sec / profile['total']:.0%} |" for label, sec in profile["layers"]]
-        lines += ["", "Cumulative time of the store's steps (they overlap the layers above):", "",
-                  "| step | where | s | share |", "|---|---|--:|--:|"]
-        lines += [f"| {label} | {where} | {sec:.3f} | {sec / profile['total']:.0%} |"
-                  for label, where, sec in profile["steps"]]
+        lines += ["", "controller/ functions with the most cumulative time (they nest and overlap):", "",
+                  "| function | where | calls | s | share |", "|---|---|--:|--:|--:|"]
+        lines += [f"| `{func}` | {where} | {calls:,} | {sec:.3f} | {sec / profile['total']:.0%} |"
+                  for where, func, calls, sec in profile["functions"]]
     if breakdown:
-        lines += ["", "### One HTTP request at batch 100 (SQLite), ms", "", "| part | ms/request |", "|---|--:|"]
+        lines += ["", "### One HTTP request at batch 100 (SQLite), CPU ms", "", "| part | ms/request |", "|---|--:|"]
         lines += [f"| {label} | {ms:.2f} |" for label, ms in breakdown]
     lines += ["", END]
     return "\n".join(lines)
