@@ -136,7 +136,6 @@ class IncrementalTrainer:
             predictions=pd.Series(predictions, dtype=object),
             probabilities=proba,
         )
-        continuing = isinstance(parent, ParentModel)
         return TrainingResult(
             model,
             report(
@@ -146,7 +145,7 @@ class IncrementalTrainer:
                 rows=rows,
                 context=context,
                 parent=parent,
-                chain_depth=parent.child_depth() if continuing else 0,
+                chain_depth=parent.child_depth(),  # 0 for a bootstrap (NoParent)
                 duration_s=duration,
                 fit_metrics=metrics,
                 last_label_seq=model.last_label_seq,
