@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -269,6 +270,36 @@ def learn_command(config_path: Path) -> None:
                                    open_registry(loaded.config, clock), clock)
         step = runner.step()
     click.echo(json.dumps(step.__dict__, indent=2, default=str))
+
+
+@main.group()
+def report() -> None:
+    """Reports from the monitors."""
+
+
+@report.command("drift")
+@SINGLE_CONFIG
+@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to save the Evidently HTML report (default: .driftpilot/reports/...).")
+def report_drift(config_path: Path, output_path: Path | None) -> None:
+    """Run the monitors once now: data drift against the champion's training window (HTML saved), concept drift
+    and live performance; print the signals as JSON."""
+    from controller.clock import SystemClock
+    from controller.model_registry import open_registry
+    from controller.monitoring import MonitorCycle
+    from controller.store import EventStore
+
+    loaded = _load_one(config_path)
+    clock = SystemClock()
+    with _clear_errors():
+        cycle = MonitorCycle(loaded, EventStore.from_url(loaded.config.storage.url, clock),
+                             open_registry(loaded.config, clock), clock,
+                             report_dir=output_path.parent if output_path else None)
+        result = cycle.run(html=True)
+    if output_path is not None and result.html_report and Path(result.html_report) != output_path:
+        Path(result.html_report).replace(output_path)
+        result = replace(result, html_report=str(output_path))
+    click.echo(json.dumps(result.to_dict(), indent=2, default=str))
 
 
 @main.command("promote")

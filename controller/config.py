@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controller.errors import ConfigError
+from monitors import MonitorsConfig
 from trainers.estimator_spec import EstimatorSpec
 from trainers.finetune import FinetuneConfig
 from trainers.incremental import IncrementalConfig
@@ -148,6 +149,8 @@ class PolicyConfig(_Strict):
         None, description="What to train: `class` + `params`, or a `pipeline` of steps (scikit-learn or River).")
     bootstrap: BootstrapConfig = BootstrapConfig()
     retrain: RetrainConfig = RetrainConfig()
+    monitors: MonitorsConfig = Field(default_factory=MonitorsConfig,
+                                     description="Data drift, concept drift and live performance monitors.")
     serving: ServingConfig = ServingConfig()
 
     @field_validator("features")
@@ -157,6 +160,16 @@ class PolicyConfig(_Strict):
         if bad:
             raise ValueError(f"feature names must be identifiers (letters, digits, _ . -): {bad}")
         return features
+
+    @model_validator(mode="after")
+    def _monitors_fit_the_model(self) -> PolicyConfig:
+        from monitors import (
+            build_monitors,  # builds nothing heavy; checks losses, metrics and per-feature tests
+        )
+
+        build_monitors(self.monitors, task=self.task, feature_types=self.feature_types,
+                       classes=self.target.classes)
+        return self
 
     @model_validator(mode="after")
     def _target_is_not_a_feature(self) -> PolicyConfig:

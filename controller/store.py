@@ -325,15 +325,17 @@ class EventStore:
             rows.reverse()
         return _window_from_rows(model, as_of, rows, feature_types)
 
-    def predictions_frame(self, model: str, *, since: datetime | None = None, until: datetime | None = None,
+    def predictions_frame(self, model: str, as_of: datetime, *, since: datetime | None = None,
                           max_rows: int | None = None,
                           feature_types: Mapping[str, str] | None = None) -> pd.DataFrame:
-        """Logged features by event time (labeled or not), newest ``max_rows``; the "current" side of data drift."""
-        query = sa.select(predictions.c.features, predictions.c.event_time).where(predictions.c.model == model)
+        """Logged features of predictions known by ``as_of`` (labeled or not), oldest first: the "current" side of
+        data drift. Reference rows (a bootstrap file) are not traffic and are left out. ``since`` keeps event times
+        at or after it; ``max_rows`` keeps the newest rows."""
+        query = sa.select(predictions.c.features).where(predictions.c.model == model,
+                                                        predictions.c.received_at <= ensure_utc(as_of),
+                                                        predictions.c.source != "reference")
         if since is not None:
             query = query.where(predictions.c.event_time >= ensure_utc(since))
-        if until is not None:
-            query = query.where(predictions.c.event_time <= ensure_utc(until))
         query = query.order_by(predictions.c.event_time.desc())
         if max_rows is not None:
             query = query.limit(max_rows)
