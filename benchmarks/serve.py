@@ -184,6 +184,18 @@ class Server:
         except httpx.TransportError:
             return False
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of every live process in the server's process group (mlflow runs uvicorn as a child)."""
+        total, tick = 0, os.sysconf("SC_CLK_TCK")
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # the process ended while we looked
+            if int(fields[2]) == self.process.pid:  # fields[2] is pgrp; the group id is the leader's pid
+                total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+        return total / tick
+
     def stop(self) -> None:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -330,10 +342,13 @@ MEASURES = [
     ("single_p50", "1 row, 1 client: p50 latency", "ms", "low"),
     ("single_p99", "1 row, 1 client: p99 latency", "ms", "low"),
     ("single_rps", "1 row, 1 client: requests/s", "req/s", "high"),
+    ("single_cpu", "1 row, 1 client: server CPU per request (user + system, all its processes)", "ms", "low"),
     ("single_conc_rps", f"1 row, {CLIENTS} clients: requests/s", "req/s", "high"),
     ("batch_p50", f"{BATCH} rows, 1 client: p50 latency", "ms", "low"),
     ("batch_p99", f"{BATCH} rows, 1 client: p99 latency", "ms", "low"),
     ("batch_rps", f"{BATCH} rows, 1 client: requests/s", "req/s", "high"),
+    ("batch_cpu", f"{BATCH} rows, 1 client: server CPU per request (user + system, all its processes)", "ms",
+     "low"),
     ("batch_conc_rps", f"{BATCH} rows, {CLIENTS} clients: requests/s", "req/s", "high"),
 ]
 SERVERS = ("driftpilot", "mlflow")
@@ -374,7 +389,10 @@ def measure_round(order: tuple[str, ...], servers: dict[str, Server], bodies: di
                                      ("batch", plan.batch, plan.concurrent_batch)):
         for name in order:
             items = getattr(bodies[name], shape)
+            cpu = servers[name].cpu_seconds()
             seq = sequential(clients[name], bodies[name].path, items, count, plan.cap_s)
+            cpu = servers[name].cpu_seconds() - cpu
+            results.add(name, f"{shape}_cpu", cpu * 1e3 / len(seq.latencies_ms), len(seq.latencies_ms))
             results.add(name, f"{shape}_p50", seq.percentile(50), len(seq.latencies_ms))
             results.add(name, f"{shape}_p99", seq.percentile(99), len(seq.latencies_ms))
             results.add(name, f"{shape}_rps", seq.requests_per_s, len(seq.latencies_ms))
@@ -580,20 +598,22 @@ def profile_driftpilot(policy: Path, bodies: Bodies, plan: Plan, workdir: Path, 
 @dataclass(frozen=True)
 class Step:
     label: str
-    ms: float
-    kind: str  # "step" (on the request path, adds up), "part" (inside the step above), "fix" (a sketch, not driftpilot)
+    ms: dict[int, float]  # request size (rows) -> median ms
+    kind: str  # "step" (on the request path, adds up), "part" (inside a step), "fix" (a sketch, not driftpilot)
 
 
 def time_steps(policy_path: Path, rows: list[dict[str, Any]], n: int, cap_s: float) -> list[Step]:
-    """Median ms of each step of one single-row /predict, in this process, without a profiler.
+    """Median ms of each step of one /predict of 1 and of BATCH rows, in this process, without a profiler.
 
-    The functions the endpoint calls, on the same model version, writing to the same SQLite store (under a model
-    name of its own, so the served-row count stays exact). The steps take turns call by call, so a burst of load
-    from the other users of the machine hits all of them alike. Two fix sketches are timed beside them, each
-    checked to give the same result as the code it would replace.
+    The functions the endpoint calls, in its order, on the same model version, writing to the same SQLite store
+    (under a model name of its own, so the served-row count stays exact). The steps take turns call by call, so a
+    burst of load from the other users of the machine hits all of them alike. Fix sketches are timed beside them,
+    each checked to give the same result as the code it would replace.
     """
     import numpy as np
     import pandas as pd
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.responses import JSONResponse
 
     from controller.clock import SystemClock
     from controller.config import load_policy
@@ -601,23 +621,43 @@ def time_steps(policy_path: Path, rows: list[dict[str, Any]], n: int, cap_s: flo
     from controller.model_registry import RegistryChampionSource, open_registry
     from controller.serving import predict_frame
     from controller.store import EventStore, PredictionRecord, features_frame
-    from controller.validation import check_features
+    from controller.validation import check_features, check_unique_ids
 
     policy = load_policy(policy_path).config
     clock = SystemClock()
     source = RegistryChampionSource(open_registry(policy, clock))
-    model = source.load_version(policy.registered_model, source.champion_version(policy.registered_model))
+    version = source.champion_version(policy.registered_model)
+    model = source.load_version(policy.registered_model, version)
     store = EventStore.from_url(policy.storage.url, clock)
     types = policy.feature_types
-    rows = rows[:n]
-    bodies = [json.dumps({"features": r}).encode() for r in rows]
-    frames = [features_frame([r], types) for r in rows]
-    served = predict_frame(model, frames[0])
+    sizes = (1, BATCH)
+    requests = {size: [rows[(i * size) % (len(rows) - size):][:size] for i in range(n)] for size in sizes}
+    bodies = {size: [json.dumps({"items": [{"features": r} for r in req]}).encode() if size > 1
+                     else json.dumps({"features": req[0]}).encode() for req in reqs]
+              for size, reqs in requests.items()}
+    frames = {size: [features_frame(req, types) for req in reqs] for size, reqs in requests.items()}
+    served = {size: [predict_frame(model, f) for f in fs] for size, fs in frames.items()}
 
-    def record(i: int) -> list[PredictionRecord]:
-        return [PredictionRecord(features=rows[i], event_time=clock.now(), prediction=served.values[0],
-                                 scores=served.scores[0] if served.scores else None, model_version="1",
-                                 source="served")]
+    def checks(size: int, i: int) -> list:
+        req = requests[size][i]
+        problems = check_unique_ids([None] * len(req))
+        for index, features in enumerate(req):
+            problems += check_features(policy, index, features)
+        return problems
+
+    def records(size: int, i: int) -> list[PredictionRecord]:
+        result, now = served[size][i], clock.now()
+        return [PredictionRecord(features=f, event_time=now, prediction=v, model_version=version, source="served",
+                                 scores=result.scores[k] if result.scores is not None else None)
+                for k, (f, v) in enumerate(zip(requests[size][i], result.values, strict=True))]
+
+    def answer(size: int, i: int) -> bytes:
+        # What FastAPI does with the endpoint's dict (no response_model): jsonable_encoder, then JSONResponse.
+        result = served[size][i]
+        content = {"model_version": version, "predictions": [
+            {"prediction_id": f"{i}-{k}", "prediction": v, "scores": result.scores[k] if result.scores else None}
+            for k, v in enumerate(result.values)]}
+        return JSONResponse(jsonable_encoder(content)).body
 
     def numpy_frame(batch: list[dict[str, Any]]) -> pd.DataFrame:
         columns = {}
@@ -631,46 +671,53 @@ def time_steps(policy_path: Path, rows: list[dict[str, Any]], n: int, cap_s: flo
         proba = model.predict_proba(frame)
         return model.classes_[proba.argmax(axis=1)], proba
 
-    for i in range(min(n, 200)):  # the sketches must give what the code they would replace gives
-        if not numpy_frame([rows[i]]).equals(frames[i]):
-            raise RuntimeError(f"fix sketch: the numpy-built frame differs from features_frame on row {i}")
-        if list(proba_argmax(frames[i])[0]) != list(model.predict(frames[i])):
-            raise RuntimeError(f"fix sketch: argmax of predict_proba differs from predict on row {i}")
+    for size in sizes:  # the sketches must give what the code they would replace gives
+        for i in range(min(n, 50)):
+            if not numpy_frame(requests[size][i]).equals(frames[size][i]):
+                raise RuntimeError(f"fix sketch: the numpy-built frame differs from features_frame ({size} rows)")
+            if list(proba_argmax(frames[size][i])[0]) != list(model.predict(frames[size][i])):
+                raise RuntimeError(f"fix sketch: argmax of predict_proba differs from predict ({size} rows)")
 
-    steps: list[tuple[str, str, Callable[[int], Any]]] = [
-        ("JSON decode + `PredictRequest.model_validate`", "step",
-         lambda i: PredictRequest.model_validate(json.loads(bodies[i]))),
-        ("`check_features` (policy checks)", "step", lambda i: check_features(policy, 0, rows[i])),
-        ("`features_frame` (dict rows -> typed DataFrame)", "step", lambda i: features_frame([rows[i]], types)),
-        ("`predict_frame` (`model.predict` + `model.predict_proba`)", "step",
-         lambda i: predict_frame(model, frames[i])),
-        ("`model.predict` alone", "part", lambda i: model.predict(frames[i])),
-        ("`model.predict_proba` alone", "part", lambda i: model.predict_proba(frames[i])),
-        ("`EventStore.add_predictions`, 1 row, commit included", "step",
-         lambda i: store.add_predictions("steps-probe", record(i))),
+    steps: list[tuple[str, str, Callable[[int, int], Any]]] = [
+        ("JSON decode + `PredictRequest.model_validate` (FastAPI's body handling)", "step",
+         lambda size, i: PredictRequest.model_validate(json.loads(bodies[size][i]))),
+        ("policy checks (`check_unique_ids`, `check_features` per row)", "step", checks),
+        ("`features_frame` (dict rows -> typed DataFrame)", "step",
+         lambda size, i: features_frame(requests[size][i], types)),
+        ("`predict_frame` (`model.predict` + `model.predict_proba` + plain values and score dicts)", "step",
+         lambda size, i: predict_frame(model, frames[size][i])),
+        ("`PredictionRecord` per row", "step", records),
+        ("`EventStore.add_predictions` (the prediction-log write, commit included)", "step",
+         lambda size, i: store.add_predictions("steps-probe", records(size, i))),
+        ("answer: `jsonable_encoder` + `JSONResponse`", "step", answer),
+        ("`model.predict` alone", "part", lambda size, i: model.predict(frames[size][i])),
+        ("`model.predict_proba` alone", "part", lambda size, i: model.predict_proba(frames[size][i])),
         ("fix sketch: `predict_proba` once, classes = `classes_[argmax]` (replaces `predict_frame`'s two calls)",
-         "fix", lambda i: proba_argmax(frames[i])),
+         "fix", lambda size, i: proba_argmax(frames[size][i])),
         ("fix sketch: typed columns built with numpy, one `DataFrame(dict)` (replaces `features_frame`)", "fix",
-         lambda i: numpy_frame([rows[i]])),
+         lambda size, i: numpy_frame(requests[size][i])),
     ]
     if hasattr(model, "steps"):  # a scikit-learn Pipeline: the arithmetic alone, without the per-call machinery
-        head, last, transformed = model[:-1], model[-1], [model[:-1].transform(f) for f in frames]
-        steps += [("for scale: the fitted preprocessing alone (`Pipeline[:-1].transform`)", "fix",
-                   lambda i: head.transform(frames[i])),
-                  ("for scale: `LogisticRegression.predict_proba` on the transformed row (the model's arithmetic)",
-                   "fix", lambda i: last.predict_proba(transformed[i]))]
-    times: list[list[float]] = [[] for _ in steps]
+        head, last = model[:-1], model[-1]
+        transformed = {size: [head.transform(f) for f in fs] for size, fs in frames.items()}
+        steps += [("for scale: the fitted preprocessing alone (`Pipeline[:-1].transform`)", "part",
+                   lambda size, i: head.transform(frames[size][i])),
+                  ("for scale: `LogisticRegression.predict_proba` on the transformed rows (the model's arithmetic)",
+                   "part", lambda size, i: last.predict_proba(transformed[size][i]))]
+    times: dict[tuple[int, int], list[float]] = {(k, size): [] for k in range(len(steps)) for size in sizes}
     deadline = time.perf_counter() + cap_s
-    for i in range(n + 30):
+    for i in range(n + 20):
         if i > 40 and time.perf_counter() > deadline:
             break
-        for k, (_label, _kind, fn) in enumerate(steps):
-            started = time.perf_counter()
-            fn(i % n)
-            if i >= 30:  # the first calls warm caches
-                times[k].append(time.perf_counter() - started)
+        for size in sizes:
+            for k, (_label, _kind, fn) in enumerate(steps):
+                started = time.perf_counter()
+                fn(size, i % n)
+                if i >= 20:  # the first calls warm caches
+                    times[k, size].append(time.perf_counter() - started)
     store.dispose()
-    return [Step(label, statistics.median(t) * 1e3, kind) for (label, kind, _fn), t in zip(steps, times, strict=True)]
+    return [Step(label, {size: statistics.median(times[k, size]) * 1e3 for size in sizes}, kind)
+            for k, (label, kind, _fn) in enumerate(steps)]
 
 
 # ------------------------------------------------------------------------------------------------------------ report
@@ -756,25 +803,28 @@ def report(results: Results, ctx: dict[str, Any]) -> tuple[str, list[str]]:
     lines += verdicts
     if ctx.get("steps"):
         floor = results.median("driftpilot", "floor_p50")
-        lines += ["", "### driftpilot's single-row request, step by step (in-process, no profiler)", "",
-                  ("The functions `/predict` calls, timed in the benchmark process on the same model version and "
-                  f"store after the servers stopped, taking turns call by call; median of up to {ctx['steps_n']} "
-                  f"calls each (at most {ctx['plan'].steps_cap_s:.0f} s). The second table splits `predict_frame` "
-                  "and times *fix sketches*: not driftpilot code, what a change would cost, each checked to give "
-                  "the same result as the code it would replace."), "",
-                  "| step | ms |", "|---|--:|"]
-        total = 0.0
+        measured = {1: p50, BATCH: results.median("driftpilot", "batch_p50")}
+        lines += ["", "### driftpilot's request, step by step (in-process, no profiler)", "",
+                  ("The functions `/predict` calls, in its order, timed in the benchmark process on the same model "
+                   "version and store after the servers stopped, taking turns call by call; median of up to "
+                   f"{ctx['steps_n']} calls each (at most {ctx['plan'].steps_cap_s:.0f} s). The second table splits "
+                   "`predict_frame` and times *fix sketches*: not driftpilot code, what a change would cost, each "
+                   "checked to give the same result as the code it would replace."), "",
+                  f"| step | 1 row, ms | {BATCH} rows, ms |", "|---|--:|--:|"]
+        total = {1: 0.0, BATCH: 0.0}
         for step in ctx["steps"]:
             if step.kind == "step":
-                total += step.ms
-                lines.append(f"| {step.label} | {step.ms:.3f} |")
-        lines += [f"| **sum of the steps** | **{total:.3f}** |",
-                  (f"| + HTTP stack alone (GET /healthz p50 above: uvicorn, FastAPI, middlewares, a threadpool hop, "
-                  f"the client) | {floor:.3f} |"),
-                  f"| = expected single-row p50 | {total + floor:.3f} |",
-                  f"| measured single-row p50 (table above) | {p50:.3f} |"]
-        lines += ["", "| inside the steps, and fix sketches | ms |", "|---|--:|"]
-        lines += [f"| {step.label} | {step.ms:.3f} |" for step in ctx["steps"] if step.kind != "step"]
+                for size in total:
+                    total[size] += step.ms[size]
+                lines.append(f"| {step.label} | {step.ms[1]:.3f} | {step.ms[BATCH]:.3f} |")
+        lines += [f"| **sum of the steps** | **{total[1]:.3f}** | **{total[BATCH]:.3f}** |",
+                  ("| + HTTP stack alone (GET /healthz p50 above: uvicorn, FastAPI, middlewares, a threadpool hop, "
+                   f"the client) | {floor:.3f} | {floor:.3f} |"),
+                  f"| = expected p50 | {total[1] + floor:.3f} | {total[BATCH] + floor:.3f} |",
+                  f"| measured p50 (table above) | {measured[1]:.3f} | {measured[BATCH]:.3f} |"]
+        lines += ["", f"| inside the steps, and fix sketches | 1 row, ms | {BATCH} rows, ms |", "|---|--:|--:|"]
+        lines += [f"| {step.label} | {step.ms[1]:.3f} | {step.ms[BATCH]:.3f} |"
+                  for step in ctx["steps"] if step.kind != "step"]
     if ctx.get("profile"):
         prof = ctx["profile"]
         n = prof["requests"]
