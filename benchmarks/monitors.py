@@ -23,6 +23,7 @@ Writes docs/benchmarks-monitors.md (or --out).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -288,10 +289,12 @@ def main() -> None:
     seeds = args.seeds or (5 if args.quick else 10)
     rows = 10_000
 
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     cycle_rows, html_rows = bench_cycles(sizes, runs)
     detector_rows = bench_detectors(seeds, rows)
     total = time.perf_counter() - started
+    load_after = os.getloadavg()[0]
 
     import evidently
     import river
@@ -302,7 +305,7 @@ def main() -> None:
 
 Reproduce: `{command}` (from the repo root, in the project venv).
 
-Python {platform.python_version()}, evidently {evidently.__version__}, river {river.__version__}, scikit-learn {sklearn.__version__}, pandas {pd.__version__}, {platform.machine()}, {platform.system()}; 2 shared cores; run {datetime.now(UTC):%Y-%m-%d}; total script time {total:.0f} s.
+Python {platform.python_version()}, evidently {evidently.__version__}, river {river.__version__}, scikit-learn {sklearn.__version__}, pandas {pd.__version__}, {platform.machine()}, {platform.system()}; {os.cpu_count()} cores shared with other jobs (1-min load average {load_before:.1f} at start, {load_after:.1f} at end: absolute times are inflated, ratios within a repetition much less); run {datetime.now(UTC):%Y-%m-%d}; total script time {total:.0f} s.
 
 ## One cycle: data drift + concept drift + performance
 
@@ -330,7 +333,7 @@ Target: <= 2 s per cycle at 100k rows. Where the time goes in the baseline: Evid
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(detector_rows)}
 
-Reading: ADWIN is the default: fast, no false alarms here, no tuning. Page-Hinkley works on real-valued losses only because the monitor divides them by the warm-up spread (River's raw threshold of 50 false-alarms on unscaled input). KSWIN pays one K-S test per row, and with the false-alarm-safe alpha its 150-row samples cannot see a 0.1 -> 0.3 step in 0/1 errors; use it on real-valued losses if at all. EDDM false-alarms on stationary streams whatever we tried; it is offered because policies ask for it, not recommended.
+Reading: ADWIN is the default: among the fastest to detect, no false alarm here, no tuning, and it works on 0/1 and real-valued losses alike. Page-Hinkley works on real-valued losses only because the monitor divides them by the warm-up spread (River's raw threshold of 50 false-alarms on unscaled input). KSWIN pays one K-S test per row, and with its false-alarm-safe alpha its 150-row samples cannot see a 0.1 -> 0.3 step in 0/1 errors: use it on real-valued losses if at all. DDM is slow to react with the safer thresholds. FHDDM (fed 1 - error) reacts fast but false-alarms at a 30 % error rate. EDDM false-alarms on stationary streams whatever we tried; it is offered because policies ask for it, not recommended.
 """
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -179,7 +179,7 @@ def test_fast_path_scores_and_flags_equal_the_full_evidently_report():
         "cat0": ("chisquare", 0.05),
         "cat1": ("jensenshannon", 0.1),
         "flag0": ("z", 0.05),
-        "flag1": ("TVD", 0.1),
+        "flag1": ("g_test", 0.1),  # not TVD: its p-value takes ~6 s per column at 3,000 rows
     }
     tests = [
         ColumnTest(name, "num" if TYPES[name] == "numeric" else "cat", method, threshold)
