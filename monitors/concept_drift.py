@@ -2,12 +2,14 @@
 
 The change point of a detection is an estimate, named in ``ChangeEvent.estimate``:
 
-- ``adwin_width``: ADWIN drops the older part of its window when it detects; the rows it keeps are the ones
-  since the change, so ``change = detection - width + 1``.
+- ``adwin_width``: ADWIN drops the older part of its window when it detects and keeps the rows it cannot
+  tell apart from the new level, so ``change = detection - width + 1``. When it detects quickly the kept
+  part still holds pre-change rows, so the estimate errs early (test stream: true change 3000, detection
+  3103, estimate 2560).
 - ``warning_start``: detectors with a warning zone (DDM, EDDM, HDDM_A, HDDM_W) usually warn before they
   detect; the first row of the uninterrupted warning run that ended in the detection is taken as the change
   (the detection row when there was no warning).
-- ``detection_row``: Page-Hinkley and KSWIN give no location; the detection row is an upper bound.
+- ``detection_row``: Page-Hinkley, KSWIN and FHDDM give no location; the detection row is an upper bound.
 
 >>> from monitors.config import ConceptDriftConfig
 >>> import numpy as np
