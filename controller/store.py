@@ -513,7 +513,9 @@ def _bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]
         placeholders = ", ".join("%s::jsonb" if c in _JSON_COLUMNS else "%s" for c in columns)
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"
     encoders = [_encoder(column, sqlite) for column in columns]
-    params = [tuple(encode(row[c]) for encode, c in zip(encoders, columns, strict=True)) for row in rows]
+    # Column by column: one tight comprehension per column beats a generator per row (the hot spot measured here).
+    encoded = [[encode(row[c]) for row in rows] for encode, c in zip(encoders, columns, strict=True)]
+    params = list(zip(*encoded, strict=True))
     conn.exec_driver_sql(sql, params)
 
 
