@@ -1,10 +1,13 @@
 # The two commands of the README. Each creates .venv and installs driftpilot into it when needed.
-#   make run   - start driftpilot on the embedded default (SQLite event store, local MLflow store)
+#   make run   - bootstrap the example model from Elec2 (first time), then serve it on the embedded default
+#                (SQLite event store, local SQLite MLflow store)
 #   make test  - run the test suite (needs PostgreSQL on 127.0.0.1:5432, database `test`, trust auth)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 POLICY ?= config/example-classification.yaml
+# The Elec2 stream bootstraps the example model on the first `make run` (skipped when the file is absent).
+DATA ?= ../shared/data/ELEC.arff.zip
 HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
@@ -20,6 +23,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
+	@if [ -f "$(DATA)" ]; then \
+	  $(VENV)/bin/driftpilot --log-level WARNING bootstrap --config $(POLICY) --data $(DATA) --if-missing; \
+	else echo "no $(DATA): serving without a champion (bootstrap one with driftpilot bootstrap)"; fi
 	$(VENV)/bin/driftpilot serve --config $(POLICY) --host $(HOST) --port $(PORT)
 
 test: install

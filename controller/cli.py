@@ -145,7 +145,9 @@ SINGLE_CONFIG = click.option("--config", "config_path", required=True,
               help="Labeled training file: .csv, .parquet, or .arff / .zip holding one .arff.")
 @click.option("--time-column", default=None, help="Column with each row's event time (default: now).")
 @click.option("--force", is_flag=True, help="Bootstrap even if the model already has a champion.")
-def bootstrap_command(config_path: Path, data_path: Path, time_column: str | None, force: bool) -> None:
+@click.option("--if-missing", is_flag=True, help="Do nothing (exit 0) if the model already has a champion.")
+def bootstrap_command(config_path: Path, data_path: Path, time_column: str | None, force: bool,
+                      if_missing: bool) -> None:
     """Train the first version from a labeled file, register it with lineage and make it champion."""
     from tqdm import tqdm
 
@@ -165,6 +167,10 @@ def bootstrap_command(config_path: Path, data_path: Path, time_column: str | Non
         times = pd_to_utc(table[time_column]) if time_column else None
         store = EventStore.from_url(policy.storage.url, clock)
         registry = open_registry(policy, clock)
+        champion = registry.champion_version(policy.registered_model)
+        if if_missing and champion is not None:
+            click.echo(f"{policy.registered_model} already has a champion (version {champion}); nothing to do")
+            return
         with tqdm(total=len(features), desc="storing reference rows", unit="row", disable=None) as bar:
             result = bootstrap(loaded, features, target, store=store, registry=registry, clock=clock,
                                event_times=times, force=force, progress=bar.update)
