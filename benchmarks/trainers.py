@@ -277,7 +277,7 @@ NOTES = [
      "on a loaded box the CPU-time ratio is the steadier measure of cost."),
     ("- Finetune's advantage shrinks as N approaches the history size: it is one partial_fit "
     "epoch over N rows against SGD's several epochs (until `tol`) over history + N."),
-    ("- Incremental River learners are per-row Python: LogReg ~15-30k rows/s, HAT ~3-8k rows/s "
+    ("- Incremental River learners are per-row Python: LogReg ~25k rows/s, HAT ~4k rows/s of CPU time "
     "through `RiverModel` (a profile of HAT: ~45% in River's naive-Bayes leaf "
     "prediction, ~10% in driftpilot's dict conversion and one-hot union). They are the right "
     "tool for continuous small updates, not for absorbing 100k rows at once."),
