@@ -36,7 +36,6 @@ from lineage.registry import (
     LoadedModel,
     ModelRegistry,
     VersionInfo,
-    WallClock,
 )
 
 __all__ = [
@@ -62,7 +61,6 @@ __all__ = [
     "RiverFlavor",
     "SklearnFlavor",
     "VersionInfo",
-    "WallClock",
     "flavor_for",
     "installed_library_versions",
     "pinned_requirements",

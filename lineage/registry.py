@@ -57,13 +57,6 @@ class Clock(Protocol):
         ...
 
 
-class WallClock:
-    """Default clock; the controller injects its own (simulated in backtests). Only stamps alias moves and runs."""
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-
 @dataclass(frozen=True)
 class VersionInfo:
     """One registered version as driftpilot sees it. ``record`` is None for a version registered outside driftpilot."""
@@ -108,18 +101,19 @@ class ModelRegistry:
     """Versions, lineage and aliases of driftpilot models in one MLflow experiment and model registry."""
 
     def __init__(
-        self, gateway: MlflowGateway, experiment_id: str, clock: Clock | None = None
+        self, gateway: MlflowGateway, experiment_id: str, clock: Clock
     ) -> None:
         self._gateway = gateway
         self.experiment_id = experiment_id
-        self._clock = clock or WallClock()
+        # Injected, never read from the wall here: the controller's clock is simulated in backtests.
+        self._clock = clock
 
     @classmethod
     def connect(
         cls,
         settings: RegistrySettings,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         client_class: type[MlflowClient] = MlflowClient,
     ) -> ModelRegistry:
         """Open (creating if needed) ``settings.experiment``; :class:`LineageUnavailable` if the store is unreachable."""

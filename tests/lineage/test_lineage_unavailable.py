@@ -43,16 +43,16 @@ def test_retries_zero_fails_at_once_and_a_later_call_still_works(sqlite_settings
     )
     started = time.monotonic()
     with pytest.raises(LineageUnavailable):
-        ModelRegistry.connect(dead)
+        ModelRegistry.connect(dead, clock=StepClock())
     assert time.monotonic() - started < 1.0
     # The process-wide lock was released and the working store is unaffected.
-    assert ModelRegistry.connect(sqlite_settings).aliases("nothing-here") == {}
+    assert ModelRegistry.connect(sqlite_settings, clock=StepClock()).aliases("nothing-here") == {}
 
 
 def test_mlflow_globals_and_environment_are_restored_after_each_call(sqlite_settings):
     before_env = {k: os.environ.get(k) for k in os.environ if k.startswith("MLFLOW_")}
     before_uri = mlflow.get_tracking_uri()
-    registry = ModelRegistry.connect(sqlite_settings)
+    registry = ModelRegistry.connect(sqlite_settings, clock=StepClock())
     registry.check()
     with pytest.raises(LineageError):
         registry.get("no-such-model", 1)
