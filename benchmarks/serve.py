@@ -599,7 +599,7 @@ def profile_driftpilot(policy: Path, bodies: Bodies, plan: Plan, workdir: Path, 
 class Step:
     label: str
     ms: dict[int, float]  # request size (rows) -> median ms
-    kind: str  # "step" (on the request path, adds up), "part" (inside a step), "fix" (a sketch, not driftpilot)
+    kind: str  # "step" (on the request path, adds up), "part" (inside a step), "fix" (a reference variant)
 
 
 def time_steps(policy_path: Path, rows: list[dict[str, Any]], n: int, cap_s: float) -> list[Step]:
@@ -607,8 +607,8 @@ def time_steps(policy_path: Path, rows: list[dict[str, Any]], n: int, cap_s: flo
 
     The functions the endpoint calls, in its order, on the same model version, writing to the same SQLite store
     (under a model name of its own, so the served-row count stays exact). The steps take turns call by call, so a
-    burst of load from the other users of the machine hits all of them alike. Fix sketches are timed beside them,
-    each checked to give the same result as the code it would replace.
+    burst of load from the other users of the machine hits all of them alike. Reference variants are timed beside
+    them, each checked to give the same result as driftpilot's code.
     """
     import numpy as np
     import pandas as pd
@@ -651,13 +651,11 @@ def time_steps(policy_path: Path, rows: list[dict[str, Any]], n: int, cap_s: flo
                                  scores=result.scores[k] if result.scores is not None else None)
                 for k, (f, v) in enumerate(zip(requests[size][i], result.values, strict=True))]
 
-    def answer(size: int, i: int) -> bytes:
-        # What FastAPI does with the endpoint's dict (no response_model): jsonable_encoder, then JSONResponse.
+    def content(size: int, i: int) -> dict[str, Any]:
         result = served[size][i]
-        content = {"model_version": version, "predictions": [
+        return {"model_version": version, "predictions": [
             {"prediction_id": f"{i}-{k}", "prediction": v, "scores": result.scores[k] if result.scores else None}
             for k, v in enumerate(result.values)]}
-        return JSONResponse(jsonable_encoder(content)).body
 
     def numpy_frame(batch: list[dict[str, Any]]) -> pd.DataFrame:
         columns = {}
@@ -671,12 +669,12 @@ def time_steps(policy_path: Path, rows: list[dict[str, Any]], n: int, cap_s: flo
         proba = model.predict_proba(frame)
         return model.classes_[proba.argmax(axis=1)], proba
 
-    for size in sizes:  # the sketches must give what the code they would replace gives
+    for size in sizes:  # a reference variant must give what driftpilot's code gives
         for i in range(min(n, 50)):
             if not numpy_frame(requests[size][i]).equals(frames[size][i]):
-                raise RuntimeError(f"fix sketch: the numpy-built frame differs from features_frame ({size} rows)")
+                raise RuntimeError(f"reference: the numpy-built frame differs from features_frame ({size} rows)")
             if list(proba_argmax(frames[size][i])[0]) != list(model.predict(frames[size][i])):
-                raise RuntimeError(f"fix sketch: argmax of predict_proba differs from predict ({size} rows)")
+                raise RuntimeError(f"reference: argmax of predict_proba differs from predict ({size} rows)")
 
     steps: list[tuple[str, str, Callable[[int, int], Any]]] = [
         ("JSON decode + `PredictRequest.model_validate` (FastAPI's body handling)", "step",
@@ -689,13 +687,16 @@ def time_steps(policy_path: Path, rows: list[dict[str, Any]], n: int, cap_s: flo
         ("`PredictionRecord` per row", "step", records),
         ("`EventStore.add_predictions` (the prediction-log write, commit included)", "step",
          lambda size, i: store.add_predictions("steps-probe", records(size, i))),
-        ("answer: `jsonable_encoder` + `JSONResponse`", "step", answer),
+        ("answer: the response dict + `JSONResponse` (the endpoint returns a JSONResponse)", "step",
+         lambda size, i: JSONResponse(content(size, i)).body),
         ("`model.predict` alone", "part", lambda size, i: model.predict(frames[size][i])),
         ("`model.predict_proba` alone", "part", lambda size, i: model.predict_proba(frames[size][i])),
-        ("fix sketch: `predict_proba` once, classes = `classes_[argmax]` (replaces `predict_frame`'s two calls)",
-         "fix", lambda size, i: proba_argmax(frames[size][i])),
-        ("fix sketch: typed columns built with numpy, one `DataFrame(dict)` (replaces `features_frame`)", "fix",
-         lambda size, i: numpy_frame(requests[size][i])),
+        ("reference: one pipeline pass, `predict_proba` + classes by argmax (checked equal to `predict`)", "fix",
+         lambda size, i: proba_argmax(frames[size][i])),
+        ("reference: typed columns built with numpy into one `DataFrame(dict)` (checked equal to `features_frame`)",
+         "fix", lambda size, i: numpy_frame(requests[size][i])),
+        ("reference: the answer through FastAPI's `jsonable_encoder` (what returning a plain dict costs)", "fix",
+         lambda size, i: JSONResponse(jsonable_encoder(content(size, i))).body),
     ]
     if hasattr(model, "steps"):  # a scikit-learn Pipeline: the arithmetic alone, without the per-call machinery
         head, last = model[:-1], model[-1]
@@ -728,6 +729,17 @@ def versions() -> str:
     return ", ".join(f"{n} {metadata.version(n)}" for n in names)
 
 
+def code_version() -> str:
+    """The commit measured, and the files that differ from it (others edit the tree while benchmarks run)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        return done.stdout.rstrip()  # not strip(): porcelain lines start with a status column that may be a space
+
+    head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return f"commit {head}" + (f" plus uncommitted changes in {', '.join(dirty)}" if dirty else "")
+
+
 def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -744,7 +756,8 @@ def report(results: Results, ctx: dict[str, Any]) -> tuple[str, list[str]]:
     """The generated Markdown block and the target verdict lines."""
     lines = [
         (f"Generated {ctx['when']} by `{ctx['command']}` in {ctx['elapsed']:.0f} s on {os.cpu_count()} cores "
-        f"({cpu_model()}), Python {platform.python_version()}, {versions()}. Load average at the start "
+        f"({cpu_model()}), Python {platform.python_version()}, {versions()}; driftpilot at {ctx['code']}. "
+        "Load average at the start "
         f"{ctx['load_start']}, at the end {ctx['load_end']}: **the machine is shared with other engineers and noisy**; "
         "absolute numbers move with the load, the ratios less."),
         "",
@@ -808,8 +821,8 @@ def report(results: Results, ctx: dict[str, Any]) -> tuple[str, list[str]]:
                   ("The functions `/predict` calls, in its order, timed in the benchmark process on the same model "
                    "version and store after the servers stopped, taking turns call by call; median of up to "
                    f"{ctx['steps_n']} calls each (at most {ctx['plan'].steps_cap_s:.0f} s). The second table splits "
-                   "`predict_frame` and times *fix sketches*: not driftpilot code, what a change would cost, each "
-                   "checked to give the same result as the code it would replace."), "",
+                   "`predict_frame` and times *references*: not driftpilot code, other ways to do a step, each "
+                   "checked to give the same result."), "",
                   f"| step | 1 row, ms | {BATCH} rows, ms |", "|---|--:|--:|"]
         total = {1: 0.0, BATCH: 0.0}
         for step in ctx["steps"]:
@@ -822,7 +835,7 @@ def report(results: Results, ctx: dict[str, Any]) -> tuple[str, list[str]]:
                    f"the client) | {floor:.3f} | {floor:.3f} |"),
                   f"| = expected p50 | {total[1] + floor:.3f} | {total[BATCH] + floor:.3f} |",
                   f"| measured p50 (table above) | {measured[1]:.3f} | {measured[BATCH]:.3f} |"]
-        lines += ["", f"| inside the steps, and fix sketches | 1 row, ms | {BATCH} rows, ms |", "|---|--:|--:|"]
+        lines += ["", f"| inside the steps, and references | 1 row, ms | {BATCH} rows, ms |", "|---|--:|--:|"]
         lines += [f"| {step.label} | {step.ms[1]:.3f} | {step.ms[BATCH]:.3f} |"
                   for step in ctx["steps"] if step.kind != "step"]
     if ctx.get("profile"):
@@ -904,6 +917,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     plan = QUICK if args.quick else FULL
     began = time.perf_counter()
+    code = code_version()  # at the start: the servers import the tree as it is now
     load_start = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     cleanup = contextlib.ExitStack()
     with cleanup:
@@ -960,7 +974,7 @@ def run(args: argparse.Namespace) -> int:
             ctx["profile"] = profile_driftpilot(policy, bodies["driftpilot"], plan, workdir, env)
 
         ctx.update(
-            when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), code=code,
             command=" ".join([".venv/bin/python", "benchmarks/serve.py", *sys.argv[1:]]),
             elapsed=time.perf_counter() - began, load_start=load_start,
             load_end=", ".join(f"{x:.1f}" for x in os.getloadavg()), version=version, data_rows=len(rows),
