@@ -119,8 +119,9 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
         except KeyError:
             raise UnknownModel(model, list(runtimes)) from None
 
-    def authorize(model: str, request: Request) -> None:
-        """A dependency, so it runs before the body is parsed: no token, no validation work and no 422 hints."""
+    async def authorize(model: str, request: Request) -> None:
+        """A dependency, so it runs before the body is parsed: no token, no validation work and no 422 hints.
+        ``async`` because it does no I/O: a sync dependency would cost a threadpool hop per request."""
         rt = runtime(model)
         if not _token_ok(rt, request):
             raise _Unauthorized(rt.policy.config.api.token_env or "")
@@ -198,14 +199,15 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
         ]
         ids = rt.store.add_predictions(model, records)
         metrics.served.labels(model, served.version).inc(len(ids))
-        return {
+        # Plain JSON types already: skip FastAPI's jsonable_encoder walk (1.4 ms at 100 rows).
+        return JSONResponse({
             "model_version": served.version,
             "predictions": [
                 {"prediction_id": pid, "prediction": value,
                  "scores": result.scores[i] if result.scores is not None else None}
                 for i, (pid, value) in enumerate(zip(ids, result.values, strict=True))
             ],
-        }
+        })
 
     @app.exception_handler(NoChampion)
     async def _no_champion(request: Request, exc: NoChampion) -> JSONResponse:

@@ -572,17 +572,20 @@ def _canonical(value: Any) -> str:
 
 
 def features_frame(feature_rows: list[Mapping[str, Any]], feature_types: Mapping[str, str] | None) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(feature_rows) if feature_rows else pd.DataFrame()
+    """Feature dicts as a DataFrame: numeric -> float64 (None/missing -> NaN; stored "NaN"/"Infinity" -> floats),
+    categorical and boolean -> object (None where missing). Built column by column with plain lists: this runs on
+    every /predict request, where pandas' per-row construction cost more than the model (docs/benchmarks-serve.md)."""
     if feature_types is None:
+        frame = pd.DataFrame.from_records(feature_rows) if feature_rows else pd.DataFrame()
         return frame.reset_index(drop=True)
-    columns = {}
+    columns: dict[str, Any] = {}
     for name, kind in feature_types.items():
-        values = frame[name] if name in frame.columns else pd.Series([None] * len(frame), dtype=object)
+        values = [row.get(name) for row in feature_rows]
         if kind == "numeric":
-            columns[name] = pd.to_numeric(values, errors="coerce").astype("float64")
+            columns[name] = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
         else:
-            columns[name] = values.astype(object).where(values.notna(), None)
-    return pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
+            columns[name] = np.array(values, dtype=object)
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(feature_rows)))
 
 
 def _window_from_rows(model: str, as_of: datetime, rows: list, feature_types: Mapping[str, str] | None
