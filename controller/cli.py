@@ -25,11 +25,9 @@ CONFIG_OPTION = click.option("--config", "config_paths", required=True, multiple
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def main(log_level: str) -> None:
     """driftpilot keeps machine-learning models fresh in production."""
-    logging.basicConfig(level=log_level.upper(),
-                        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
-                               '"message":"%(message)s"}')
-    # Alembic announces every plugin it sets up at INFO; that is noise on each start.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(log_level.upper())))
+    from controller.logs import configure
+
+    configure(log_level)
 
 
 @main.group()

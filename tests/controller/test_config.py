@@ -159,3 +159,14 @@ def test_a_bad_estimator_parameter_lists_the_valid_ones(tmp_path: Path) -> None:
     text = GOOD + "estimator:\n  class: sklearn.linear_model.SGDClassifier\n  params: {los: log_loss}\n"
     (problem,) = problems_of(tmp_path, text)
     assert "los" in problem and "loss" in problem and problem.startswith("P:12: estimator:")
+
+
+def test_logs_are_one_json_object_per_line() -> None:
+    import logging
+
+    from controller.logs import JsonFormatter
+
+    record = logging.LogRecord("driftpilot", logging.INFO, __file__, 1, 'said "%s"', ("hi",), None)
+    record.model = "m1"
+    entry = json.loads(JsonFormatter().format(record))
+    assert (entry["message"], entry["level"], entry["model"]) == ('said "hi"', "INFO", "m1")
