@@ -19,13 +19,9 @@ from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
 from controller.store import EventStore, LabeledWindow, LabelRecord, PredictionRecord
-
-# Label-sequence range of a version's training window, kept in its lineage record so later refreshes know which
-# rows the version has seen.
-FIRST_SEQ = "first_label_seq"
-LAST_SEQ = "last_label_seq"
+from controller.training import FIRST_SEQ, LAST_SEQ, plain, training_context
 from lineage import LineageRecord, ModelRegistry
-from trainers import NO_PARENT, TrainingContext, get_trainer
+from trainers import NO_PARENT, get_trainer
 from trainers.metrics import evaluate
 
 STORE_BATCH = 5_000
@@ -63,9 +59,7 @@ def bootstrap(
     """Store the rows as the reference window, fit the policy's estimator on its older part, register, promote."""
     policy = loaded.config
     name = policy.registered_model
-    if policy.estimator is None:
-        raise BootstrapError(f"{loaded.path}: the policy has no `estimator:` section; add one (for example "
-                             "`estimator: {class: sklearn.linear_model.SGDClassifier, params: {loss: log_loss}}`)")
+    context = training_context(policy, str(loaded.path))
     champion = registry.champion_version(name)
     if champion is not None and not force:
         raise BootstrapError(f"model {name!r} already has a champion (version {champion}); bootstrap makes the "
@@ -78,8 +72,6 @@ def bootstrap(
     split = int(round(window.rows * (1 - policy.bootstrap.holdout_fraction)))
     train, holdout = window.slice(0, split), window.slice(split)
 
-    context = TrainingContext(estimator=policy.estimator, feature_types=policy.feature_types, task=policy.task,
-                              classes=tuple(policy.target.classes or ()), seed=policy.bootstrap.seed)
     result = get_trainer("stateless").train(train, NO_PARENT, context)
     metrics = evaluate(result.model, holdout.features, holdout.labels, policy.task)
     decision_id = f"bootstrap-{uuid.uuid4().hex[:12]}"
@@ -112,7 +104,7 @@ def _store_reference_rows(model: str, features: pd.DataFrame, target: pd.Series,
                              event_time=(event_times.iloc[i].to_pydatetime() if event_times is not None else now))
             for i in range(start, stop) if ids[i - start] not in known
         ])
-        store.add_labels(model, [LabelRecord(ids[i - start], _plain(target.iloc[i])) for i in range(start, stop)])
+        store.add_labels(model, [LabelRecord(ids[i - start], plain(target.iloc[i])) for i in range(start, stop)])
         progress(stop - start)
     return len(records)
 
@@ -125,7 +117,7 @@ def _lineage_record(loaded: LoadedPolicy, train: LabeledWindow, metrics: dict[st
         window_fingerprint=train.fingerprint, maturity_cut=train.as_of,
         holdout_metrics=metrics, champion_metrics={}, chain_depth=0,
         policy_hash=loaded.sha256, decision_id=decision_id,
-        extra={**{k: _plain(v) for k, v in details.items()},
+        extra={**{k: plain(v) for k, v in details.items()},
                FIRST_SEQ: int(train.label_seqs.iloc[0]), LAST_SEQ: int(train.label_seqs.iloc[-1]),
                # Arrival times say when labels matured; event times say which period of the world the rows cover.
                "event_time_start": train.event_times.min().isoformat() if train.rows else None,
@@ -133,10 +125,6 @@ def _lineage_record(loaded: LoadedPolicy, train: LabeledWindow, metrics: dict[st
     )
 
 
-def _plain(value: object) -> object:
-    return value.item() if hasattr(value, "item") else value
-
-
 def _jsonable(row: dict) -> dict:
     """NaN in a numeric column means "missing" in a file: store it as null, like a missing optional value."""
-    return {k: (None if isinstance(v, float) and v != v else _plain(v)) for k, v in row.items()}
+    return {k: (None if isinstance(v, float) and v != v else plain(v)) for k, v in row.items()}

@@ -14,13 +14,13 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from controller.bootstrap import FIRST_SEQ, LAST_SEQ
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
 from controller.store import EventStore, LabeledWindow
+from controller.training import FIRST_SEQ, LAST_SEQ, training_context
 from lineage import LineageNotFound, LineageRecord, ModelRegistry
-from trainers import ParentModel, RiverModel, TrainingContext, get_trainer
+from trainers import ParentModel, RiverModel, get_trainer
 
 STATE_KEY = "incremental.learner"
 
@@ -71,7 +71,7 @@ class IncrementalRunner:
             return IncrementalStep(learned=0, prequential_accuracy=None)
         parent = ParentModel(model=learner, version=state.parent_version, chain_depth=state.parent_depth,
                              last_label_seq=learner.last_label_seq)
-        result = get_trainer("incremental", self.policy.retrain.incremental).train(window, parent, self._context())
+        result = get_trainer("incremental", self.policy.retrain.incremental).train(window, parent, training_context(self.policy, str(self.loaded.path)))
         learned = len(result.prequential)
         state = replace(
             state, model=result.model.dumps(), updates_since_checkpoint=state.updates_since_checkpoint + learned,
@@ -146,8 +146,3 @@ class IncrementalRunner:
             result["champion_paired_accuracy"] = sum(window.predictions.iloc[i] == labels[i] for i in paired) / len(
                 paired)
         return result
-
-    def _context(self) -> TrainingContext:
-        return TrainingContext(estimator=self.policy.estimator, feature_types=self.policy.feature_types,
-                               task=self.policy.task, classes=tuple(self.policy.target.classes or ()),
-                               seed=self.policy.bootstrap.seed)

@@ -20,11 +20,11 @@ from typing import Any
 
 import pandas as pd
 
-from controller.bootstrap import FIRST_SEQ, LAST_SEQ
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
 from controller.store import EventStore
+from controller.training import FIRST_SEQ, LAST_SEQ
 from lineage import ModelRegistry, VersionInfo
 from monitors import LastDuration, Monitors, build_monitors
 

@@ -18,17 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from controller.bootstrap import FIRST_SEQ, LAST_SEQ
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
 from controller.store import EventStore, LabeledWindow
+from controller.training import FIRST_SEQ, LAST_SEQ, plain, training_context
 from lineage import LineageNotFound, LineageRecord, LoadedModel, ModelRegistry
 from trainers import (
     NO_PARENT,
     NotFineTunableError,
     ParentModel,
-    TrainingContext,
     TrainingResult,
     get_trainer,
     window_bounds,
@@ -117,7 +116,7 @@ class Refresher:
             "holdout_fingerprint": holdout.fingerprint,
             "requested_strategy": strategy,
             **({"fallback_reason": fallback} if fallback else {}),
-            **{k: _plain(v) for k, v in result.report.details.items()},
+            **{k: plain(v) for k, v in result.report.details.items()},
         }
         record = LineageRecord(
             parent_version=champion.version, strategy=strategy_used, trigger=trigger,
@@ -167,14 +166,7 @@ class Refresher:
             raise RefreshError(f"the {strategy} training window is empty (as of {window.as_of.isoformat()}); "
                                "wait for more natural labels")
         config = getattr(self.policy.retrain, strategy)
-        return get_trainer(strategy, config).train(window, parent, self.context())
-
-    def context(self) -> TrainingContext:
-        if self.policy.estimator is None:
-            raise RefreshError(f"{self.loaded.path}: the policy has no `estimator:` section")
-        return TrainingContext(estimator=self.policy.estimator, feature_types=self.policy.feature_types,
-                               task=self.policy.task, classes=tuple(self.policy.target.classes or ()),
-                               seed=self.policy.bootstrap.seed)
+        return get_trainer(strategy, config).train(window, parent, training_context(self.policy, str(self.loaded.path)))
 
 
 def _last_seq(version: LoadedModel) -> int | None:
@@ -183,7 +175,3 @@ def _last_seq(version: LoadedModel) -> int | None:
         return None
     value = version.record.extra.get(LAST_SEQ)
     return int(value) if value is not None else None
-
-
-def _plain(value: object) -> object:
-    return value.item() if hasattr(value, "item") else value

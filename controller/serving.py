@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from controller.training import plain
+
 log = logging.getLogger("driftpilot.serving")
 
 
@@ -109,23 +111,18 @@ def predict_frame(model: Any, features: pd.DataFrame) -> Predictions:
         # One pass through the pipeline: the class is the argmax of the probabilities (as in trainers.metrics), which
         # halves the cost of a request, since the preprocessing dominates it (docs/benchmarks-serve.md).
         proba = np.asarray(model.predict_proba(features), dtype=float)
-        classes = [_plain(c) for c in model.classes_]
+        classes = [plain(c) for c in model.classes_]
         values = [classes[i] for i in proba.argmax(axis=1)]
         scores = [{str(c): float(p) for c, p in zip(classes, row, strict=True)} for row in proba]
         return Predictions(values=values, scores=scores)
-    return Predictions(values=[_plain(v) for v in model.predict(features)], scores=None)
+    return Predictions(values=[plain(v) for v in model.predict(features)], scores=None)
 
 
 def _predict_river(model: Any, features: pd.DataFrame) -> Predictions:
     rows = [{k: v for k, v in row.items() if v is not None and not (isinstance(v, float) and np.isnan(v))}
             for row in features.to_dict(orient="records")]
     if hasattr(model, "predict_proba_one"):
-        scores = [{str(_plain(c)): float(p) for c, p in model.predict_proba_one(row).items()} for row in rows]
-        values = [_plain(model.predict_one(row)) for row in rows]
+        scores = [{str(plain(c)): float(p) for c, p in model.predict_proba_one(row).items()} for row in rows]
+        values = [plain(model.predict_one(row)) for row in rows]
         return Predictions(values=values, scores=scores)
-    return Predictions(values=[_plain(model.predict_one(row)) for row in rows], scores=None)
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars -> Python scalars, so values serialize to JSON and compare equal to stored labels."""
-    return value.item() if isinstance(value, np.generic) else value
+    return Predictions(values=[plain(model.predict_one(row)) for row in rows], scores=None)
