@@ -447,6 +447,8 @@ def profiled_serve(out: Path, cli_args: list[str]) -> None:
     the warm-up stay out of the numbers.
     """
     profiles: list[tuple[str, cProfile.Profile]] = []
+    # The default (wall-clock) timer: time.thread_time would count CPU only, but it is a system call per event and
+    # inflated the profiled request 5x (against 1.7x), skewing the shares towards code with many small calls.
     main_profile = cProfile.Profile()
 
     def thread_hook(frame: Any, event: str, arg: Any) -> None:
@@ -506,17 +508,17 @@ STEPS = [
     ("POST /predict endpoint, whole (`predict`, in the threadpool)", "controller/api.py", "predict"),
     ("  policy checks (`check_features`, ids)", "controller/validation.py", "check_features"),
     ("  `features_frame` (dict rows -> typed DataFrame)", "controller/store.py", "features_frame"),
-    ("  `predict_frame` (model.predict + model.predict_proba)", "controller/serving.py", "predict_frame"),
+    ("  `predict_frame` (the model call(s), plain values, score dicts)", "controller/serving.py", "predict_frame"),
     ("    sklearn `Pipeline.predict`", "sklearn/pipeline.py", "predict"),
     ("    sklearn `Pipeline.predict_proba`", "sklearn/pipeline.py", "predict_proba"),
-    ("    of which `ColumnTransformer.transform` (both calls)", "sklearn/compose/_column_transformer.py", "transform"),
+    ("    of which `ColumnTransformer.transform` (every call)", "sklearn/compose/_column_transformer.py",
+     "transform"),
     ("  `EventStore.add_predictions` (the prediction-log write, commit included)", "controller/store.py",
      "add_predictions"),
     ("JSON decode of the body (`Request.json`, event loop)", "starlette/requests.py", "json"),
     ("`solve_dependencies`: `PredictRequest` validation + the `authorize` dependency (event-loop side)",
      "fastapi/dependencies/utils.py", "solve_dependencies"),
-    ("  `authorize` (a sync `def` dependency: it gets a threadpool hop of its own)", "controller/api.py",
-     "authorize"),
+    ("  the `authorize` dependency", "controller/api.py", "authorize"),
     (("ASGI app on the event loop, whole (middlewares, routing, body, dependencies, response; the threadpool work "
      "is not in it)"), "starlette/applications.py", "__call__"),
     ("response encoding (`serialize_response`)", "fastapi/routing.py", "serialize_response"),
@@ -682,7 +684,7 @@ def time_steps(policy_path: Path, rows: list[dict[str, Any]], n: int, cap_s: flo
         ("policy checks (`check_unique_ids`, `check_features` per row)", "step", checks),
         ("`features_frame` (dict rows -> typed DataFrame)", "step",
          lambda size, i: features_frame(requests[size][i], types)),
-        ("`predict_frame` (`model.predict` + `model.predict_proba` + plain values and score dicts)", "step",
+        ("`predict_frame` (the model call(s), then plain values and score dicts)", "step",
          lambda size, i: predict_frame(model, frames[size][i])),
         ("`PredictionRecord` per row", "step", records),
         ("`EventStore.add_predictions` (the prediction-log write, commit included)", "step",
@@ -844,9 +846,10 @@ def report(results: Results, ctx: dict[str, Any]) -> tuple[str, list[str]]:
         per = 1e3 / n
         lines += ["", (f"### Where the server's time goes (cProfile inside `driftpilot serve`, every thread, "
                       f"{n} single-row requests after warm-up)"), "",
-                  (f"Busy CPU under the profiler: {prof['busy'] * per:.2f} ms/request (the profiler inflates Python "
-                  f"calls, so read shares more than absolutes); wall time per request meanwhile "
-                  f"{prof['wall_ms']:.2f} ms. Idle waits (epoll, thread locks) are left out."), "",
+                  (f"Time inside the server's code under the profiler: {prof['busy'] * per:.2f} ms/request (wall "
+                   "clock per thread, so it includes the profiler's own cost and, on a loaded machine, time spent "
+                   "waiting for a core: read the shares more than the absolutes). Client-side wall time per request "
+                   f"meanwhile: {prof['wall_ms']:.2f} ms. Idle waits (epoll, thread locks) are left out."), "",
                   "Cumulative time of the steps (they nest; ms/request):", "",
                   "| step | ms/request | share of busy |", "|---|--:|--:|"]
         for label, seconds in prof["steps"]:
