@@ -1,6 +1,7 @@
 """Serving latency and throughput: ``driftpilot serve`` beside ``mlflow models serve`` on the same registered model.
 
-Reproduce (about 3 minutes on 2 cores; rewrites the generated block of docs/benchmarks-serve.md):
+Reproduce (1.5-3 minutes on 2 cores, depending on their load; rewrites the generated block of
+docs/benchmarks-serve.md):
 
     .venv/bin/python benchmarks/serve.py              # --quick: fewer requests; --runs N: more rounds
 
@@ -794,7 +795,7 @@ def report(results: Results, ctx: dict[str, Any]) -> tuple[str, list[str]]:
         f"{CLIENTS} clients: driftpilot {fmt(results.median('driftpilot', 'batch_conc_rps') * BATCH)}, mlflow "
         f"{fmt(results.median('mlflow', 'batch_conc_rps') * BATCH)}."),
         "",
-        ("Per request, driftpilot validates every row against the policy, runs `predict` **and** `predict_proba`, "
+        ("Per request, driftpilot validates every row against the policy, computes class probabilities (`predict_proba`), "
         "writes each prediction (features, class, scores, version, id) to the SQLite (WAL) event store and commits "
         "before answering, and returns ids, classes and scores. mlflow enforces the model signature, runs `predict` "
         "only, logs nothing, and returns the classes."),
@@ -870,7 +871,7 @@ def report(results: Results, ctx: dict[str, Any]) -> tuple[str, list[str]]:
 HEADER = f"""# Serving benchmark: `driftpilot serve` vs `mlflow models serve`
 
 ```bash
-.venv/bin/python benchmarks/serve.py          # about 3 minutes; --quick for a smoke run
+.venv/bin/python benchmarks/serve.py          # 1.5-3 minutes (more when the machine is loaded); --quick: fewer requests
 ```
 
 The script bootstraps one model in a temp dir and serves that one registered version with both servers; see its
