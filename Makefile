@@ -23,9 +23,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	@if [ -f "$(DATA)" ]; then \
+	@if [ -n "$(DATA)" ] && [ -f "$(DATA)" ]; then \
 	  $(VENV)/bin/driftpilot --log-level WARNING bootstrap --config $(POLICY) --data $(DATA) --if-missing; \
-	else echo "no $(DATA): serving without a champion (bootstrap one with driftpilot bootstrap)"; fi
+	else echo "no bootstrap data ($(DATA)): serving without a champion (see driftpilot bootstrap --help)"; fi
 	$(VENV)/bin/driftpilot serve --config $(POLICY) --host $(HOST) --port $(PORT)
 
 test: install
