@@ -226,16 +226,22 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
 
     @app.get("/readyz", tags=["operations"], responses={503: {}})
     def readyz() -> Any:
-        """Every model's event store answers."""
-        problems = {}
+        """Every model's event store answers, and every model whose policy sets ``serving.require_champion`` has a
+        champion loaded (so a load balancer never routes /predict to a replica that would answer 503)."""
+        problems, serving = {}, {}
         for name, rt in runtimes.items():
+            serving[name] = rt.champion.serving_version
             try:
                 rt.store.ping()
             except StoreUnavailable as exc:
                 problems[name] = str(exc)
+                continue
+            if serving[name] is None and rt.policy.config.serving.require_champion:
+                problems[name] = "no champion loaded yet (serving.require_champion is true)"
         if problems:
-            return JSONResponse(status_code=503, content={"status": "unavailable", "problems": problems})
-        return {"status": "ready", "models": sorted(runtimes)}
+            return JSONResponse(status_code=503, content={"status": "unavailable", "problems": problems,
+                                                          "champions": serving})
+        return {"status": "ready", "models": sorted(runtimes), "champions": serving}
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     def prometheus() -> Response:

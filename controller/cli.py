@@ -86,7 +86,8 @@ def db_upgrade(config_paths: tuple[Path, ...]) -> None:
 @CONFIG_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-def serve(config_paths: tuple[Path, ...], host: str, port: int) -> None:
+@click.pass_context
+def serve(ctx: click.Context, config_paths: tuple[Path, ...], host: str, port: int) -> None:
     """Run the HTTP API for the models of the given policy files."""
     import uvicorn
 
@@ -113,7 +114,10 @@ def serve(config_paths: tuple[Path, ...], host: str, port: int) -> None:
     watcher.start()
     log.info("serving models %s on http://%s:%d", sorted(runtimes), host, port)
     try:
-        uvicorn.run(create_app(runtimes, clock), host=host, port=port, log_level="info")
+        level = ctx.find_root().params["log_level"].lower()
+        # uvicorn's access log follows --log-level: one line per request only when asked for (DEBUG/INFO).
+        uvicorn.run(create_app(runtimes, clock), host=host, port=port, log_level=level,
+                    access_log=level in ("debug", "info"))
     finally:
         watcher.stop()
 

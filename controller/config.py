@@ -133,6 +133,8 @@ class RetrainConfig(_Strict):
 class ServingConfig(_Strict):
     reload_interval_s: float = Field(
         5.0, ge=0.05, description="How often /predict checks whether the champion alias moved.")
+    require_champion: bool = Field(
+        False, description="/readyz answers 503 until a champion is loaded (for replicas that serve /predict).")
 
 
 class PolicyConfig(_Strict):

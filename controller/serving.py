@@ -61,6 +61,12 @@ class ChampionHolder:
             raise NoChampion(f"model {self.name!r} has no champion yet; run `driftpilot bootstrap` first")
         return served
 
+    @property
+    def serving_version(self) -> str | None:
+        """The version being served, or None before the first champion loaded."""
+        served = self._served
+        return served.version if served is not None else None
+
     def refresh(self) -> bool:
         """Load the champion if the alias moved; return True when a new version was swapped in."""
         with self._lock:

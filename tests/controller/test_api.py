@@ -591,7 +591,7 @@ def test_readyz_and_healthz_on_a_good_store(api: Api) -> None:
     assert api.client.get("/healthz").status_code == 200
     ready = api.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "models": [api.model]}
+    assert ready.json() == {"status": "ready", "models": [api.model], "champions": {api.model: None}}
 
 
 def test_build_runtimes_refuses_an_unreachable_store(tmp_path: Path, clock: ManualClock) -> None:

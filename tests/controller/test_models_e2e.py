@@ -193,3 +193,19 @@ def test_cli_bootstrap_lineage_and_batch_predict(tmp_path: Path, mlflow_dir: Pat
 
     missing = runner.invoke(main, ["bootstrap", "--config", str(policy_path), "--data", str(tmp_path / "no.csv")])
     assert missing.exit_code == 1 and "no such file" in missing.output
+
+
+def test_readyz_can_wait_for_a_champion(env, clock) -> None:
+    loaded, store, registry, _ = env
+    strict = loaded.config.serving.model_copy(update={"require_champion": True})
+    loaded = loaded._replace(config=loaded.config.model_copy(update={"serving": strict}))
+    runtimes = build_runtimes([loaded], clock, environ={},
+                              champion_sources=lambda _: RegistryChampionSource(registry))
+    client = TestClient(create_app(runtimes, clock))
+    name = loaded.config.model
+    waiting = client.get("/readyz")
+    assert waiting.status_code == 503 and "no champion loaded yet" in waiting.json()["problems"][name]
+    do_bootstrap(loaded, store, registry, clock, toy_table())
+    runtimes[name].champion.refresh()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["champions"] == {name: "1"}
