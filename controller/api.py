@@ -34,8 +34,8 @@ from controller.errors import (
     UnknownModel,
 )
 from controller.ingest import Ingestor, LabelBatch, PredictionBatch, PredictRequest
-from controller.serving import ChampionHolder, NoChampion, predict_frame
-from controller.store import EventStore, PredictionRecord, features_frame
+from controller.serving import ChampionHolder, NoChampion
+from controller.store import EventStore, PredictionRecord
 from controller.validation import check_features, check_prediction_id, check_unique_ids
 
 
@@ -188,8 +188,7 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
         if problems:
             raise InvalidBatch(problems)
         served = rt.champion.current  # one snapshot for the whole request
-        frame = features_frame([item.features for item in items], rt.policy.config.feature_types)
-        result = predict_frame(served.model, frame)
+        result = served.predictor.predict_rows([item.features for item in items])
         now = clock.now()
         records = [
             PredictionRecord(features=item.features, event_time=now, prediction=value,

@@ -51,6 +51,7 @@ def build_runtimes(policies: Sequence[LoadedPolicy], clock: Clock,
         store = stores[url]
         runtimes[config.model] = ModelRuntime(policy=loaded, store=store, ingestor=Ingestor(config, store, clock),
                                               champion=ChampionHolder(config.registered_model,
-                                                                      champion_sources(loaded)),
+                                                                      champion_sources(loaded),
+                                                                      config.feature_types),
                                               token=token)
     return runtimes

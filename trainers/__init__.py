@@ -16,6 +16,7 @@ from trainers.base import (
     TrainingResult,
     TrainingWindow,
 )
+from trainers.compiled import CompiledPipeline, compile_pipeline
 from trainers.errors import (
     EstimatorSpecError,
     FeatureSchemaError,
@@ -42,6 +43,8 @@ from trainers.windows import (
 )
 
 __all__ = [
+    "CompiledPipeline",
+    "compile_pipeline",
     "NO_PARENT",
     "AllRows",
     "CheckpointPolicy",

@@ -558,7 +558,7 @@ def down_api(tmp_path: Path, clock: ManualClock) -> Iterator[Api]:
     # Not from_url: that would migrate, i.e. connect, and fail before the API exists.
     dead_store = EventStore(create_store_engine(DEAD_POSTGRES), clock)
     runtimes["down"] = ModelRuntime(policy=bad, store=dead_store, ingestor=Ingestor(bad.config, dead_store, clock),
-                                    champion=ChampionHolder("down", NoRegistry()))
+                                    champion=ChampionHolder("down", NoRegistry(), {}))
     try:
         yield Api(TestClient(create_app(runtimes, clock)), runtimes["up"].store, clock, "down", {})
     finally:

@@ -113,6 +113,10 @@ def test_predict_serves_the_champion_and_logs_every_prediction(env, clock) -> No
     batch = client.post(f"/v1/models/{name}/predict",
                         json={"items": [{"features": {"x1": -2.0, "x2": -1.0, "color": "red"}}] * 3})
     assert [p["prediction"] for p in batch.json()["predictions"]] == [0, 0, 0]
+    served = runtimes[name].champion.current
+    assert type(served.predictor).__name__ == "CompiledPredictor"  # the numpy path, checked against the pipeline
+    frame = features_from_table(pd.DataFrame({"x1": [2.0], "x2": [1.0]}), loaded.config, "row")
+    assert one.json()["predictions"][0]["scores"]["1"] == pytest.approx(served.model.predict_proba(frame)[0][1])
     stored = store.get_prediction(name, "q1")
     assert (stored["source"], stored["model_version"], stored["prediction"]) == ("served", "1", 1)
     assert stored["scores"]["1"] > 0.5
