@@ -77,7 +77,8 @@ class MonitorCycle:
                                                    classes=self.policy.target.classes)
 
     def run(self, *, html: bool = False) -> MonitorReport:
-        """One cycle as of the clock's now. ``html=True`` saves the data-drift HTML report even without drift."""
+        """One cycle as of the clock's now. The data-drift HTML report is saved and logged to MLflow when a feature
+        drifts, and with ``html=True`` (on demand) even when none does."""
         as_of = self.clock.now()
         champion = self._champion()
         reference = self.reference_features(champion)
@@ -87,12 +88,13 @@ class MonitorCycle:
         html_path, drifted = None, bool(getattr(data_drift, "drifted_features", ()))
         if html or drifted:
             html_path = self._save_html(champion.version, as_of)
-        if drifted and html_path is not None:
-            # The evidence goes next to the versions in MLflow, where people look.
+        if html_path is not None:
+            # The evidence goes next to the versions in MLflow, where people look: on drift, and on demand.
+            kind = "data_drift" if drifted else "data_drift_report"
             self.registry.log_decision(
-                self.policy.registered_model, decision_id=f"data-drift-{as_of:%Y%m%dT%H%M%S}-v{champion.version}",
+                self.policy.registered_model, decision_id=f"{kind}-{as_of:%Y%m%dT%H%M%S}-v{champion.version}",
                 metrics={"drift_share": data_drift.drift_share},
-                tags={"driftpilot.signal": "data_drift", "driftpilot.champion": champion.version,
+                tags={"driftpilot.signal": kind, "driftpilot.champion": champion.version,
                       "driftpilot.drifted_features": ",".join(data_drift.drifted_features)},
                 artifacts=[html_path])
 

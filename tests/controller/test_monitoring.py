@@ -70,6 +70,15 @@ def test_stationary_traffic_raises_no_signal(model, clock: ManualClock, tmp_path
     assert result.concept_drift.drift is False
     assert result.performance.verdict == "ok"
     assert result.html_report is None
+    # On demand (`driftpilot report drift`), the report is saved and logged even without drift.
+    on_demand = MonitorCycle(loaded, store, registry, clock, report_dir=tmp_path).run(html=True)
+    assert Path(on_demand.html_report).is_file()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=registry.tracking_uri)
+    experiment = client.get_experiment_by_name(loaded.config.experiment)
+    runs = client.search_runs([experiment.experiment_id], "tags.`driftpilot.signal` = 'data_drift_report'")
+    assert [a.path for a in client.list_artifacts(runs[0].info.run_id)] == [Path(on_demand.html_report).name]
 
 
 def test_shifted_feature_is_flagged_with_its_html_report_logged(model, clock: ManualClock, tmp_path) -> None:
