@@ -90,10 +90,22 @@ def current_revision(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def describe_failure(engine: sa.Engine, exc: Exception) -> str:
+    """The database answered, then failed the statement (disk full, locked too long, a server restart...)."""
+    return (f"event store {_safe_url(engine)} failed during the request: {_reason(exc)}. The transaction was rolled "
+            "back; nothing was written. Retry; if it persists, check the database server and its logs.")
+
+
+def _safe_url(engine: sa.Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _reason(exc: Exception) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def describe_unreachable(engine: sa.Engine, exc: Exception) -> str:
-    url = engine.url.render_as_string(hide_password=True)
-    reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
     return (
-        f"event store {url} is unreachable: {reason}. Check that the database server is running and the URL "
-        "in the policy's storage.url is right; nothing was written."
+        f"event store {_safe_url(engine)} is unreachable: {_reason(exc)}. Check that the database server is "
+        "running and the URL in the policy's storage.url is right; nothing was written."
     )

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from controller.clock import Clock, SystemClock, ensure_utc
-from controller.db import create_store_engine, describe_unreachable, dumps_json, json_safe, upgrade
+from controller.db import create_store_engine, describe_failure, describe_unreachable, dumps_json, json_safe, upgrade
 from controller.errors import LabelConflict, PredictionConflict, Problem, StoreUnavailable
 from controller.tables import controller_state, labels, predictions
 
@@ -442,19 +442,27 @@ class EventStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sa.Connection]:
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            raise StoreUnavailable(describe_unreachable(self.engine, exc)) from exc
+        with self._connection() as conn:
+            try:
+                with conn.begin():
+                    yield conn
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                # Connected, then failed: say so, rather than "unreachable". The transaction was rolled back.
+                raise StoreUnavailable(describe_failure(self.engine, exc)) from exc
 
     @contextmanager
     def _connection(self) -> Iterator[sa.Connection]:
         try:
-            with self.engine.connect() as conn:
-                yield conn
+            conn = self.engine.connect()
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise StoreUnavailable(describe_unreachable(self.engine, exc)) from exc
+        with conn:
+            try:
+                yield conn
+            except StoreUnavailable:
+                raise
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                raise StoreUnavailable(describe_failure(self.engine, exc)) from exc
 
     def _existing_predictions(self, conn: sa.Connection, model: str, ids: list[str], *,
                               content: bool = True) -> dict[str, dict]:

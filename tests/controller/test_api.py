@@ -612,6 +612,8 @@ def test_a_write_failing_mid_transaction_leaves_nothing_half_written(sqlite_api:
     sqlite_api.clock.advance(minutes=5)
     response = sqlite_api.label({"prediction_id": "p-1", "label": "DOWN", "overwrite": True})
     assert response.status_code == 503
+    assert "failed during the request: no such table: main.no_such_table" in response.json()["error"]
+    assert "rolled back; nothing was written" in response.json()["error"]
     assert sqlite_api.store.label_history(sqlite_api.model, "p-1") == [LabelChange("UP", T0, None)]
     db.execute("DROP TRIGGER fail_label_insert")
     db.commit()
