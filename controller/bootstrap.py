@@ -9,6 +9,7 @@ uses — so the first version's data window is as traceable as any other. Refere
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ def bootstrap(
 
     stored = _store_reference_rows(policy.model, features, target, store, clock, event_times, progress)
     window = store.labeled_window(policy.model, clock.now(), feature_types=policy.feature_types)
-    split = int(round(window.rows * (1 - policy.bootstrap.holdout_fraction)))
+    split = round(window.rows * (1 - policy.bootstrap.holdout_fraction))
     train, holdout = window.slice(0, split), window.slice(split)
 
     result = get_trainer("stateless").train(train, NO_PARENT, context)
@@ -127,4 +128,4 @@ def _lineage_record(loaded: LoadedPolicy, train: LabeledWindow, metrics: dict[st
 
 def _jsonable(row: dict) -> dict:
     """NaN in a numeric column means "missing" in a file: store it as null, like a missing optional value."""
-    return {k: (None if isinstance(v, float) and v != v else plain(v)) for k, v in row.items()}
+    return {k: (None if isinstance(v, float) and math.isnan(v) else plain(v)) for k, v in row.items()}

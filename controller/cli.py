@@ -337,13 +337,13 @@ def rollback_command(config_path: Path) -> None:
     click.echo(f"aliases: {dict(change.before)} -> {dict(change.after)}")
 
 
-def _primary_metric(task: str):  # noqa: ANN202 - (name, is_better)
+def _primary_metric(task: str):
     if task == "classification":
         return "accuracy", lambda new, old: new > old
     return "rmse", lambda new, old: new < old
 
 
-def pd_to_utc(column):  # noqa: ANN001, ANN201 - a pandas Series
+def pd_to_utc(column):
     import pandas as pd
 
     return pd.Series(pd.to_datetime(column, utc=True)).reset_index(drop=True)
@@ -361,7 +361,7 @@ def _clear_errors() -> Iterator[None]:
         _fail(str(exc))
 
 
-def _load_one(path: Path):  # noqa: ANN202 - LoadedPolicy
+def _load_one(path: Path):
     return _load_all((path,))[0]
 
 

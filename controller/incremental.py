@@ -98,7 +98,7 @@ class IncrementalRunner:
         if champion is None:
             raise IncrementalError(f"model {name!r} has no champion yet; bootstrap a River model first")
         if raw is not None:
-            state: LearnerState = pickle.loads(raw)  # noqa: S301 - our own bytes, from our own store
+            state: LearnerState = pickle.loads(raw)
             if champion in (state.forked_from_champion, state.parent_version):
                 return state
         try:

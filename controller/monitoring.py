@@ -153,7 +153,7 @@ class MonitorCycle:
         saved = self.store.get_state(self.policy.model, DETECTOR_KEY)
         cursor = None
         if saved is not None:
-            state = pickle.loads(saved)  # noqa: S301 - our own bytes, from our own store
+            state = pickle.loads(saved)
             if state["champion"] == champion:
                 detector.loads(state["detector"])
                 cursor = state["cursor"]

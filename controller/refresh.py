@@ -78,7 +78,7 @@ class Refresher:
         champion = self._champion()
         champion_last_seq = _last_seq(champion)
         fresh = self._window(as_of, after_seq=champion_last_seq)
-        holdout_rows = int(round(fresh.rows * self.policy.retrain.holdout_fraction))
+        holdout_rows = round(fresh.rows * self.policy.retrain.holdout_fraction)
         if fresh.rows < self.policy.retrain.min_rows or holdout_rows < 1:
             raise RefreshError(
                 f"only {fresh.rows} labeled rows matured since champion version {champion.version}'s window (label "

@@ -36,15 +36,15 @@ def build_runtimes(policies: Sequence[LoadedPolicy], clock: Clock,
         config = loaded.config
         if config.model in runtimes:
             raise ConfigError(str(loaded.path), [
-                f"{loaded.path}: model {config.model!r} is also defined by {runtimes[config.model].policy.path}; "
-                "each model needs exactly one policy file"])
+                (f"{loaded.path}: model {config.model!r} is also defined by {runtimes[config.model].policy.path}; "
+                "each model needs exactly one policy file")])
         token = None
         if config.api.token_env is not None:
             token = environ.get(config.api.token_env)
             if not token:
                 raise ConfigError(str(loaded.path), [
-                    f"{loaded.path}: api.token_env names {config.api.token_env}, but that environment variable is "
-                    "empty or not set; export the token, or remove api.token_env to run without authentication"])
+                    (f"{loaded.path}: api.token_env names {config.api.token_env}, but that environment variable is "
+                    "empty or not set; export the token, or remove api.token_env to run without authentication")])
         url = config.storage.url
         if url not in stores:
             stores[url] = EventStore.from_url(url, clock)

@@ -43,11 +43,10 @@ from trainers.windows import (
 )
 
 __all__ = [
-    "CompiledPipeline",
-    "compile_pipeline",
     "NO_PARENT",
     "AllRows",
     "CheckpointPolicy",
+    "CompiledPipeline",
     "EstimatorSpec",
     "EstimatorSpecError",
     "FeatureSchemaError",
@@ -80,6 +79,7 @@ __all__ = [
     "WindowConfig",
     "available_trainers",
     "build",
+    "compile_pipeline",
     "fine_tune_method",
     "get_trainer",
     "get_trainer_class",

@@ -63,8 +63,8 @@ def test_env_substitution_uses_the_environment_over_the_default(tmp_path: Path) 
 def test_unset_env_var_without_default_names_the_variable_and_line(tmp_path: Path) -> None:
     text = GOOD.replace("${DB_URL:-sqlite:///x.db}", "${DB_URL}")
     assert problems_of(tmp_path, text) == [
-        "P:11: storage.url: environment variable DB_URL is not set; export it, or give a default with "
-        "${DB_URL:-value}"
+        ("P:11: storage.url: environment variable DB_URL is not set; export it, or give a default with "
+        "${DB_URL:-value}")
     ]
 
 
@@ -74,11 +74,11 @@ def test_every_problem_is_reported_with_line_key_value_and_choices(tmp_path: Pat
     assert problems_of(tmp_path, text) == [
         "P:2: task: Input should be 'classification' or 'regression' (got 'classifcation')",
         "P:7: features.amount.type: Input should be 'numeric', 'categorical' or 'boolean' (got 'numric')",
-        "P:8: features.country.requird: unknown key 'requird'; valid keys here: type, required, allow_nan. "
-        "Did you mean 'required'?",
-        "P:12: tarket: unknown key 'tarket'; valid keys here: model, task, target, features, storage, mlflow, api, "
+        ("P:8: features.country.requird: unknown key 'requird'; valid keys here: type, required, allow_nan. "
+        "Did you mean 'required'?"),
+        ("P:12: tarket: unknown key 'tarket'; valid keys here: model, task, target, features, storage, mlflow, api, "
         "estimator, bootstrap, retrain, monitors, serving. "
-        "Did you mean 'target'?",
+        "Did you mean 'target'?"),
     ]
 
 
