@@ -202,6 +202,7 @@ def test_sqlite_runs_in_wal_mode(tmp_path, clock: ManualClock) -> None:
     store = EventStore.from_url(f"sqlite:///{tmp_path / 'e.db'}", clock)
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 2  # FULL: acknowledged writes are durable
 
 
 def test_unreachable_database_is_a_clear_error(clock: ManualClock) -> None:
