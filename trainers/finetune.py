@@ -98,6 +98,14 @@ class FinetuneTrainer:
             )
         started = self.timer()
         if method == "learn_one":
+            unseen = parent.model.unlearnable_classes(rows.labels) if context.task == "classification" else []
+            if unseen:
+                # Like scikit-learn's check_known_classes: a refit can learn them, continuing cannot.
+                raise NotFineTunableError(
+                    f"the new rows contain classes {unseen} that the parent's binary River learner "
+                    f"({type(parent.model.learner).__name__}, classes {parent.model.classes_.tolist()}) cannot "
+                    "learn. Use strategy 'stateless', or a multiclass River learner."
+                )
             child = copy.deepcopy(parent.model)
             child.learn(rows.features, rows.labels, rows.label_seqs)
             facts: dict[str, Any] = {"method": "learn_one"}

@@ -213,6 +213,12 @@ class RiverModel:
             target = target == self.classes_[1]
         self.learner.learn_one(x, target)
 
+    def unlearnable_classes(self, labels: pd.Series) -> list[Any]:
+        """Labels this learner could not learn: new classes for a binary-only learner that already has two."""
+        if not (self.binary_only and len(self.classes_) == 2):
+            return []
+        return sorted({y for y in labels.tolist() if y not in self._class_set}, key=repr)
+
     def _add_class(self, target: Any) -> None:
         if self.binary_only:
             name = type(self.learner).__name__

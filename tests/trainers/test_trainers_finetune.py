@@ -130,6 +130,19 @@ def test_a_class_the_parent_never_saw_is_refused():
                                       parent, ctx)
 
 
+def test_a_new_class_for_a_binary_river_parent_is_not_fine_tunable_so_the_caller_can_fall_back():
+    ctx = context({"class": "river.linear_model.LogisticRegression"}, classes=(0, 1))
+    X, y = mixed_frame(300, seed=1)
+    parent = ParentModel(get_trainer("stateless").train(make_window(X, y), NO_PARENT, ctx).model, version="2",
+                         last_label_seq=300)
+    window = new_rows(first_seq=301)
+    labels = window.labels.copy()
+    labels.iloc[:3] = 2
+    with pytest.raises(NotFineTunableError, match=r"classes \[2\] that the parent's binary River learner"):
+        get_trainer("finetune").train(make_window(window.features, labels, first_seq=301), parent, ctx)
+    assert parent.model.n_updates == 300  # untouched
+
+
 def test_parent_schema_mismatch_names_the_columns():
     _, parent = bootstrap(SGD)
     types = {k: v for k, v in MIXED_TYPES.items() if k != "flag"} | {"size": "numeric"}
