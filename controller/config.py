@@ -322,7 +322,7 @@ def _dotted(loc: tuple) -> str:
 
 def _describe(err: Mapping[str, Any], path: Path, lines: dict[tuple, int]) -> str:
     """One teaching line per pydantic error: file:line: key.path: problem (got value); accepted."""
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+    loc = tuple(err["loc"])
     where = f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}"
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -342,9 +342,6 @@ def _describe(err: Mapping[str, Any], path: Path, lines: dict[tuple, int]) -> st
     if isinstance(got, (dict, list)):
         return f"{where}: {message}"
     return f"{where}: {message} (got {got_text})"
-
-
-_UNION_TAGS: set[str] = set()
 
 
 def _valid_keys(loc: tuple) -> list[str]:
