@@ -29,9 +29,9 @@ def create_store_engine(url: str) -> sa.Engine:
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            # FULL: an acknowledged write survives a power cut too (WAL fsync on every commit). NORMAL would double
-            # single-row commits/s here (2,600 vs 1,300) but can lose the last commits on power loss; batches of
-            # 1,000 show no difference (measured; docs/benchmarks.md).
+            # FULL: an acknowledged write survives a power cut too (WAL fsync on every commit). NORMAL is faster for
+            # one-row batches (benchmarks/ingest.py: 2,250 vs 1,497 events/s) but can lose the last commits on power
+            # loss; at batches of 1,000 the difference is small (103k vs 100k events/s; docs/benchmarks.md).
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.execute("PRAGMA foreign_keys=ON")

@@ -14,12 +14,11 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from controller.clock import Clock
-from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
-from controller.store import EventStore, LabeledWindow
-from controller.training import FIRST_SEQ, LAST_SEQ, training_context
-from lineage import LineageNotFound, LineageRecord, ModelRegistry
+from controller.model_job import ModelJob
+from controller.store import LabeledWindow
+from controller.training import FIRST_SEQ, LAST_SEQ
+from lineage import LineageNotFound, LineageRecord
 from trainers import ParentModel, RiverModel, get_trainer
 
 STATE_KEY = "incremental.learner"
@@ -53,13 +52,8 @@ class IncrementalStep:
     details: dict = field(default_factory=dict)
 
 
-class IncrementalRunner:
-    def __init__(self, loaded: LoadedPolicy, store: EventStore, registry: ModelRegistry, clock: Clock) -> None:
-        self.loaded = loaded
-        self.policy = loaded.config
-        self.store = store
-        self.registry = registry
-        self.clock = clock
+class IncrementalRunner(ModelJob):
+    """Runs the incremental learner of one model, one step per call."""
 
     def step(self) -> IncrementalStep:
         as_of = self.clock.now()
@@ -71,7 +65,8 @@ class IncrementalRunner:
             return IncrementalStep(learned=0, prequential_accuracy=None)
         parent = ParentModel(model=learner, version=state.parent_version, chain_depth=state.parent_depth,
                              last_label_seq=learner.last_label_seq)
-        result = get_trainer("incremental", self.policy.retrain.incremental).train(window, parent, training_context(self.policy, str(self.loaded.path)))
+        trainer = get_trainer("incremental", self.policy.retrain.incremental)
+        result = trainer.train(window, parent, self.training_context())
         learned = len(result.prequential)
         state = replace(
             state, model=result.model.dumps(), updates_since_checkpoint=state.updates_since_checkpoint + learned,

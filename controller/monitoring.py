@@ -23,6 +23,7 @@ import pandas as pd
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
+from controller.model_job import ModelJob
 from controller.store import EventStore
 from controller.training import FIRST_SEQ, LAST_SEQ
 from lineage import ModelRegistry, VersionInfo
@@ -61,16 +62,12 @@ class MonitorReport:
         }
 
 
-class MonitorCycle:
+class MonitorCycle(ModelJob):
     """Runs the policy's monitors for one model. Build once per model; call :meth:`run` on every tick."""
 
     def __init__(self, loaded: LoadedPolicy, store: EventStore, registry: ModelRegistry, clock: Clock, *,
                  report_dir: Path | None = None, monitors: Monitors | None = None) -> None:
-        self.loaded = loaded
-        self.policy = loaded.config
-        self.store = store
-        self.registry = registry
-        self.clock = clock
+        super().__init__(loaded, store, registry, clock)
         self.report_dir = report_dir
         self.monitors = monitors or build_monitors(self.policy.monitors, task=self.policy.task,
                                                    feature_types=self.policy.feature_types,

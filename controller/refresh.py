@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from controller.clock import Clock
-from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
-from controller.store import EventStore, LabeledWindow
-from controller.training import FIRST_SEQ, LAST_SEQ, plain, training_context
-from lineage import LineageNotFound, LineageRecord, LoadedModel, ModelRegistry
+from controller.model_job import ModelJob
+from controller.store import LabeledWindow
+from controller.training import FIRST_SEQ, LAST_SEQ, plain
+from lineage import LineageNotFound, LineageRecord, LoadedModel
 from trainers import (
     NO_PARENT,
     NotFineTunableError,
@@ -58,15 +57,8 @@ class RefreshOutcome:
         return dict(self.__dict__)
 
 
-class Refresher:
+class Refresher(ModelJob):
     """Runs one strategy for one model: the controller's verb for "retrain now"."""
-
-    def __init__(self, loaded: LoadedPolicy, store: EventStore, registry: ModelRegistry, clock: Clock) -> None:
-        self.loaded = loaded
-        self.policy = loaded.config
-        self.store = store
-        self.registry = registry
-        self.clock = clock
 
     def retrain(self, strategy: str, *, trigger: str = "manual", drift_at: datetime | None = None,
                 decision_id: str | None = None) -> RefreshOutcome:
@@ -166,7 +158,7 @@ class Refresher:
             raise RefreshError(f"the {strategy} training window is empty (as of {window.as_of.isoformat()}); "
                                "wait for more natural labels")
         config = getattr(self.policy.retrain, strategy)
-        return get_trainer(strategy, config).train(window, parent, training_context(self.policy, str(self.loaded.path)))
+        return get_trainer(strategy, config).train(window, parent, self.training_context())
 
 
 def _last_seq(version: LoadedModel) -> int | None:
