@@ -39,10 +39,10 @@ from sqlalchemy.dialects import postgresql
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from controller.api.ingest import Ingestor, LabelBatch, PredictionBatch
+from controller.api.service import build_runtimes
 from controller.clock import SystemClock
 from controller.config import load_policy
-from controller.ingest import Ingestor, LabelBatch, PredictionBatch
-from controller.service import build_runtimes
 from controller.store import EventStore, LabelRecord, PredictionRecord
 
 DOC = REPO / "docs" / "benchmarks-ingest.md"
@@ -258,7 +258,7 @@ def serve(policies: list[Path], port: int) -> None:
     """The server process: one uvicorn worker, the real app, the system clock."""
     import uvicorn
 
-    from controller.api import create_app
+    from controller.api.app import create_app
 
     clock = SystemClock()
     runtimes = build_runtimes([load_policy(path) for path in policies], clock)
@@ -356,7 +356,7 @@ def _client(policies: list[Path], in_process: bool) -> Iterator[tuple[Callable[[
     if in_process:
         from fastapi.testclient import TestClient
 
-        from controller.api import create_app
+        from controller.api.app import create_app
 
         clock = SystemClock()
         runtimes = build_runtimes([load_policy(path) for path in policies], clock)
@@ -438,7 +438,7 @@ def pg_plan_check(url: str, seed: int) -> list[tuple[int, float, float, float, f
     Returns (the model's predictions before the round, shipped pred/s, shipped labels/s, prepared pred/s,
     prepared labels/s) per round.
     """
-    from controller.db import create_store_engine, dumps_json
+    from controller.store.db import create_store_engine, dumps_json
 
     shipped = EventStore(create_store_engine(url), SystemClock())
     prepared = EventStore(sa.create_engine(url, pool_pre_ping=True, json_serializer=dumps_json,
@@ -544,8 +544,8 @@ def http_breakdown(workdir: Path, seed: int, runs: int, uvicorn_row: Row | None)
     parse, check, write = (statistics.median(v) * per for v in (parse_s, check_s, store_s))
     parts = [
         ("JSON decode + pydantic request model (`json.loads` + `PredictionBatch/LabelBatch.model_validate`)", parse),
-        ("policy checks and record building in `Ingestor.add_*` (controller/ingest.py, validation.py)", check),
-        ("`EventStore.add_predictions` / `add_labels` (controller/store.py)", write),
+        ("policy checks and record building in `Ingestor.add_*` (controller/api/ingest.py, validation.py)", check),
+        ("`EventStore.add_predictions` / `add_labels` (controller/store/events.py)", write),
     ]
     if uvicorn_row is not None and uvicorn_row.cpu_s:
         requests = 2 * uvicorn_row.rows / size

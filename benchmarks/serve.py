@@ -104,8 +104,8 @@ QUICK = Plan(single=120, batch=20, concurrent_single=160, concurrent_batch=24, w
 
 def load_rows(data: Path, policy_path: Path) -> list[dict[str, Any]]:
     """The data file's feature rows as JSON-ready dicts typed by the policy (NaN -> null)."""
+    from controller.actions.datafiles import features_from_table, read_table
     from controller.config import load_policy
-    from controller.datafiles import features_from_table, read_table
 
     policy = load_policy(policy_path).config
     frame = features_from_table(read_table(data), policy, str(data))
@@ -468,7 +468,7 @@ def profiled_serve(out: Path, cli_args: list[str]) -> None:
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGTERM, stop)  # uvicorn restores this and re-raises SIGTERM after its graceful shutdown
     threading.setprofile(thread_hook)
-    from controller.cli import main
+    from controller.cli.main import main
 
     try:
         main.main(cli_args, standalone_mode=False)
@@ -506,20 +506,20 @@ LAYERS = [
 ]
 STEPS = [
     # label, file suffix, function
-    ("POST /predict endpoint, whole (`predict`, in the threadpool)", "controller/api.py", "predict"),
-    ("  policy checks (`check_features`, ids)", "controller/validation.py", "check_features"),
-    ("  `features_frame` (dict rows -> typed DataFrame)", "controller/store.py", "features_frame"),
-    ("  `predict_frame` (the model call(s), plain values, score dicts)", "controller/serving.py", "predict_frame"),
+    ("POST /predict endpoint, whole (`predict`, in the threadpool)", "controller/api/app.py", "predict"),
+    ("  policy checks (`check_features`, ids)", "controller/api/validation.py", "check_features"),
+    ("  `features_frame` (dict rows -> typed DataFrame)", "controller/store/events.py", "features_frame"),
+    ("  `predict_frame` (the model call(s), plain values, score dicts)", "controller/api/serving.py", "predict_frame"),
     ("    sklearn `Pipeline.predict`", "sklearn/pipeline.py", "predict"),
     ("    sklearn `Pipeline.predict_proba`", "sklearn/pipeline.py", "predict_proba"),
     ("    of which `ColumnTransformer.transform` (every call)", "sklearn/compose/_column_transformer.py",
      "transform"),
-    ("  `EventStore.add_predictions` (the prediction-log write, commit included)", "controller/store.py",
+    ("  `EventStore.add_predictions` (the prediction-log write, commit included)", "controller/store/events.py",
      "add_predictions"),
     ("JSON decode of the body (`Request.json`, event loop)", "starlette/requests.py", "json"),
     ("`solve_dependencies`: `PredictRequest` validation + the `authorize` dependency (event-loop side)",
      "fastapi/dependencies/utils.py", "solve_dependencies"),
-    ("  the `authorize` dependency", "controller/api.py", "authorize"),
+    ("  the `authorize` dependency", "controller/api/app.py", "authorize"),
     (("ASGI app on the event loop, whole (middlewares, routing, body, dependencies, response; the threadpool work "
      "is not in it)"), "starlette/applications.py", "__call__"),
     ("response encoding (`serialize_response`)", "fastapi/routing.py", "serialize_response"),
@@ -545,7 +545,7 @@ def _short(key: tuple[str, int, str]) -> str:
 def analyse_profile(path: Path) -> dict[str, Any]:
     stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
     requests = sum(nc for (f, _l, fn), (_cc, nc, _tt, _ct, _c) in stats.items()
-                   if f.endswith("controller/api.py") and fn == "predict")
+                   if f.endswith("controller/api/app.py") and fn == "predict")
     requests = max(requests, 1)
     idle = busy = 0.0
     layers = dict.fromkeys([lb for lb, _ in LAYERS] + ["other Python"], 0.0)
@@ -618,13 +618,13 @@ def time_steps(policy_path: Path, rows: list[dict[str, Any]], n: int, cap_s: flo
     from fastapi.encoders import jsonable_encoder
     from fastapi.responses import JSONResponse
 
+    from controller.actions.model_registry import RegistryChampionSource, open_registry
+    from controller.api.ingest import PredictRequest
+    from controller.api.serving import predict_frame
+    from controller.api.validation import check_features, check_unique_ids
     from controller.clock import SystemClock
     from controller.config import load_policy
-    from controller.ingest import PredictRequest
-    from controller.model_registry import RegistryChampionSource, open_registry
-    from controller.serving import predict_frame
     from controller.store import EventStore, PredictionRecord, features_frame
-    from controller.validation import check_features, check_unique_ids
 
     policy = load_policy(policy_path).config
     clock = SystemClock()

@@ -18,15 +18,15 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.api import ModelRuntime, create_app
+from controller.api.app import ModelRuntime, create_app
+from controller.api.ingest import Ingestor
+from controller.api.service import NoRegistry, build_runtimes
+from controller.api.serving import ChampionHolder
 from controller.clock import ManualClock
 from controller.config import load_policy
-from controller.db import create_store_engine
 from controller.errors import ConfigError, StoreUnavailable
-from controller.ingest import Ingestor
-from controller.service import NoRegistry, build_runtimes
-from controller.serving import ChampionHolder
 from controller.store import EventStore, LabelChange
+from controller.store.db import create_store_engine
 from tests.conftest import T0
 
 FEATURES = ["x", "c", "b", "opt", "z"]

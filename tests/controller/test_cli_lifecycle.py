@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from controller.cli import main
+from controller.cli.main import main
 from controller.clock import SystemClock
 from controller.config import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord

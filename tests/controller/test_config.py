@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.cli import main
+from controller.cli.main import main
 from controller.config import PolicyConfig, load_policy, policy_json_schema
 from controller.errors import ConfigError
 from tests.conftest import EXAMPLE_CLASSIFICATION, EXAMPLE_REGRESSION

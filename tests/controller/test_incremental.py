@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from controller.bootstrap import bootstrap
+from controller.actions.bootstrap import bootstrap
+from controller.actions.datafiles import features_from_table, target_from_table
+from controller.actions.incremental import STATE_KEY, IncrementalError, IncrementalRunner
+from controller.actions.model_registry import open_registry
 from controller.clock import ManualClock
 from controller.config import load_policy
-from controller.datafiles import features_from_table, target_from_table
-from controller.incremental import STATE_KEY, IncrementalError, IncrementalRunner
-from controller.model_registry import open_registry
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from tests.controller.toy import toy_table, write_policy
 from trainers import RiverModel

@@ -12,14 +12,14 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from controller.api import create_app
-from controller.bootstrap import BootstrapError, bootstrap
-from controller.cli import main
+from controller.actions.bootstrap import BootstrapError, bootstrap
+from controller.actions.datafiles import features_from_table, target_from_table
+from controller.actions.model_registry import RegistryChampionSource, open_registry
+from controller.api.app import create_app
+from controller.api.service import build_runtimes
+from controller.cli.main import main
 from controller.clock import ManualClock
 from controller.config import load_policy
-from controller.datafiles import features_from_table, target_from_table
-from controller.model_registry import RegistryChampionSource, open_registry
-from controller.service import build_runtimes
 from controller.store import EventStore
 from lineage import LineageRecord
 from tests.controller.toy import toy_table, write_policy

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.bootstrap import bootstrap
+from controller.actions.bootstrap import bootstrap
+from controller.actions.datafiles import features_from_table, target_from_table
+from controller.actions.model_registry import open_registry
+from controller.actions.monitoring import DETECTOR_KEY, MonitorCycle
+from controller.actions.refresh import Refresher
 from controller.clock import ManualClock
 from controller.config import load_policy
-from controller.datafiles import features_from_table, target_from_table
-from controller.model_registry import open_registry
-from controller.monitoring import DETECTOR_KEY, MonitorCycle
-from controller.refresh import Refresher
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from tests.controller.toy import toy_table, write_policy
 from trainers.stateless import StatelessConfig

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from controller.bootstrap import bootstrap
+from controller.actions.bootstrap import bootstrap
+from controller.actions.datafiles import features_from_table, target_from_table
+from controller.actions.model_registry import open_registry
+from controller.actions.refresh import Refresher, RefreshError
+from controller.actions.training import LAST_SEQ
 from controller.clock import ManualClock
 from controller.config import load_policy
-from controller.datafiles import features_from_table, target_from_table
-from controller.model_registry import open_registry
-from controller.refresh import Refresher, RefreshError
 from controller.store import EventStore, LabelRecord, PredictionRecord
-from controller.training import LAST_SEQ
 from tests.controller.toy import toy_table, write_policy
 from trainers.stateless import StatelessConfig
 

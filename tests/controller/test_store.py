@@ -11,10 +11,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from controller.clock import ManualClock
-from controller.db import create_store_engine
 from controller.errors import LabelConflict, PredictionConflict, StoreUnavailable
 from controller.store import EventStore, LabelRecord, PredictionRecord
-from controller.tables import metadata
+from controller.store.db import create_store_engine
+from controller.store.tables import metadata
 from tests.conftest import T0
 
 TYPES = {"x": "numeric", "color": "categorical", "flag": "boolean"}

@@ -29,9 +29,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from controller.clock import Clock, SystemClock, ensure_utc
-from controller.db import create_store_engine, describe_failure, describe_unreachable, dumps_json, json_safe, upgrade
 from controller.errors import LabelConflict, PredictionConflict, Problem, StoreUnavailable
-from controller.tables import controller_state, labels, predictions
+from controller.store.db import (
+    create_store_engine,
+    describe_failure,
+    describe_unreachable,
+    dumps_json,
+    json_safe,
+    upgrade,
+)
+from controller.store.tables import controller_state, labels, predictions
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from controller.actions.model_job import ModelJob
+from controller.actions.training import FIRST_SEQ, LAST_SEQ, plain
 from controller.errors import DriftpilotError
-from controller.model_job import ModelJob
 from controller.store import LabeledWindow
-from controller.training import FIRST_SEQ, LAST_SEQ, plain
 from lineage import LineageNotFound, LineageRecord, LoadedModel
 from trainers import (
     NO_PARENT,

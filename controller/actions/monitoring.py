@@ -20,12 +20,12 @@ from typing import Any
 
 import pandas as pd
 
+from controller.actions.model_job import ModelJob
+from controller.actions.training import FIRST_SEQ, LAST_SEQ
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
-from controller.model_job import ModelJob
 from controller.store import EventStore
-from controller.training import FIRST_SEQ, LAST_SEQ
 from lineage import ModelRegistry, VersionInfo
 from monitors import LastDuration, Monitors, build_monitors
 

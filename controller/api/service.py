@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 
-from controller.api import ModelRuntime
+from controller.api.app import ModelRuntime
+from controller.api.ingest import Ingestor
+from controller.api.serving import ChampionHolder, ChampionSource
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import ConfigError
-from controller.ingest import Ingestor
-from controller.serving import ChampionHolder, ChampionSource
 from controller.store import EventStore
 
 

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from controller.actions.training import plain
 from controller.store import features_frame
-from controller.training import plain
 from trainers import CompiledPipeline, compile_pipeline
 
 log = logging.getLogger("driftpilot.serving")

@@ -24,6 +24,9 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from controller.api.ingest import Ingestor, LabelBatch, PredictionBatch, PredictRequest
+from controller.api.serving import ChampionHolder, NoChampion
+from controller.api.validation import check_features, check_prediction_id, check_unique_ids
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import (
@@ -33,10 +36,7 @@ from controller.errors import (
     StoreUnavailable,
     UnknownModel,
 )
-from controller.ingest import Ingestor, LabelBatch, PredictionBatch, PredictRequest
-from controller.serving import ChampionHolder, NoChampion
 from controller.store import EventStore, PredictionRecord
-from controller.validation import check_features, check_prediction_id, check_unique_ids
 
 
 @dataclass

@@ -8,11 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from controller.clock import Clock, ensure_utc
-from controller.config import PolicyConfig
-from controller.errors import InvalidBatch
-from controller.store import EventStore, LabelReceipt, LabelRecord, PredictionRecord
-from controller.validation import (
+from controller.api.validation import (
     check_features,
     check_prediction_id,
     check_scores,
@@ -20,6 +16,10 @@ from controller.validation import (
     check_unique_ids,
     normalize_target,
 )
+from controller.clock import Clock, ensure_utc
+from controller.config import PolicyConfig
+from controller.errors import InvalidBatch
+from controller.store import EventStore, LabelReceipt, LabelRecord, PredictionRecord
 
 
 class PredictionIn(BaseModel):

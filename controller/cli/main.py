@@ -69,7 +69,7 @@ def db() -> None:
 @CONFIG_OPTION
 def db_upgrade(config_paths: tuple[Path, ...]) -> None:
     """Apply pending migrations to each policy's store (also done automatically on start)."""
-    from controller.db import create_store_engine, current_revision, upgrade
+    from controller.store.db import create_store_engine, current_revision, upgrade
 
     for loaded in _load_all(config_paths):
         engine = create_store_engine(loaded.config.storage.url)
@@ -91,11 +91,11 @@ def serve(ctx: click.Context, config_paths: tuple[Path, ...], host: str, port: i
     """Run the HTTP API for the models of the given policy files."""
     import uvicorn
 
-    from controller.api import create_app
+    from controller.actions.model_registry import RegistryChampionSource, open_registry
+    from controller.api.app import create_app
+    from controller.api.service import build_runtimes
+    from controller.api.serving import ChampionWatcher
     from controller.clock import SystemClock
-    from controller.model_registry import RegistryChampionSource, open_registry
-    from controller.service import build_runtimes
-    from controller.serving import ChampionWatcher
 
     clock = SystemClock()
     policies = _load_all(config_paths)
@@ -153,10 +153,10 @@ def bootstrap_command(config_path: Path, data_path: Path, time_column: str | Non
     """Train the first version from a labeled file, register it with lineage and make it champion."""
     from tqdm import tqdm
 
-    from controller.bootstrap import bootstrap
+    from controller.actions.bootstrap import bootstrap
+    from controller.actions.datafiles import features_from_table, read_table, target_from_table
+    from controller.actions.model_registry import open_registry
     from controller.clock import SystemClock
-    from controller.datafiles import features_from_table, read_table, target_from_table
-    from controller.model_registry import open_registry
     from controller.store import EventStore
 
     loaded = _load_one(config_path)
@@ -186,9 +186,9 @@ def bootstrap_command(config_path: Path, data_path: Path, time_column: str | Non
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a tree.")
 def lineage_command(config_path: Path, as_json: bool) -> None:
     """Print the lineage tree: version, parent, strategy, trigger, window, rows, holdout metric, aliases."""
+    from controller.actions.model_registry import open_registry
+    from controller.cli.lineage_view import lineage_rows, render_tree
     from controller.clock import SystemClock
-    from controller.lineage_view import lineage_rows, render_tree
-    from controller.model_registry import open_registry
 
     policy = _load_one(config_path).config
     with _clear_errors():
@@ -211,9 +211,9 @@ def predict_command(config_path: Path, input_path: Path, output_path: Path, log_
     """Offline batch prediction with the champion."""
     from tqdm import tqdm
 
-    from controller.batch_predict import predict_file
+    from controller.actions.batch_predict import predict_file
+    from controller.actions.model_registry import open_registry
     from controller.clock import SystemClock
-    from controller.model_registry import open_registry
     from controller.store import EventStore
 
     policy = _load_one(config_path).config
@@ -237,9 +237,9 @@ def predict_command(config_path: Path, input_path: Path, output_path: Path, log_
               help="Promote the challenger right away if it beats the champion on the holdout (primary metric).")
 def retrain_command(config_path: Path, strategy: str, promote_after: bool) -> None:
     """Train a challenger now, compare it with the champion on the same held-out rows, register it."""
+    from controller.actions.model_registry import open_registry
+    from controller.actions.refresh import Refresher
     from controller.clock import SystemClock
-    from controller.model_registry import open_registry
-    from controller.refresh import Refresher
     from controller.store import EventStore
 
     loaded = _load_one(config_path)
@@ -266,9 +266,9 @@ def retrain_command(config_path: Path, strategy: str, promote_after: bool) -> No
 @SINGLE_CONFIG
 def learn_command(config_path: Path) -> None:
     """One incremental step: the River learner learns every label matured since its last step (test-then-train)."""
+    from controller.actions.incremental import IncrementalRunner
+    from controller.actions.model_registry import open_registry
     from controller.clock import SystemClock
-    from controller.incremental import IncrementalRunner
-    from controller.model_registry import open_registry
     from controller.store import EventStore
 
     loaded = _load_one(config_path)
@@ -292,9 +292,9 @@ def report() -> None:
 def report_drift(config_path: Path, output_path: Path | None) -> None:
     """Run the monitors once now: data drift against the champion's training window (HTML saved), concept drift
     and live performance; print the signals as JSON."""
+    from controller.actions.model_registry import open_registry
+    from controller.actions.monitoring import MonitorCycle
     from controller.clock import SystemClock
-    from controller.model_registry import open_registry
-    from controller.monitoring import MonitorCycle
     from controller.store import EventStore
 
     loaded = _load_one(config_path)
@@ -315,8 +315,8 @@ def report_drift(config_path: Path, output_path: Path | None) -> None:
 @click.option("--version", default=None, help="Version to promote (default: the challenger).")
 def promote_command(config_path: Path, version: str | None) -> None:
     """Make a version champion (previous <- champion), by hand."""
+    from controller.actions.model_registry import open_registry
     from controller.clock import SystemClock
-    from controller.model_registry import open_registry
 
     policy = _load_one(config_path).config
     with _clear_errors():
@@ -328,8 +328,8 @@ def promote_command(config_path: Path, version: str | None) -> None:
 @SINGLE_CONFIG
 def rollback_command(config_path: Path) -> None:
     """Make the previous champion champion again."""
+    from controller.actions.model_registry import open_registry
     from controller.clock import SystemClock
-    from controller.model_registry import open_registry
 
     policy = _load_one(config_path).config
     with _clear_errors():

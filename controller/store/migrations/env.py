@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from controller.tables import metadata
+from controller.store.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

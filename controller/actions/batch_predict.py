@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from controller.actions.datafiles import features_from_table, read_table, write_table
+from controller.api.serving import NoChampion, predict_frame
 from controller.clock import Clock
 from controller.config import PolicyConfig
-from controller.datafiles import features_from_table, read_table, write_table
-from controller.serving import NoChampion, predict_frame
 from controller.store import EventStore, PredictionRecord
 from lineage import ModelRegistry
 

@@ -14,10 +14,10 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from controller.actions.model_job import ModelJob
+from controller.actions.training import FIRST_SEQ, LAST_SEQ
 from controller.errors import DriftpilotError
-from controller.model_job import ModelJob
 from controller.store import LabeledWindow
-from controller.training import FIRST_SEQ, LAST_SEQ
 from lineage import LineageNotFound, LineageRecord
 from trainers import ParentModel, RiverModel, get_trainer
 

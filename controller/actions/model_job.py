@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from controller.actions.training import training_context
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.store import EventStore
-from controller.training import training_context
 from lineage import ModelRegistry
 from trainers import TrainingContext
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from controller.actions.training import FIRST_SEQ, LAST_SEQ, plain, training_context
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
 from controller.store import EventStore, LabeledWindow, LabelRecord, PredictionRecord
-from controller.training import FIRST_SEQ, LAST_SEQ, plain, training_context
 from lineage import LineageRecord, ModelRegistry
 from trainers import NO_PARENT, get_trainer
 from trainers.metrics import evaluate

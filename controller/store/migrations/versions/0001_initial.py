@@ -7,7 +7,7 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from controller.tables import JSONValue, UTCDateTime
+from controller.store.tables import JSONValue, UTCDateTime
 
 revision = "0001"
 down_revision = None

@@ -1,0 +1,1 @@
+"""The HTTP surface: FastAPI app, ingestion (validation + Ingestor), serving of the champion."""
