@@ -137,6 +137,14 @@ class ServingConfig(_Strict):
         False, description="/readyz answers 503 until a champion is loaded (for replicas that serve /predict).")
 
 
+class Candidate(_Strict):
+    """A member of the candidate pool: a named estimator that may challenge the champion."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                               description="Short name, recorded in each version's lineage (`candidate`).")]
+    estimator: EstimatorSpec
+
+
 class PolicyConfig(_Strict):
     """A model's policy file."""
 

@@ -7,7 +7,7 @@ from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.store import EventStore
 from lineage import ModelRegistry
-from trainers import TrainingContext
+from trainers import EstimatorSpec, TrainingContext
 
 
 class ModelJob:
@@ -20,5 +20,5 @@ class ModelJob:
         self.registry = registry
         self.clock = clock
 
-    def training_context(self) -> TrainingContext:
-        return training_context(self.policy, str(self.loaded.path))
+    def training_context(self, estimator: EstimatorSpec | None = None) -> TrainingContext:
+        return training_context(self.policy, str(self.loaded.path), estimator)

@@ -19,15 +19,18 @@ from datetime import datetime
 from typing import Any
 
 from controller.actions.model_job import ModelJob
-from controller.actions.training import FIRST_SEQ, LAST_SEQ, plain
+from controller.actions.training import CANDIDATE, FIRST_SEQ, LAST_SEQ, candidate_of, plain
+from controller.config import Candidate
 from controller.errors import DriftpilotError
 from controller.store import LabeledWindow
 from lineage import LineageNotFound, LineageRecord, LoadedModel
 from trainers import (
     NO_PARENT,
+    EstimatorSpec,
     NotFineTunableError,
     ParentModel,
     TrainingResult,
+    WindowConfig,
     get_trainer,
     window_bounds,
 )
@@ -61,13 +64,22 @@ class Refresher(ModelJob):
     """Runs one strategy for one model: the controller's verb for "retrain now"."""
 
     def retrain(self, strategy: str, *, trigger: str = "manual", drift_at: datetime | None = None,
-                decision_id: str | None = None) -> RefreshOutcome:
-        """Train a challenger with ``stateless`` or ``finetune`` as of now, register it, mark it challenger."""
+                decision_id: str | None = None, window: WindowConfig | None = None,
+                candidate: Candidate | None = None, as_of: datetime | None = None,
+                mark_challenger: bool = True) -> RefreshOutcome:
+        """Train a challenger with ``stateless`` or ``finetune`` as of ``as_of`` (default now), register it and (unless
+        ``mark_challenger=False``) mark it challenger.
+
+        ``window`` overrides the policy's stateless window; ``candidate`` trains a member of the candidate pool
+        instead of the policy's estimator (a candidate of another family than the champion cannot fine-tune it, so it
+        is trained stateless and the reason is recorded).
+        """
         if strategy not in ("stateless", "finetune"):
             raise RefreshError(f"retrain strategy {strategy!r} is not one of 'stateless', 'finetune' (incremental "
                                "learning runs continuously: see `driftpilot learn`)")
-        as_of = self.clock.now()
+        as_of = as_of or self.clock.now()
         champion = self._champion()
+        estimator = candidate.estimator if candidate is not None else None
         champion_last_seq = _last_seq(champion)
         fresh = self._window(as_of, after_seq=champion_last_seq)
         holdout_rows = round(fresh.rows * self.policy.retrain.holdout_fraction)
@@ -80,10 +92,15 @@ class Refresher(ModelJob):
         cut = int(holdout.label_seqs.iloc[0]) - 1  # training rows end just before the holdout
 
         fallback = None
-        if strategy == "finetune":
+        if strategy == "finetune" and candidate is not None and candidate.name != candidate_of(champion.record):
+            fallback = (f"candidate {candidate.name!r} ({candidate.estimator.describe()}) did not train champion "
+                        f"version {champion.version} ({candidate_of(champion.record)!r} did), so it cannot fine-tune "
+                        "it; trained stateless")
+            strategy_used = "stateless"
+        elif strategy == "finetune":
             train_window = fresh.slice(0, fresh.rows - holdout_rows)
             try:
-                result = self._train("finetune", train_window, self._parent(champion))
+                result = self._train("finetune", train_window, self._parent(champion), estimator)
             except NotFineTunableError as exc:
                 if not self.policy.retrain.fallback_to_stateless:
                     raise RefreshError(f"{exc} (retrain.fallback_to_stateless is off)") from exc
@@ -94,9 +111,9 @@ class Refresher(ModelJob):
         else:
             strategy_used = "stateless"
         if strategy_used == "stateless":
-            bounds = window_bounds(self.policy.retrain.stateless.window, as_of, drift_at)
+            bounds = window_bounds(window or self.policy.retrain.stateless.window, as_of, drift_at)
             train_window = self._window(as_of, since=bounds.since, max_rows=bounds.max_rows, through_seq=cut)
-            result = self._train("stateless", train_window, NO_PARENT)
+            result = self._train("stateless", train_window, NO_PARENT, estimator)
 
         challenger_metrics = evaluate(result.model, holdout.features, holdout.labels, self.policy.task)
         champion_metrics = evaluate(champion.model, holdout.features, holdout.labels, self.policy.task)
@@ -107,6 +124,9 @@ class Refresher(ModelJob):
             "holdout_rows": holdout.rows,
             "holdout_fingerprint": holdout.fingerprint,
             "requested_strategy": strategy,
+            "holdout_first_seq": int(holdout.label_seqs.iloc[0]),
+            "holdout_last_seq": int(holdout.label_seqs.iloc[-1]),
+            **({CANDIDATE: candidate.name} if candidate is not None else {}),
             **({"fallback_reason": fallback} if fallback else {}),
             **{k: plain(v) for k, v in result.report.details.items()},
         }
@@ -120,11 +140,12 @@ class Refresher(ModelJob):
         )
         info = self.registry.register(
             self.policy.registered_model, result.model, record,
-            params={"estimator": self.policy.estimator.describe(), "strategy": strategy_used,
-                    "holdout_rows": holdout.rows},
+            params={"estimator": (estimator or self.policy.estimator).describe(), "strategy": strategy_used,
+                    "holdout_rows": holdout.rows, **({"candidate": candidate.name} if candidate else {})},
             training_data=(train_window.features, train_window.labels),
         )
-        self.registry.set_challenger(self.policy.registered_model, info.version)
+        if mark_challenger:
+            self.registry.set_challenger(self.policy.registered_model, info.version)
         return RefreshOutcome(
             version=str(info.version), strategy=strategy_used, requested_strategy=strategy,
             parent_version=champion.version, train_rows=train_window.rows, holdout_rows=holdout.rows,
@@ -153,12 +174,13 @@ class Refresher(ModelJob):
                            window_end=record.window_end if record else None,
                            last_label_seq=_last_seq(champion))
 
-    def _train(self, strategy: str, window: LabeledWindow, parent: Any) -> TrainingResult:
+    def _train(self, strategy: str, window: LabeledWindow, parent: Any,
+               estimator: EstimatorSpec | None = None) -> TrainingResult:
         if window.rows == 0:
             raise RefreshError(f"the {strategy} training window is empty (as of {window.as_of.isoformat()}); "
                                "wait for more natural labels")
         config = getattr(self.policy.retrain, strategy)
-        return get_trainer(strategy, config).train(window, parent, self.training_context())
+        return get_trainer(strategy, config).train(window, parent, self.training_context(estimator))
 
 
 def _last_seq(version: LoadedModel) -> int | None:
