@@ -445,6 +445,15 @@ class EventStore:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def transaction(self) -> Any:
+        """A connection in a committed-on-exit transaction, with the store's error mapping (StoreUnavailable);
+        for the store's other tables (decisions, leases in ``controller.store.control``)."""
+        return self._transaction()
+
+    def connection(self) -> Any:
+        """A connection with the store's error mapping; see :meth:`transaction`."""
+        return self._connection()
+
     # ---------------------------------------------------------------------------------------------------- internals
 
     @contextmanager

@@ -51,6 +51,8 @@ predictions = sa.Table(
     sa.Column("scores", JSONValue, nullable=True),
     # served | logged | reference | batch | shadow: where the row came from.
     sa.Column("source", sa.String(16), nullable=False, server_default="logged"),
+    # "Newest predictions" (the current side of data drift) read backwards along this index.
+    sa.Index("ix_predictions_model_event_time", "model", "event_time"),
 )
 
 labels = sa.Table(
@@ -74,6 +76,10 @@ labels = sa.Table(
     sa.Index("ix_labels_model_arrived", "model", "arrived_at"),
 )
 
+# Decision statuses that hold the model's single flight: a challenger is training, held by the gate, or promoting.
+IN_FLIGHT_STATUSES = ("training", "held", "promoting")
+IN_FLIGHT = "status IN ('training', 'held', 'promoting')"
+
 decisions = sa.Table(
     "decisions",
     metadata,
@@ -89,6 +95,24 @@ decisions = sa.Table(
     sa.Column("challenger_version", sa.String(64), nullable=True),
     sa.Column("evidence", JSONValue, nullable=False),
     sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("rule", sa.String(64), nullable=True),
+    # The daemon instance that made the decision (its lease holder id).
+    sa.Column("owner", sa.String(128), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_decisions_model_created", "model", "created_at"),
+    # At most one in-flight decision per model (single flight, enforced by the database).
+    sa.Index("uq_decisions_in_flight", "model", unique=True,
+             sqlite_where=sa.text(IN_FLIGHT), postgresql_where=sa.text(IN_FLIGHT)),
+)
+
+# One active controller per model: a daemon acts on a model only while it holds an unexpired lease row.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("model", sa.String(128), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("acquired_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
 )
 
 # Small named blobs that must survive a restart: drift detector state, an incremental learner, cursors.
