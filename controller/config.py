@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controller.errors import ConfigError
+from controller.loop.config import AutoConfig, LoopConfig, PoolConfig, ProbationConfig, Rule
 from monitors import MonitorsConfig
 from trainers.estimator_spec import EstimatorSpec
 from trainers.finetune import FinetuneConfig
@@ -162,6 +163,17 @@ class PolicyConfig(_Strict):
     monitors: MonitorsConfig = Field(default_factory=MonitorsConfig,
                                      description="Data drift, concept drift and live performance monitors.")
     serving: ServingConfig = ServingConfig()
+    loop: LoopConfig = Field(default_factory=LoopConfig,
+                             description="How the daemon ticks this model; hygiene of automatic retrains.")
+    rules: list[Rule] = Field(default_factory=list, description="Triggers -> actions; the first that fires acts. "
+                                                                "None: the daemon only monitors.")
+    auto: AutoConfig = Field(default_factory=AutoConfig, description="Thresholds of strategy auto.")
+    probation: ProbationConfig = Field(default_factory=ProbationConfig,
+                                       description="Automatic rollback of a new champion that does worse.")
+    candidates: list[Candidate] = Field(default_factory=list,
+                                        description="More estimators that compete as challengers (the `estimator` "
+                                                    "is the pool member named default).")
+    pool: PoolConfig = Field(default_factory=PoolConfig, description="Cost bound of the candidate pool.")
 
     @field_validator("features")
     @classmethod
@@ -188,6 +200,46 @@ class PolicyConfig(_Strict):
         if self.task == "regression" and self.target.classes is not None:
             raise ValueError("target.classes only applies to task: classification")
         return self
+
+    @model_validator(mode="after")
+    def _rules_fit_the_pool(self) -> PolicyConfig:
+        names = [c.name for c in self.candidates]
+        duplicates = sorted({n for n in names if names.count(n) > 1} | ({"default"} & set(names)))
+        if duplicates:
+            raise ValueError(f"candidate names must be unique and not 'default' (the policy's estimator): "
+                             f"{duplicates}")
+        rule_names = [r.name for r in self.rules if r.name]
+        repeated = sorted({n for n in rule_names if rule_names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"rule names must be unique: {repeated}")
+        pool = self.pool_members()
+        for i, rule in enumerate(self.rules):
+            wanted = rule.do.candidates
+            if wanted != "all":
+                unknown = [n for n in wanted if n not in pool]
+                if unknown:
+                    raise ValueError(f"rules[{i}].do.candidates: unknown candidate(s) {unknown}; the pool has "
+                                     f"{list(pool) or ['(none: add an estimator)']}")
+            if rule.do.strategy != "incremental":
+                continue
+            river = [n for n, c in pool.items() if c.estimator.family == "river"]
+            if not river:
+                raise ValueError(f"rules[{i}] uses strategy incremental, which continues a River model, but no "
+                                 "estimator of the pool is a river.* model; use stateless/finetune/auto, or add a "
+                                 "River estimator")
+        if self.rules and not pool:
+            raise ValueError("rules need something to train: add an `estimator:` section")
+        return self
+
+    def pool_members(self) -> dict[str, Candidate]:
+        """The candidate pool by name: the policy's ``estimator`` as ``default``, then ``candidates`` in order."""
+        pool = {"default": Candidate(name="default", estimator=self.estimator)} if self.estimator else {}
+        pool.update({c.name: c for c in self.candidates})
+        return pool
+
+    def rule_name(self, index: int) -> str:
+        rule = self.rules[index]
+        return rule.name or f"{rule.trigger}-{index + 1}"
 
     @property
     def feature_types(self) -> dict[str, str]:

@@ -1,0 +1,224 @@
+"""The controller's own tables: the decision log and the per-model leases.
+
+* :class:`DecisionLog` — every decision the loop (or a person, through the CLI) takes, with its evidence. A decision
+  that trains a challenger stays *in flight* (``training`` → ``held``/``promoting``) until it ends (``done`` or
+  ``failed``); the database allows at most one in-flight decision per model (a partial unique index), so two
+  processes can never start two retrains of one model.
+* :class:`Leases` — one active controller per model: a daemon acts on a model only while it holds that model's
+  unexpired lease row, renewed on every tick. A crashed daemon's lease expires and another one takes over.
+
+Times come from the injected clock, like every other write of the store.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from controller.clock import Clock, ensure_utc
+from controller.errors import DriftpilotError
+from monitors.signals import to_jsonable
+from controller.store.events import EventStore
+from controller.store.tables import IN_FLIGHT_STATUSES, decisions, leases
+
+STATUSES = ("training", "held", "promoting", "done", "failed", "skipped")
+TERMINAL_STATUSES = ("done", "failed", "skipped")
+
+
+class InFlightConflict(DriftpilotError):
+    """The model already has an in-flight decision (single flight); the message names it."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One row of the decision log."""
+
+    decision_id: str
+    model: str
+    created_at: datetime
+    trigger: str
+    action: str
+    status: str
+    rule: str | None = None
+    strategy: str | None = None
+    verdict: str | None = None
+    champion_version: str | None = None
+    challenger_version: str | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    owner: str | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in IN_FLIGHT_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id, "model": self.model, "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None, "trigger": self.trigger,
+            "rule": self.rule, "action": self.action, "strategy": self.strategy, "status": self.status,
+            "verdict": self.verdict, "champion_version": self.champion_version,
+            "challenger_version": self.challenger_version, "evidence": dict(self.evidence), "error": self.error,
+            "owner": self.owner,
+        }
+
+
+class DecisionLog:
+    """Append and update decisions of any number of models in the event store's database."""
+
+    def __init__(self, store: EventStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    def open(self, model: str, *, trigger: str, action: str, status: str, rule: str | None = None,
+             strategy: str | None = None, champion_version: str | None = None,
+             evidence: Mapping[str, Any] | None = None, owner: str | None = None, error: str | None = None,
+             verdict: str | None = None, challenger_version: str | None = None,
+             decision_id: str | None = None) -> Decision:
+        """Insert a decision. An in-flight status (``training``, ``held``, ``promoting``) fails with
+        :class:`InFlightConflict` when the model already has one in flight."""
+        if status not in STATUSES:
+            raise ValueError(f"decision status {status!r} is not one of {', '.join(STATUSES)}")
+        now = self.clock.now()
+        row = {
+            "decision_id": decision_id or new_decision_id(action), "model": model, "created_at": now,
+            "updated_at": now, "trigger": trigger, "rule": rule, "action": action, "strategy": strategy,
+            "verdict": verdict, "status": status, "champion_version": champion_version,
+            "challenger_version": challenger_version, "evidence": to_jsonable(dict(evidence or {})),
+            "error": error, "owner": owner,
+        }
+        try:
+            with self.store.transaction() as conn:
+                conn.execute(decisions.insert().values(**row))
+        except sa.exc.IntegrityError:
+            current = self.in_flight(model)
+            raise InFlightConflict(
+                f"model {model!r} already has an in-flight decision"
+                + (f" {current.decision_id} ({current.action}, {current.status}, since "
+                   f"{current.created_at.isoformat()})" if current else "")
+                + "; one challenger at a time — wait for it to finish or see `driftpilot decisions`") from None
+        return _decision(row)
+
+    def update(self, decision_id: str, *, status: str | None = None, verdict: str | None = None,
+               strategy: str | None = None, challenger_version: str | None = None,
+               evidence: Mapping[str, Any] | None = None, error: str | None = None) -> Decision:
+        """Change a decision; ``evidence`` is merged into the stored evidence (keys replaced, never dropped)."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"decision status {status!r} is not one of {', '.join(STATUSES)}")
+        with self.store.transaction() as conn:
+            current = conn.execute(sa.select(decisions).where(decisions.c.decision_id == decision_id)).first()
+            if current is None:
+                raise DriftpilotError(f"no decision {decision_id!r} in the decision log")
+            values: dict[str, Any] = {"updated_at": self.clock.now()}
+            for name, value in (("status", status), ("verdict", verdict), ("strategy", strategy),
+                                ("challenger_version", challenger_version), ("error", error)):
+                if value is not None:
+                    values[name] = value
+            if evidence:
+                values["evidence"] = to_jsonable({**(current.evidence or {}), **dict(evidence)})
+            conn.execute(decisions.update().where(decisions.c.decision_id == decision_id).values(**values))
+            row = conn.execute(sa.select(decisions).where(decisions.c.decision_id == decision_id)).first()
+        return _decision(row._mapping)
+
+    def get(self, decision_id: str) -> Decision | None:
+        with self.store.connection() as conn:
+            row = conn.execute(sa.select(decisions).where(decisions.c.decision_id == decision_id)).first()
+        return _decision(row._mapping) if row is not None else None
+
+    def in_flight(self, model: str) -> Decision | None:
+        with self.store.connection() as conn:
+            row = conn.execute(sa.select(decisions).where(
+                decisions.c.model == model, decisions.c.status.in_(IN_FLIGHT_STATUSES))).first()
+        return _decision(row._mapping) if row is not None else None
+
+    def list(self, model: str | None = None, *, since: datetime | None = None, limit: int | None = 100,
+             actions: Sequence[str] | None = None) -> list[Decision]:
+        """Decisions, newest first."""
+        query = sa.select(decisions)
+        if model is not None:
+            query = query.where(decisions.c.model == model)
+        if since is not None:
+            query = query.where(decisions.c.created_at >= ensure_utc(since))
+        if actions is not None:
+            query = query.where(decisions.c.action.in_(list(actions)))
+        query = query.order_by(decisions.c.created_at.desc(), decisions.c.decision_id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self.store.connection() as conn:
+            return [_decision(r._mapping) for r in conn.execute(query)]
+
+    def count(self, model: str, *, since: datetime, actions: Sequence[str]) -> int:
+        with self.store.connection() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(decisions).where(
+                decisions.c.model == model, decisions.c.created_at >= ensure_utc(since),
+                decisions.c.action.in_(list(actions)))).scalar_one()
+
+
+def new_decision_id(action: str) -> str:
+    return f"{action}-{uuid.uuid4().hex[:12]}"
+
+
+def _decision(row: Mapping[str, Any]) -> Decision:
+    return Decision(**{k: row[k] for k in (
+        "decision_id", "model", "created_at", "trigger", "action", "status", "rule", "strategy", "verdict",
+        "champion_version", "challenger_version", "error", "owner", "updated_at")}, evidence=row["evidence"] or {})
+
+
+# ------------------------------------------------------------------------------------------------------------ leases
+
+
+@dataclass(frozen=True)
+class Lease:
+    model: str
+    holder: str
+    acquired_at: datetime
+    expires_at: datetime
+
+
+class Leases:
+    """Per-model leases: at most one holder per model at a time, taken over only once expired."""
+
+    def __init__(self, store: EventStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    def acquire(self, model: str, holder: str, ttl: timedelta) -> bool:
+        """Take or renew ``model``'s lease for ``ttl``; False while another holder's lease is unexpired.
+
+        One UPDATE decides for an existing row (renewal by the holder, or takeover of an expired lease); the
+        database's row lock makes concurrent acquirers see each other's result. A missing row is inserted, and
+        the loser of an insert race gets False from the primary key.
+        """
+        now = self.clock.now()
+        expires = now + ttl
+        with self.store.transaction() as conn:
+            taken = conn.execute(
+                leases.update()
+                .where(leases.c.model == model, sa.or_(leases.c.holder == holder, leases.c.expires_at < now))
+                .values(holder=holder, expires_at=expires,
+                        acquired_at=sa.case((leases.c.holder == holder, leases.c.acquired_at), else_=now))
+            ).rowcount
+        if taken:
+            return True
+        try:
+            with self.store.transaction() as conn:
+                conn.execute(leases.insert().values(model=model, holder=holder, acquired_at=now, expires_at=expires))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def release(self, model: str, holder: str) -> None:
+        """Give the lease up (graceful stop), so another daemon need not wait for it to expire."""
+        with self.store.transaction() as conn:
+            conn.execute(leases.delete().where(leases.c.model == model, leases.c.holder == holder))
+
+    def current(self, model: str) -> Lease | None:
+        with self.store.connection() as conn:
+            row = conn.execute(sa.select(leases).where(leases.c.model == model)).first()
+        return Lease(**row._mapping) if row is not None else None
