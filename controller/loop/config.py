@@ -25,7 +25,7 @@ rules:
     when: {schedule: {cron: "0 3 * * *"}}    # or {every: 1d}
     do: {strategy: stateless, window: {last_duration: 30d}}
   - name: volume
-    when: {new_labels: {at_least: 5000}}     # matured labels the champion has not learned yet
+    when: {new_labels: {at_least: 5000}}     # matured labels since the champion's window and the last retrain
     do: {strategy: auto}
   - name: by-hand
     when: manual                             # `driftpilot retrain` / POST .../retrain
@@ -115,7 +115,8 @@ class Schedule(_Strict):
 
 
 class Volume(_Strict):
-    at_least: int = Field(ge=1, description="Matured labeled rows the champion has not learned yet.")
+    at_least: int = Field(ge=1, description="Matured labeled rows since the champion's window and since the last "
+                                            "retrain's cut.")
 
 
 #: The `when` key of each trigger, and the trigger name it records on decisions and versions.

@@ -50,6 +50,7 @@ class Observation:
     concept_drift: Any = None
     performance: Any = None
     unlearned_rows: int = 0                # matured labeled rows the champion has not learned yet
+    new_labels: int = 0                    # ...of which arrived after the last retrain's cut (volume trigger)
     manual: ManualRequest | None = None
 
 
@@ -176,8 +177,7 @@ class RuleEngine:
 def _condition(key: str, condition: Any, obs: Observation) -> tuple[bool | None, dict[str, Any]]:
     """Whether a monitor condition holds on this observation (None: no observation this tick)."""
     if key == "new_labels":
-        return obs.unlearned_rows >= condition.at_least, {"unlearned_rows": obs.unlearned_rows,
-                                                          "at_least": condition.at_least}
+        return obs.new_labels >= condition.at_least, {"new_labels": obs.new_labels, "at_least": condition.at_least}
     signal = {"concept_drift": obs.concept_drift, "data_drift": obs.data_drift,
               "performance_drop": obs.performance}[key]
     if signal is None or not getattr(signal, "enabled", False):

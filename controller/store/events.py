@@ -380,6 +380,39 @@ class EventStore:
                 sa.select(sa.func.count()).select_from(predictions).where(predictions.c.model == model)
             ).scalar_one()
 
+    # ------------------------------------------------------------------------------------- cheap reads of the loop
+    # The controller ticks often; these cost what arrived after a cursor, never the whole history.
+
+    def labeled_count(self, model: str, as_of: datetime, *, after_seq: int | None = None) -> tuple[int, int | None]:
+        """Labeled rows ``labeled_window(model, as_of, after_seq=after_seq)`` would return: (count, newest seq)."""
+        as_of = ensure_utc(as_of)
+        query = (
+            sa.select(sa.func.count(), sa.func.max(labels.c.seq))
+            .select_from(labels.join(predictions, sa.and_(predictions.c.model == labels.c.model,
+                                                          predictions.c.prediction_id == labels.c.prediction_id)))
+            .where(labels.c.model == model, labels.c.arrived_at <= as_of,
+                   sa.or_(labels.c.superseded_at.is_(None), labels.c.superseded_at > as_of))
+        )
+        if after_seq is not None:
+            query = query.where(labels.c.seq > after_seq)
+        with self._connection() as conn:
+            count, newest = conn.execute(query).one()
+        return int(count), (int(newest) if newest is not None else None)
+
+    def traffic_since(self, model: str, as_of: datetime, after: datetime | None) -> tuple[int, datetime | None]:
+        """Logged predictions (not reference rows) known by ``as_of`` with an event time after ``after``:
+        (count, newest event time). The (model, event_time) index keeps this proportional to the new rows."""
+        query = sa.select(sa.func.count(), sa.func.max(predictions.c.event_time)).where(
+            predictions.c.model == model, predictions.c.received_at <= ensure_utc(as_of),
+            predictions.c.source != "reference")
+        if after is not None:
+            query = query.where(predictions.c.event_time > ensure_utc(after))
+        with self._connection() as conn:
+            count, newest = conn.execute(query).one()
+        if isinstance(newest, str):  # SQLite hands an aggregate back untyped
+            newest = datetime.fromisoformat(newest)
+        return int(count), (ensure_utc(newest) if newest is not None else None)
+
     def label_stats(self, model: str, as_of: datetime | None = None, *, delay_sample: int = 100_000) -> LabelStats:
         """Counts and label-delay percentiles as of ``as_of`` (default: now).
 

@@ -1,0 +1,126 @@
+"""The monitors on what arrived since the last tick: a tick's cost follows the new events, not the history.
+
+* Labeled rows are counted incrementally from a cursor (``EventStore.labeled_count``); the concept-drift detector
+  and the performance monitor run only when new labeled rows arrived (the detector keeps its own cursor).
+* Data drift runs when ``loop.data_drift_every_rows`` new predictions arrived since the last check. Its reference —
+  a seeded sample (``monitors.data_drift.sample_cap`` rows) of the champion's training window — is built once per
+  champion, kept in memory and in the store (``loop.reference``), so neither a tick nor a restart re-reads the
+  champion's whole window.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from controller.actions.monitoring import MonitorCycle
+from controller.actions.training import LAST_SEQ
+from controller.loop.config import LoopConfig
+from controller.loop.rules import ManualRequest, Observation
+from controller.loop.state import LoopState
+from lineage import VersionInfo
+
+log = logging.getLogger("driftpilot.loop.observe")
+
+REFERENCE_KEY = "loop.reference"
+
+
+def last_seq(version: VersionInfo | Any) -> int | None:
+    """The newest label seq a version trained on (None for a version without driftpilot lineage)."""
+    record = getattr(version, "record", None)
+    value = record.extra.get(LAST_SEQ) if record is not None else None
+    return int(value) if value is not None else None
+
+
+class Observer:
+    """Runs one model's monitors incrementally; build once per model."""
+
+    def __init__(self, cycle: MonitorCycle, loop: LoopConfig) -> None:
+        self.cycle = cycle
+        self.loop = loop
+        self._reference: tuple[str, pd.DataFrame] | None = None
+
+    @property
+    def policy(self) -> Any:
+        return self.cycle.policy
+
+    def observe(self, now: datetime, champion: VersionInfo, state: LoopState,
+                manual: ManualRequest | None = None) -> Observation:
+        store, model = self.cycle.store, self.policy.model
+        if state.champion != champion.version:
+            self._rebase(now, champion, state)
+        new_rows, newest = store.labeled_count(model, now, after_seq=state.label_cursor)
+        if new_rows:
+            state.label_cursor = newest
+            state.unlearned += new_rows
+            state.new_labels += new_rows
+        concept = performance = data = None
+        if new_rows:
+            concept = self.cycle._concept_drift(champion.version, now)
+            performance = self._performance(now, champion)
+        traffic, newest_time = store.traffic_since(model, now, state.traffic_after)
+        state.traffic_pending += traffic
+        state.traffic_after = newest_time or state.traffic_after
+        if state.traffic_pending >= self.loop.data_drift_every_rows:
+            data = self.cycle.monitors.data_drift.run(self.reference(champion), self.cycle.current_features(now),
+                                                      self.policy.feature_types)
+            state.traffic_pending = 0
+        for signal in (concept, performance, data):
+            if signal is not None:
+                state.signals[signal.to_dict()["kind"]] = {"at": now.isoformat(), **signal.to_dict()}
+        return Observation(now=now, data_drift=data, concept_drift=concept, performance=performance,
+                           unlearned_rows=state.unlearned, new_labels=state.new_labels, manual=manual)
+
+    def reference(self, champion: VersionInfo) -> pd.DataFrame:
+        """The champion's training window as a seeded sample: memory, then the store, then rebuilt once."""
+        if self._reference is not None and self._reference[0] == champion.version:
+            return self._reference[1]
+        store, model = self.cycle.store, self.policy.model
+        raw = store.get_state(model, REFERENCE_KEY)
+        frame = None
+        if raw:
+            saved = pickle.loads(raw)
+            if saved["version"] == champion.version:
+                frame = pd.read_parquet(io.BytesIO(saved["frame"]))
+        if frame is None:
+            from monitors.data_drift import sample_rows
+
+            config = self.policy.monitors.data_drift
+            frame = sample_rows(self.cycle.reference_features(champion), config.sample_cap, config.seed, 0)
+            buffer = io.BytesIO()
+            frame.to_parquet(buffer, index=False)
+            store.put_state(model, REFERENCE_KEY, pickle.dumps({"version": champion.version,
+                                                                "frame": buffer.getvalue()}))
+            log.info("built the data-drift reference of %s v%s: %d rows", model, champion.version, len(frame))
+        self._reference = (champion.version, frame)
+        return frame
+
+    def _rebase(self, now: datetime, champion: VersionInfo, state: LoopState) -> None:
+        """A new champion: counters start from its training window; the data-drift check runs on the next rows."""
+        store, model = self.cycle.store, self.policy.model
+        trained = last_seq(champion)
+        state.unlearned, state.label_cursor = store.labeled_count(model, now, after_seq=trained)
+        if state.label_cursor is None:
+            state.label_cursor = trained
+        state.new_labels = store.labeled_count(model, now, after_seq=_newest(trained, state.last_retrain_seq))[0]
+        state.champion = champion.version
+        state.traffic_pending = self.loop.data_drift_every_rows  # judge the new champion's reference at once
+        state.signals = {}
+
+    def _performance(self, now: datetime, champion: VersionInfo) -> Any:
+        config = self.policy.monitors.performance
+        recent = self.cycle.store.labeled_window(self.policy.model, now, max_rows=config.window_rows * 2,
+                                                 feature_types=self.policy.feature_types)
+        metric = config.metric_for(self.policy.task)
+        reference = champion.record.holdout_metrics.get(metric) if champion.record else None
+        return self.cycle.monitors.performance.evaluate(recent, reference, model_version=champion.version)
+
+
+def _newest(*seqs: int | None) -> int | None:
+    known = [s for s in seqs if s is not None]
+    return max(known) if known else None

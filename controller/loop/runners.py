@@ -1,0 +1,218 @@
+"""Where training runs: in the tick's thread (tests, backtests, the CLI) or in a worker process (the daemon).
+
+A :class:`TrainingJob` says what to train (strategy, window, candidates, as of which maturity cut). A runner takes
+it with :meth:`submit` and reports on it with :meth:`poll`; the controller polls on every tick, so a long retrain
+never blocks the tick thread, the API or the other models.
+
+* :class:`InlineRunner` trains at once, inside ``submit`` (deterministic; what tests and backtests use).
+* :class:`ProcessRunner` starts one spawned process per job, kills it after the job's timeout, and the child exits
+  by itself when the daemon dies (it watches its parent), so a ``kill -9`` of the daemon leaves no orphan trainer.
+  Workers only *register* versions; aliases are moved by the controller, so an interrupted job can leave at most
+  an unaliased version behind, never half-moved aliases.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from controller.actions.refresh import Refresher, RefreshError
+from controller.clock import Clock
+from controller.config import LoadedPolicy
+from controller.errors import DriftpilotError
+from controller.store import EventStore
+from lineage import LineageError, ModelRegistry
+from trainers import TrainerError, WindowConfig
+
+log = logging.getLogger("driftpilot.loop.runners")
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One decision's training: each candidate is trained with the same strategy on the same maturity cut."""
+
+    decision_id: str
+    model: str
+    strategy: str                    # stateless | finetune
+    candidates: tuple[str, ...]
+    as_of: datetime
+    trigger: str
+    window: Mapping[str, Any] | None = None   # WindowConfig as JSON; None: the policy's stateless window
+    drift_at: datetime | None = None
+    timeout: timedelta = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class JobState:
+    status: str                      # running | done | failed | unknown
+    results: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+class TrainingRunner(Protocol):
+    def submit(self, job: TrainingJob) -> None: ...
+    def poll(self, decision_id: str) -> JobState: ...
+    def shutdown(self) -> None: ...
+
+
+def train_candidates(job: TrainingJob, loaded: LoadedPolicy, store: EventStore, registry: ModelRegistry,
+                     clock: Clock) -> list[dict[str, Any]]:
+    """Train and register one challenger per candidate (no alias). A candidate that cannot be trained is reported
+    with its error; the others still run."""
+    from pydantic import TypeAdapter
+
+    window = TypeAdapter(WindowConfig).validate_python(dict(job.window)) if job.window else None
+    refresher = Refresher(loaded, store, registry, clock)
+    pool = loaded.config.pool_members()
+    results = []
+    for name in job.candidates:
+        try:
+            outcome = refresher.retrain(job.strategy, trigger=job.trigger, drift_at=job.drift_at,
+                                        decision_id=job.decision_id, window=window, candidate=pool[name],
+                                        as_of=job.as_of, mark_challenger=False)
+        except (RefreshError, TrainerError) as exc:
+            results.append({"candidate": name, "ok": False, "error": str(exc)})
+            continue
+        results.append({"candidate": name, "ok": True, **outcome.to_dict()})
+    return results
+
+
+class InlineRunner:
+    """Trains in the caller's thread, inside :meth:`submit`."""
+
+    def __init__(self, work: Callable[[TrainingJob], list[dict[str, Any]]]) -> None:
+        self.work = work
+        self._done: dict[str, JobState] = {}
+
+    def submit(self, job: TrainingJob) -> None:
+        try:
+            self._done[job.decision_id] = JobState("done", self.work(job))
+        except (DriftpilotError, LineageError, TrainerError) as exc:
+            self._done[job.decision_id] = JobState("failed", error=str(exc))
+
+    def poll(self, decision_id: str) -> JobState:
+        return self._done.pop(decision_id, JobState("unknown"))
+
+    def shutdown(self) -> None:
+        self._done.clear()
+
+
+# ---------------------------------------------------------------------------------------------------- processes
+
+
+@dataclass
+class _Running:
+    process: Any
+    conn: Any
+    started: datetime
+    timeout: timedelta
+
+
+class ProcessRunner:
+    """One spawned worker process per job, with a timeout; results come back through a pipe."""
+
+    def __init__(self, policies: Mapping[str, LoadedPolicy], clock: Clock, *, max_workers: int = 2) -> None:
+        import multiprocessing
+
+        self.policies = dict(policies)
+        self.clock = clock
+        self.max_workers = max_workers
+        self._context = multiprocessing.get_context("spawn")  # fork would copy the daemon's threads and sockets
+        self._queued: list[TrainingJob] = []
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, job: TrainingJob) -> None:
+        with self._lock:
+            self._queued.append(job)
+            self._start_queued()
+
+    def poll(self, decision_id: str) -> JobState:
+        with self._lock:
+            self._start_queued()
+            if any(job.decision_id == decision_id for job in self._queued):
+                return JobState("running")
+            running = self._running.get(decision_id)
+            if running is None:
+                return JobState("unknown")
+            if running.conn.poll():
+                try:
+                    message = running.conn.recv()
+                except EOFError:
+                    message = {"status": "failed", "error": "the worker closed its pipe without a result"}
+                self._finish(decision_id)
+                return JobState(message["status"], message.get("results", []), message.get("error"))
+            if not running.process.is_alive():
+                code = running.process.exitcode
+                self._finish(decision_id)
+                return JobState("failed", error=f"the training worker exited with code {code} before reporting")
+            elapsed = self.clock.now() - running.started
+            if elapsed > running.timeout:
+                running.process.kill()
+                self._finish(decision_id)
+                return JobState("failed", error=f"training timed out after {elapsed} (loop.training_timeout "
+                                                f"{running.timeout}); the worker was killed")
+            return JobState("running")
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return list(self._running) + [job.decision_id for job in self._queued]
+
+    def shutdown(self) -> None:
+        """Kill the workers (a graceful stop marks their decisions failed on the next start)."""
+        with self._lock:
+            self._queued.clear()
+            for decision_id in list(self._running):
+                self._running[decision_id].process.kill()
+                self._finish(decision_id)
+
+    def _start_queued(self) -> None:
+        while self._queued and len(self._running) < self.max_workers:
+            job = self._queued.pop(0)
+            receiver, sender = self._context.Pipe(duplex=False)
+            process = self._context.Process(target=_worker_main, name=f"driftpilot-train-{job.decision_id}",
+                                            args=(job, self.policies[job.model], sender, os.getpid()))
+            process.start()
+            sender.close()  # the child holds its own copy; EOF reaches us if it dies
+            self._running[job.decision_id] = _Running(process, receiver, self.clock.now(), job.timeout)
+            log.info("training %s started in worker pid %s", job.decision_id, process.pid)
+
+    def _finish(self, decision_id: str) -> None:
+        running = self._running.pop(decision_id)
+        running.process.join(timeout=5)
+        running.conn.close()
+
+
+def _worker_main(job: TrainingJob, loaded: LoadedPolicy, conn: Any, parent_pid: int) -> None:
+    """Entry point of a training worker process."""
+    _exit_with_parent(parent_pid)
+    from controller.actions.model_registry import open_registry
+    from controller.clock import SystemClock
+
+    clock = SystemClock()
+    try:
+        store = EventStore.from_url(loaded.config.storage.url, clock, migrate=False)
+        registry = open_registry(loaded.config, clock)
+        results = train_candidates(job, loaded, store, registry, clock)
+        conn.send({"status": "done", "results": results})
+    except Exception as exc:  # noqa: BLE001 - reported to the controller, which records the failed decision
+        conn.send({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        conn.close()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A worker whose daemon died (kill -9) stops within a second instead of finishing a decision nobody owns."""
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(3)
+            threading.Event().wait(1.0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

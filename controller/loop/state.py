@@ -1,0 +1,105 @@
+"""What the loop remembers about one model between ticks, stored as JSON in the store's ``controller_state``.
+
+Cursors and counters let a tick cost what arrived since the last one; the rule state carries debounce streaks and
+schedule due times; backoff and probation survive restarts like everything else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from controller.loop.rules import ManualRequest, RuleState
+from controller.store import EventStore
+
+STATE_KEY = "loop.state"
+MANUAL_KEY = "loop.manual"
+
+
+@dataclass
+class Probation:
+    decision_id: str
+    version: str
+    previous: str
+    since_seq: int | None       # rows after this seq were served/matured after the promotion
+    until: datetime
+
+
+@dataclass
+class LoopState:
+    champion: str | None = None            # the champion version the cursors below belong to
+    rules: RuleState = field(default_factory=RuleState)
+    # Labeled rows counted incrementally: both counts grow by the rows after label_cursor on every tick.
+    label_cursor: int | None = None
+    unlearned: int = 0                     # rows after the champion's training window (its last label seq)
+    new_labels: int = 0                    # rows after the last retrain's cut too (the volume trigger)
+    last_retrain_seq: int | None = None
+    traffic_after: datetime | None = None  # newest prediction event time seen by the data-drift check
+    traffic_pending: int = 0               # predictions since the last data-drift check
+    failures: int = 0
+    retry_at: datetime | None = None
+    last_error: str | None = None
+    probation: Probation | None = None
+    last_tick: datetime | None = None
+    signals: dict[str, Any] = field(default_factory=dict)   # the newest signal of each monitor, as JSON
+
+    def to_json(self) -> bytes:
+        body = asdict(self)
+        body["rules"] = self.rules.to_dict()
+        return json.dumps(body, default=_encode).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | None) -> LoopState:
+        if not raw:
+            return cls()
+        body = json.loads(raw)
+        return cls(
+            champion=body.get("champion"), rules=RuleState.from_dict(body.get("rules", {})),
+            label_cursor=body.get("label_cursor"), unlearned=body.get("unlearned", 0),
+            new_labels=body.get("new_labels", 0),
+            last_retrain_seq=body.get("last_retrain_seq"), traffic_after=_time(body.get("traffic_after")),
+            traffic_pending=body.get("traffic_pending", 0), failures=body.get("failures", 0),
+            retry_at=_time(body.get("retry_at")), last_error=body.get("last_error"),
+            probation=_probation(body.get("probation")), last_tick=_time(body.get("last_tick")),
+            signals=body.get("signals", {}),
+        )
+
+
+def load_state(store: EventStore, model: str) -> LoopState:
+    return LoopState.from_json(store.get_state(model, STATE_KEY))
+
+
+def save_state(store: EventStore, model: str, state: LoopState) -> None:
+    store.put_state(model, STATE_KEY, state.to_json())
+
+
+def pending_manual(store: EventStore, model: str) -> ManualRequest | None:
+    raw = store.get_state(model, MANUAL_KEY)
+    return ManualRequest.from_dict(json.loads(raw)) if raw else None
+
+
+def request_manual(store: EventStore, model: str, request: ManualRequest) -> None:
+    """Queue a person's retrain request for the model's next tick (replacing an older one)."""
+    store.put_state(model, MANUAL_KEY, json.dumps(request.to_dict()).encode())
+
+
+def clear_manual(store: EventStore, model: str) -> None:
+    store.put_state(model, MANUAL_KEY, b"")
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in the loop state")
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _probation(body: dict[str, Any] | None) -> Probation | None:
+    if not body:
+        return None
+    return Probation(**{**body, "until": datetime.fromisoformat(body["until"])})
