@@ -55,6 +55,8 @@ class RefreshOutcome:
     decision_id: str
     fallback_reason: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    holdout_first_seq: int | None = None   # the holdout is every matured row from this label seq on
+    candidate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -151,7 +153,8 @@ class Refresher(ModelJob):
             parent_version=champion.version, train_rows=train_window.rows, holdout_rows=holdout.rows,
             holdout_metrics=challenger_metrics, champion_metrics=champion_metrics,
             chain_depth=result.report.chain_depth, decision_id=decision_id, fallback_reason=fallback,
-            details=dict(result.report.details),
+            details=dict(result.report.details), holdout_first_seq=int(holdout.label_seqs.iloc[0]),
+            candidate=candidate.name if candidate is not None else None,
         )
 
     # ------------------------------------------------------------------------------------------------ helpers
