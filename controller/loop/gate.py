@@ -1,0 +1,595 @@
+"""The promotion gate: is the challenger really better than the champion on the same matured rows?
+
+Pure statistics, no I/O: the caller scores the same matured rows (which neither model trained on) with both models
+and hands them over as a :class:`PairedSample`; :meth:`PromotionGate.judge` returns a :class:`GateVerdict` with
+every number behind it. The rules, in order:
+
+1. fewer than ``min_rows`` paired rows -> ``hold`` (wait for labels), or ``reject`` once ``held_for > max_hold``;
+2. the gate metric is undefined on these rows -> ``hold`` when more rows can fix it (one class only among the
+   labels for ``roc_auc``, constant labels for ``r2``), ``reject`` when they cannot (no class probabilities for
+   ``roc_auc``/``log_loss``, labels outside the models' classes, NaN/inf regression predictions);
+3. the challenger misses the absolute ``floor`` -> ``reject``;
+4. the improvement ``delta`` (positive = challenger better) is not > 0, or below
+   ``max(margin.absolute, margin.relative * |champion|)`` -> ``reject`` (so an equal or worse challenger always
+   stops here, whatever the test would say);
+5. the one-sided paired test gives ``p >= alpha`` -> ``reject`` ("gain not significant");
+6. otherwise ``promote``.
+
+The paired test does not depend on the metric. Classification: exact one-sided McNemar on per-row correctness
+(``b`` = champion right and challenger wrong, ``c`` = the reverse; ``p = P(Binomial(b + c, 1/2) >= c)``).
+Regression: a seeded paired bootstrap of the mean per-row loss improvement (squared loss for ``rmse`` and ``r2``,
+absolute loss for ``mae``), ``p = (#{resampled mean <= 0} + 1) / (B + 1)``. So a ``roc_auc`` or ``log_loss`` gate
+promotes only when the challenger is better on that metric *and* significantly more often right.
+
+A misconfiguration (a metric that does not fit the task, a ``positive_class`` that is not a class of the rows,
+labels and predictions of different types) raises ``ValueError``: waiting cannot fix it, a person must.
+
+>>> import numpy as np
+>>> labels = np.ones(30, dtype=int)
+>>> champion = labels.copy(); champion[:10] = 0        # wrong on rows 0-9
+>>> challenger = labels.copy(); challenger[10:12] = 0  # wrong on rows 10-11: b = 2, c = 10
+>>> gate = PromotionGate(GateConfig(min_rows=20), "classification")
+>>> verdict = gate.judge(PairedSample(labels, champion, challenger))
+>>> verdict.verdict, verdict.test, verdict.details["b"], verdict.details["c"], round(verdict.p_value * 4096)
+('promote', 'mcnemar_exact', 2, 10, 79)
+>>> verdict.reason
+'challenger accuracy 0.9333 vs champion 0.6667 on 30 rows (+0.2667 >= margin 0), McNemar p=0.0193 < alpha 0.05'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_serializer, field_validator, model_validator
+from scipy.stats import binomtest
+from sklearn.metrics import (
+    f1_score,
+    log_loss,
+    mean_absolute_error,
+    r2_score,
+    roc_auc_score,
+    root_mean_squared_error,
+)
+
+from monitors.config import (
+    CLASSIFICATION_METRICS,
+    DEFAULT_METRIC,
+    HIGHER_IS_BETTER,
+    REGRESSION_METRICS,
+    format_duration,
+    parse_duration,
+)
+
+__all__ = ["GateConfig", "GateVerdict", "Margin", "PairedSample", "PromotionGate", "mcnemar_exact", "paired_bootstrap"]
+
+GateMetric = Literal["accuracy", "f1", "roc_auc", "log_loss", "mae", "rmse", "r2"]
+Task = Literal["classification", "regression"]
+Verdict = Literal["promote", "hold", "reject"]
+
+# The bootstrap draws at most this many row indices at once (int32 indices + float64 gathered losses, about
+# 12 MB), so memory stays flat at any sample size; the p-value depends on (seed, resamples, rows) only.
+_BOOTSTRAP_CHUNK = 1 << 20
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Margin(_Strict):
+    """How much better the challenger must be; ``margin: 0.01`` is short for ``margin: {absolute: 0.01}``."""
+
+    absolute: float = Field(0.0, ge=0, allow_inf_nan=False, description="At least this much better (metric units).")
+    relative: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="And at least this share of the champion's value (0.01 = 1%)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return {"absolute": value}
+        return value
+
+    def required(self, champion_value: float) -> float:
+        """The smallest improvement that counts, in metric units."""
+        return max(self.absolute, self.relative * abs(champion_value))
+
+
+class GateConfig(_Strict):
+    """The ``gate:`` section of a policy file.
+
+    ```yaml
+    gate:
+      metric: f1                 # default: accuracy (classification), rmse (regression)
+      min_rows: 500              # fewer paired matured rows: hold
+      floor: 0.7                 # the challenger needs f1 >= 0.7 (<= for log_loss, mae, rmse)
+      margin: {absolute: 0.005, relative: 0.01}
+      alpha: 0.05
+      max_hold: 3d               # still too few rows after this long: reject
+    ```
+    """
+
+    metric: GateMetric | None = Field(None, description="Default accuracy (classification) / rmse (regression).")
+    min_rows: int = Field(200, ge=1, description="Fewer paired matured rows than this: hold.")
+    floor: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="Absolute floor of the challenger's metric: >= for accuracy/f1/roc_auc/r2, <= for "
+        "log_loss/mae/rmse.",
+    )
+    margin: Margin = Field(default_factory=Margin)
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the one-sided paired test.")
+    bootstrap_resamples: int = Field(2000, ge=1, le=1_000_000, description="Regression: paired bootstrap resamples.")
+    seed: int = Field(0, ge=0, description="Seed of the paired bootstrap.")
+    max_hold: Annotated[
+        timedelta,
+        WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(s|m|h|d|w)$", "examples": ["12h", "7d", "2w"]}),
+    ] = Field(timedelta(days=7), description="Too few rows for longer than this: reject instead of hold.")
+    positive_class: int | str | bool | None = Field(
+        None, description="Binary f1/roc_auc: the positive class; default the second of the sorted classes."
+    )
+
+    @field_validator("max_hold", mode="before")
+    @classmethod
+    def _parse_max_hold(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @field_serializer("max_hold", when_used="json")
+    def _compact_max_hold(self, value: timedelta) -> str:
+        return format_duration(value)
+
+    @model_validator(mode="after")
+    def _bootstrap_can_reach_alpha(self) -> GateConfig:
+        # The smallest bootstrap p-value is 1 / (B + 1): with fewer resamples no regression challenger could pass.
+        if 1.0 / (self.bootstrap_resamples + 1) >= self.alpha:
+            needed = math.floor(1.0 / self.alpha)
+            if 1.0 / (needed + 1) >= self.alpha:  # 1/alpha was (nearly) a whole number
+                needed += 1
+            raise ValueError(
+                f"bootstrap_resamples={self.bootstrap_resamples} can never give p < alpha {self.alpha} (the smallest "
+                f"bootstrap p-value is 1/(resamples+1)); use at least {needed} resamples (default 2000)"
+            )
+        return self
+
+    def metric_for(self, task: str) -> str:
+        """The gate metric for ``task``; ValueError when the configured one does not fit the task."""
+        if task not in DEFAULT_METRIC:
+            raise ValueError(f"unknown task {task!r}; use 'classification' or 'regression'")
+        if self.metric is None:
+            return DEFAULT_METRIC[task]
+        fitting = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+        if self.metric not in fitting:
+            raise ValueError(f"gate.metric {self.metric!r} does not fit a {task} model; use one of: {', '.join(fitting)}")
+        return self.metric
+
+
+def _as_array(value: Any, name: str) -> np.ndarray:
+    array = value.to_numpy() if isinstance(value, (pd.Series, pd.Index)) else np.asarray(value)
+    if array.ndim != 1:
+        raise ValueError(f"PairedSample.{name} must be one-dimensional, got shape {array.shape}")
+    return array
+
+
+def _as_proba(value: Any, name: str, rows: int, classes: tuple) -> np.ndarray | None:
+    if value is None:
+        return None
+    proba = np.asarray(value.to_numpy() if isinstance(value, pd.DataFrame) else value, dtype=np.float64)
+    if not classes:
+        raise ValueError(f"PairedSample.{name} is given without classes; pass classes= in the column order")
+    if proba.shape != (rows, len(classes)):
+        raise ValueError(
+            f"PairedSample.{name} has shape {proba.shape}, expected ({rows}, {len(classes)}): one row per sample "
+            f"row and one column per class of {list(classes)}"
+        )
+    return proba
+
+
+@dataclass(frozen=True)
+class PairedSample:
+    """The same matured rows scored by both models (neither trained on them).
+
+    ``champion`` / ``challenger`` are predicted labels (classification) or values (regression); the optional
+    ``*_proba`` arrays have one column per entry of ``classes``, in that order.
+    """
+
+    labels: np.ndarray
+    champion: np.ndarray
+    challenger: np.ndarray
+    champion_proba: np.ndarray | None = None
+    challenger_proba: np.ndarray | None = None
+    classes: tuple = ()
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        # Frozen, so normalise through object.__setattr__: lists and pandas objects become numpy arrays once.
+        for name in ("labels", "champion", "challenger"):
+            object.__setattr__(self, name, _as_array(getattr(self, name), name))
+        lengths = {name: len(getattr(self, name)) for name in ("labels", "champion", "challenger")}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(
+                f"PairedSample needs one champion and one challenger prediction per labeled row, got lengths "
+                f"{lengths}; score the same rows with both models"
+            )
+        object.__setattr__(self, "classes", tuple(self.classes))
+        for name in ("champion_proba", "challenger_proba"):
+            object.__setattr__(self, name, _as_proba(getattr(self, name), name, self.rows, self.classes))
+
+    @property
+    def rows(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """The gate's answer with every number behind it; ``to_dict()`` is what gets stored."""
+
+    verdict: Verdict
+    reason: str
+    metric: str
+    higher_is_better: bool
+    rows: int
+    min_rows: int
+    champion_value: float | None
+    challenger_value: float | None
+    delta: float | None
+    required_delta: float | None
+    p_value: float | None
+    alpha: float
+    test: Literal["mcnemar_exact", "paired_bootstrap"] | None
+    champion_metrics: dict[str, float]
+    challenger_metrics: dict[str, float]
+    details: dict[str, Any]
+    fingerprint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: NaN and inf become None, numpy scalars become Python numbers."""
+        return _json_safe(dataclasses.asdict(self))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Metrics
+
+
+@dataclass(frozen=True)
+class _Undefined:
+    """Why a metric has no value on these rows, and whether more rows could give it one."""
+
+    why: str
+    more_rows_help: bool
+
+
+Scores = dict[str, "float | _Undefined"]
+
+
+def _class_order(value: Any) -> tuple:
+    # Numbers sort as numbers, everything else by its text; the two groups are never compared with each other.
+    if isinstance(value, numbers.Number):
+        return (0, value, "")
+    return (1, 0, str(value))
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """Classification rows as integer codes into ``classes`` (the models' classes first, then unseen ones)."""
+
+    classes: list
+    known: int  # the first ``known`` classes are the probability columns
+    y: np.ndarray
+    champion: np.ndarray
+    challenger: np.ndarray
+    positive: int | None  # code of the positive class of a binary problem
+
+
+def _encode(sample: PairedSample, positive_class: Any) -> _Encoded:
+    uniques = {name: pd.unique(pd.Series(getattr(sample, name), dtype=object))
+               for name in ("labels", "champion", "challenger")}
+    _check_same_types(uniques)
+    models = list(sample.classes)
+    extra = [c for c in pd.unique(pd.Series(np.concatenate(list(uniques.values())), dtype=object))
+             if c not in models]
+    classes = models + sorted(extra, key=_class_order)
+    index = pd.Index(classes, dtype=object)
+    codes = {name: index.get_indexer(pd.Series(getattr(sample, name), dtype=object))
+             for name in ("labels", "champion", "challenger")}
+    positive = None
+    if len(classes) <= 2:
+        positive = _positive_code(classes, positive_class)
+    return _Encoded(classes, len(models), codes["labels"], codes["champion"], codes["challenger"], positive)
+
+
+def _check_same_types(uniques: dict[str, np.ndarray]) -> None:
+    labels = set(uniques["labels"].tolist())
+    for name in ("champion", "challenger"):
+        predicted = set(uniques[name].tolist())
+        if labels and predicted and not labels & predicted and {str(v) for v in labels} & {str(v) for v in predicted}:
+            label, pred = next((a, b) for a in labels for b in predicted if str(a) == str(b))
+            raise ValueError(
+                f"labels and {name} predictions use different types (label {label!r} is {type(label).__name__}, "
+                f"prediction {pred!r} is {type(pred).__name__}); convert them to the classes of the policy's target"
+            )
+
+
+def _positive_code(classes: list, positive_class: Any) -> int | None:
+    if positive_class is None:
+        ordered = sorted(classes, key=_class_order)
+        return classes.index(ordered[1]) if len(ordered) == 2 else None
+    for code, value in enumerate(classes):
+        if value == positive_class or str(value) == str(positive_class):
+            return code
+    if len(classes) == 2:
+        raise ValueError(
+            f"gate.positive_class {positive_class!r} is not one of the classes {classes}; set it to one of them"
+        )
+    return None  # the positive class has not occurred in these rows yet
+
+
+def _classification_scores(enc: _Encoded, pred: np.ndarray, proba: np.ndarray | None, who: str) -> Scores:
+    scores: Scores = {"accuracy": float(np.mean(enc.y == pred))}
+    if len(enc.classes) <= 2:
+        if enc.positive is None:
+            scores["f1"] = _Undefined("binary f1 needs both classes among the rows (or gate.positive_class)", True)
+        else:
+            scores["f1"] = float(f1_score(enc.y == enc.positive, pred == enc.positive, zero_division=0.0))
+    else:
+        present = np.unique(np.concatenate([enc.y, enc.champion, enc.challenger]))
+        scores["f1"] = float(f1_score(enc.y, pred, labels=present, average="macro", zero_division=0.0))
+    problem = _proba_problem(enc, proba, who)
+    scores["roc_auc"] = problem or _roc_auc(enc, proba)
+    scores["log_loss"] = problem or float(log_loss(enc.y, proba, labels=np.arange(enc.known)))
+    return scores
+
+
+def _proba_problem(enc: _Encoded, proba: np.ndarray | None, who: str) -> _Undefined | None:
+    if proba is None:
+        return _Undefined(
+            f"the {who} gave no class probabilities; use a metric of predicted labels (accuracy, f1) or an "
+            "estimator with predict_proba", False
+        )
+    unknown = enc.y >= enc.known
+    if unknown.any():
+        names = sorted({enc.classes[c] for c in np.unique(enc.y[unknown])}, key=_class_order)
+        return _Undefined(
+            f"labels include class(es) {names} that the models' probabilities do not cover "
+            f"({list(enc.classes[:enc.known])})", False
+        )
+    return None
+
+
+def _roc_auc(enc: _Encoded, proba: np.ndarray) -> float | _Undefined:
+    present = np.unique(enc.y)
+    if len(present) < 2:
+        return _Undefined(f"only one class ({enc.classes[present[0]]!r}) among the labels", True)
+    if len(enc.classes) <= 2:
+        if enc.positive is None or enc.positive >= enc.known:
+            return _Undefined("binary roc_auc needs the positive class among the probability columns", False)
+        return float(roc_auc_score(enc.y == enc.positive, proba[:, enc.positive]))
+    # One-vs-rest, macro over the classes present in the labels (an absent class has no AUC).
+    return float(np.mean([roc_auc_score(enc.y == c, proba[:, c]) for c in present]))
+
+
+def _regression_scores(labels: np.ndarray, pred: np.ndarray, who: str) -> Scores:
+    bad = int((~np.isfinite(pred)).sum())
+    if bad:
+        undefined = _Undefined(f"the {who} predicted NaN or inf on {bad:,} rows", False)
+        return dict.fromkeys(REGRESSION_METRICS, undefined)
+    scores: Scores = {
+        "mae": float(mean_absolute_error(labels, pred)),
+        "rmse": float(root_mean_squared_error(labels, pred)),
+    }
+    # sklearn's r2 would quietly say 0.0 for constant labels; it is undefined there.
+    constant = np.ptp(labels) == 0
+    scores["r2"] = _Undefined("the labels are constant", True) if constant else float(r2_score(labels, pred))
+    return scores
+
+
+def _plain(scores: Scores) -> dict[str, float]:
+    return {k: (math.nan if isinstance(v, _Undefined) else v) for k, v in scores.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Paired tests
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """One-sided exact McNemar p-value, P(Binomial(b + c, 1/2) >= c); 1.0 without discordant rows.
+
+    >>> round(mcnemar_exact(2, 10) * 4096)
+    79
+    """
+    if b + c == 0:
+        return 1.0
+    return float(binomtest(c, b + c, 0.5, alternative="greater").pvalue)
+
+
+def paired_bootstrap(improvement: np.ndarray, resamples: int, seed: int) -> tuple[float, np.ndarray]:
+    """p-value that the mean per-row improvement is <= 0, and the ``resamples`` resampled means.
+
+    ``p = (#{resampled mean <= 0} + 1) / (resamples + 1)``. Indices are drawn in chunks of at most
+    ``_BOOTSTRAP_CHUNK`` so memory stays bounded at any number of rows.
+    """
+    d = np.ascontiguousarray(improvement, dtype=np.float64)
+    n = len(d)
+    rng = np.random.default_rng(seed)
+    index_type = np.int32 if n < 2**31 else np.int64
+    means = np.empty(resamples)
+    if n <= _BOOTSTRAP_CHUNK:
+        per_chunk = _BOOTSTRAP_CHUNK // n
+        for start in range(0, resamples, per_chunk):
+            k = min(per_chunk, resamples - start)
+            means[start:start + k] = np.take(d, rng.integers(0, n, size=(k, n), dtype=index_type)).mean(axis=1)
+    else:
+        for b in range(resamples):
+            total = 0.0
+            for start in range(0, n, _BOOTSTRAP_CHUNK):
+                size = min(_BOOTSTRAP_CHUNK, n - start)
+                total += float(np.take(d, rng.integers(0, n, size=size, dtype=index_type)).sum())
+            means[b] = total / n
+    p = (int(np.count_nonzero(means <= 0)) + 1) / (resamples + 1)
+    return p, means
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The gate
+
+
+def _num(x: float, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{x:{sign}.4g}" if abs(x) < 1e4 else f"{x:{sign},.0f}"
+
+
+class PromotionGate:
+    """Judges a challenger against the champion on a :class:`PairedSample`; see the module docstring."""
+
+    def __init__(self, config: GateConfig, task: Task) -> None:
+        self.config = config
+        self.task = task
+
+    @property
+    def metric(self) -> str:
+        return self.config.metric_for(self.task)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in HIGHER_IS_BETTER
+
+    def judge(self, sample: PairedSample, *, held_for: timedelta | None = None) -> GateVerdict:
+        """The verdict on ``sample``; ``held_for`` is how long this challenger has waited so far (for max_hold)."""
+        cfg, metric = self.config, self.metric
+        draft = _Draft(self, sample, held_for)
+        if sample.rows == 0:
+            return draft.wait(f"no paired rows yet (min_rows {cfg.min_rows:,})")
+        if self.task == "classification":
+            enc = _encode(sample, cfg.positive_class)
+            champion = _classification_scores(enc, enc.champion, sample.champion_proba, "champion")
+            challenger = _classification_scores(enc, enc.challenger, sample.challenger_proba, "challenger")
+            champion_right, challenger_right = enc.champion == enc.y, enc.challenger == enc.y
+            draft.details.update(b=int(np.count_nonzero(champion_right & ~challenger_right)),
+                                 c=int(np.count_nonzero(challenger_right & ~champion_right)))
+        else:
+            labels = _finite(sample.labels, "labels")
+            champion_pred = sample.champion.astype(np.float64)
+            challenger_pred = sample.challenger.astype(np.float64)
+            champion = _regression_scores(labels, champion_pred, "champion")
+            challenger = _regression_scores(labels, challenger_pred, "challenger")
+        draft.scores(champion, challenger)
+
+        if sample.rows < cfg.min_rows:
+            return draft.wait(f"{sample.rows:,} paired rows, fewer than min_rows {cfg.min_rows:,}")
+        for who, scores in (("champion", champion), ("challenger", challenger)):
+            if isinstance(undefined := scores[metric], _Undefined):
+                why = f"{metric} of the {who} is undefined on these {sample.rows:,} rows: {undefined.why}"
+                return draft.wait(why) if undefined.more_rows_help else draft.end("reject", why)
+        if cfg.floor is not None and not draft.passes_floor(cfg.floor):
+            side = ">=" if self.higher_is_better else "<="
+            return draft.end("reject", f"challenger {metric} {_num(draft.challenger_value)} on {sample.rows:,} rows "
+                             f"misses the floor ({side} {_num(cfg.floor)})")
+        if not (draft.delta > 0 and draft.delta >= draft.required_delta):
+            if draft.delta <= 0:
+                why = f"({_num(draft.delta, True)}): no improvement, the challenger is not better"
+            else:
+                why = f"({_num(draft.delta, True)} < margin {_num(draft.required_delta)}): improvement below the margin"
+            return draft.end("reject", f"{draft.comparison()} {why}")
+
+        if self.task == "classification":
+            return draft.tested("mcnemar_exact", "McNemar", mcnemar_exact(draft.details["b"], draft.details["c"]))
+        loss = "absolute" if metric == "mae" else "squared"
+        per_row = np.abs if loss == "absolute" else np.square
+        improvement = per_row(labels - champion_pred) - per_row(labels - challenger_pred)
+        p, means = paired_bootstrap(improvement, cfg.bootstrap_resamples, cfg.seed)
+        low, high = np.quantile(means, [0.025, 0.975])
+        draft.details.update(loss=loss, mean_improvement=float(improvement.mean()), ci95=[float(low), float(high)],
+                             resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+        return draft.tested("paired_bootstrap", "bootstrap", p)
+
+
+class _Draft:
+    """A verdict being built: the numbers known so far, then one of the endings."""
+
+    def __init__(self, gate: PromotionGate, sample: PairedSample, held_for: timedelta | None) -> None:
+        self.gate, self.sample, self.held_for = gate, sample, held_for
+        self.details: dict[str, Any] = {}
+        self.champion_metrics: dict[str, float] = {}
+        self.challenger_metrics: dict[str, float] = {}
+        self.champion_value: float | None = None
+        self.challenger_value: float | None = None
+        self.delta: float | None = None
+        self.required_delta: float | None = None
+
+    def scores(self, champion: Scores, challenger: Scores) -> None:
+        self.champion_metrics, self.challenger_metrics = _plain(champion), _plain(challenger)
+        ch, cl = champion[self.gate.metric], challenger[self.gate.metric]
+        self.champion_value = None if isinstance(ch, _Undefined) else ch
+        self.challenger_value = None if isinstance(cl, _Undefined) else cl
+        if self.champion_value is not None and self.challenger_value is not None:
+            self.delta = cl - ch if self.gate.higher_is_better else ch - cl
+            self.required_delta = self.gate.config.margin.required(ch)
+
+    def passes_floor(self, floor: float) -> bool:
+        if self.gate.higher_is_better:
+            return self.challenger_value >= floor
+        return self.challenger_value <= floor
+
+    def comparison(self) -> str:
+        return (f"challenger {self.gate.metric} {_num(self.challenger_value)} vs champion "
+                f"{_num(self.champion_value)} on {self.sample.rows:,} rows")
+
+    def wait(self, why: str) -> GateVerdict:
+        """hold while more matured rows may settle it; reject once the challenger has waited longer than max_hold."""
+        cfg = self.gate.config
+        max_hold = format_duration(cfg.max_hold)
+        if self.held_for is not None and self.held_for > cfg.max_hold:
+            held = f" (held {format_duration(self.held_for)})"
+            if self.sample.rows < cfg.min_rows:
+                return self.end("reject", f"waited {max_hold} for {cfg.min_rows:,} matured rows, got "
+                                f"{self.sample.rows:,}{held}")
+            return self.end("reject", f"waited {max_hold}{held} and still {why}")
+        held = f", held {format_duration(self.held_for)} of at most {max_hold}" if self.held_for else ""
+        return self.end("hold", f"{why}: waiting for more matured labels{held}")
+
+    def tested(self, test: Literal["mcnemar_exact", "paired_bootstrap"], name: str, p: float) -> GateVerdict:
+        alpha = self.gate.config.alpha
+        head = f"{self.comparison()} ({_num(self.delta, True)} >= margin {_num(self.required_delta)})"
+        if p < alpha:
+            return self.end("promote", f"{head}, {name} p={p:.3g} < alpha {alpha:g}", test, p)
+        return self.end("reject", f"{head}, but the gain is not significant: {name} p={p:.3g} >= alpha {alpha:g}",
+                        test, p)
+
+    def end(self, verdict: Verdict, reason: str, test: str | None = None, p: float | None = None) -> GateVerdict:
+        cfg = self.gate.config
+        return GateVerdict(
+            verdict=verdict, reason=reason, metric=self.gate.metric, higher_is_better=self.gate.higher_is_better,
+            rows=self.sample.rows, min_rows=cfg.min_rows, champion_value=self.champion_value,
+            challenger_value=self.challenger_value, delta=self.delta, required_delta=self.required_delta,
+            p_value=p, alpha=cfg.alpha, test=test, champion_metrics=self.champion_metrics,
+            challenger_metrics=self.challenger_metrics, details=self.details, fingerprint=self.sample.fingerprint,
+        )
+
+
+def _finite(values: np.ndarray, name: str) -> np.ndarray:
+    array = values.astype(np.float64)
+    bad = int((~np.isfinite(array)).sum())
+    if bad:
+        raise ValueError(f"the {name} contain NaN or inf on {bad:,} rows; only rows with real matured labels can be "
+                         "judged, drop the others before calling the gate")
+    return array
