@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controller.errors import ConfigError
 from controller.loop.config import AutoConfig, LoopConfig, PoolConfig, ProbationConfig, Rule
+from controller.loop.gate import GateConfig
 from monitors import MonitorsConfig
 from trainers.estimator_spec import EstimatorSpec
 from trainers.finetune import FinetuneConfig
@@ -168,6 +169,8 @@ class PolicyConfig(_Strict):
     rules: list[Rule] = Field(default_factory=list, description="Triggers -> actions; the first that fires acts. "
                                                                 "None: the daemon only monitors.")
     auto: AutoConfig = Field(default_factory=AutoConfig, description="Thresholds of strategy auto.")
+    gate: GateConfig = Field(default_factory=GateConfig,
+                             description="Promotion gate: champion vs challenger on the same matured rows.")
     probation: ProbationConfig = Field(default_factory=ProbationConfig,
                                        description="Automatic rollback of a new champion that does worse.")
     candidates: list[Candidate] = Field(default_factory=list,

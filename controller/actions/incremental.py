@@ -13,9 +13,10 @@ import pickle
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from controller.actions.model_job import ModelJob
-from controller.actions.training import FIRST_SEQ, LAST_SEQ
+from controller.actions.training import CANDIDATE, DEFAULT_CANDIDATE, FIRST_SEQ, LAST_SEQ, candidate_of, plain
 from controller.errors import DriftpilotError
 from controller.store import LabeledWindow
 from lineage import LineageNotFound, LineageRecord
@@ -39,6 +40,10 @@ class LearnerState:
     updates_since_checkpoint: int = 0
     last_checkpoint_at: datetime | None = None
     first_seq_since_checkpoint: int | None = None
+    candidate: str = DEFAULT_CANDIDATE   # the pool member whose estimator the learner is
+    # Rows since the last checkpoint whose champion prediction was logged: (label, learner's prequential
+    # prediction, champion's logged prediction). The gate judges a checkpoint on exactly these pairs.
+    paired: tuple[tuple[Any, Any, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,9 @@ class IncrementalStep:
     champion_paired_accuracy: float | None = None
     checkpoint_version: str | None = None
     details: dict = field(default_factory=dict)
+    champion_version: str | None = None
+    # On a checkpoint: the paired rows since the previous checkpoint (labels, learner, champion), for the gate.
+    paired: tuple[tuple[Any, Any, Any], ...] = ()
 
 
 class IncrementalRunner(ModelJob):
@@ -57,7 +65,7 @@ class IncrementalRunner(ModelJob):
 
     def step(self) -> IncrementalStep:
         as_of = self.clock.now()
-        state = self._state()
+        state, champion = self._state()
         learner = RiverModel.loads(state.model)
         window = self.store.labeled_window(self.policy.model, as_of, after_seq=learner.last_label_seq,
                                            feature_types=self.policy.feature_types)
@@ -66,27 +74,33 @@ class IncrementalRunner(ModelJob):
         parent = ParentModel(model=learner, version=state.parent_version, chain_depth=state.parent_depth,
                              last_label_seq=learner.last_label_seq)
         trainer = get_trainer("incremental", self.policy.retrain.incremental)
-        result = trainer.train(window, parent, self.training_context())
+        estimator = self.policy.pool_members().get(state.candidate)
+        result = trainer.train(window, parent, self.training_context(estimator.estimator if estimator else None))
         learned = len(result.prequential)
+        prequential = result.prequential.predictions.tolist()
         state = replace(
             state, model=result.model.dumps(), updates_since_checkpoint=state.updates_since_checkpoint + learned,
-            first_seq_since_checkpoint=state.first_seq_since_checkpoint or int(window.label_seqs.iloc[0]))
-        accuracy = self._accuracy(window, result.prequential.predictions.tolist(), state.forked_from_champion)
-        checkpoint = None
+            first_seq_since_checkpoint=state.first_seq_since_checkpoint or int(window.label_seqs.iloc[0]),
+            paired=state.paired + _pairs(window, prequential, champion))
+        accuracy = self._accuracy(window, prequential, champion)
+        checkpoint, paired = None, ()
         if self.policy.retrain.incremental.checkpoint.due(as_of, state.updates_since_checkpoint,
                                                           state.last_checkpoint_at):
             checkpoint = self._checkpoint(result.model, state, window, as_of, result.report.fit_metrics)
+            paired = state.paired
             state = replace(state, parent_version=checkpoint, parent_depth=state.parent_depth + 1,
-                            updates_since_checkpoint=0, last_checkpoint_at=as_of, first_seq_since_checkpoint=None)
+                            updates_since_checkpoint=0, last_checkpoint_at=as_of, first_seq_since_checkpoint=None,
+                            paired=())
         # Saved after the checkpoint, so a crash in between re-learns nothing and at worst checkpoints twice.
         self.store.put_state(self.policy.model, STATE_KEY, pickle.dumps(state))
         return IncrementalStep(learned=learned, **accuracy, checkpoint_version=checkpoint,
-                               details=dict(result.report.details))
+                               details=dict(result.report.details), champion_version=champion, paired=paired)
 
     # ------------------------------------------------------------------------------------------------ helpers
 
-    def _state(self) -> LearnerState:
-        """The saved learner, or a fresh fork of the champion (also when the champion changed under it)."""
+    def _state(self) -> tuple[LearnerState, str]:
+        """The saved learner, or a fresh fork of the champion (also when the champion changed under it); and the
+        champion's version."""
         name = self.policy.registered_model
         raw = self.store.get_state(self.policy.model, STATE_KEY)
         champion = self.registry.champion_version(name)
@@ -95,7 +109,7 @@ class IncrementalRunner(ModelJob):
         if raw is not None:
             state: LearnerState = pickle.loads(raw)
             if champion in (state.forked_from_champion, state.parent_version):
-                return state
+                return state, champion
         try:
             loaded = self.registry.load(name, version=champion)
         except LineageNotFound as exc:
@@ -107,7 +121,8 @@ class IncrementalRunner(ModelJob):
         depth = loaded.record.chain_depth if loaded.record else 0
         # The registered champion is the learner's first checkpoint: the cadence counts from the fork.
         return LearnerState(model=loaded.model.dumps(), parent_version=champion, parent_depth=depth,
-                            forked_from_champion=champion, last_checkpoint_at=self.clock.now())
+                            forked_from_champion=champion, last_checkpoint_at=self.clock.now(),
+                            candidate=candidate_of(loaded.record)), champion
 
     def _checkpoint(self, model: RiverModel, state: LearnerState, window: LabeledWindow, as_of: datetime,
                     metrics: dict) -> str:
@@ -120,9 +135,11 @@ class IncrementalRunner(ModelJob):
             holdout_metrics={f"prequential_{k}": float(v) for k, v in metrics.items()}, champion_metrics={},
             chain_depth=state.parent_depth + 1, policy_hash=self.loaded.sha256, decision_id=decision_id,
             extra={FIRST_SEQ: state.first_seq_since_checkpoint, LAST_SEQ: model.last_label_seq,
-                   "n_updates_total": model.n_updates},
+                   "n_updates_total": model.n_updates, CANDIDATE: state.candidate},
         )
-        info = self.registry.register(name, model, record, params={"estimator": self.policy.estimator.describe(),
+        member = self.policy.pool_members().get(state.candidate)
+        estimator = member.estimator if member else self.policy.estimator
+        info = self.registry.register(name, model, record, params={"estimator": estimator.describe(),
                                                                    "strategy": "incremental"})
         self.registry.set_challenger(name, info.version)
         return str(info.version)
@@ -141,3 +158,10 @@ class IncrementalRunner(ModelJob):
             result["champion_paired_accuracy"] = sum(window.predictions.iloc[i] == labels[i] for i in paired) / len(
                 paired)
         return result
+
+
+def _pairs(window: LabeledWindow, prequential: list, champion: str) -> tuple[tuple[Any, Any, Any], ...]:
+    """(label, learner prediction, champion's logged prediction) for the rows the champion served."""
+    served = ((window.model_versions == champion) & window.predictions.notna()).tolist()
+    labels, logged = window.labels.tolist(), window.predictions.tolist()
+    return tuple((plain(labels[i]), plain(prequential[i]), plain(logged[i])) for i, ok in enumerate(served) if ok)

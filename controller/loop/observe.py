@@ -44,6 +44,8 @@ class Observer:
         self.cycle = cycle
         self.loop = loop
         self._reference: tuple[str, pd.DataFrame] | None = None
+        # The newest signal object of each monitor in this process (strategy auto reads their details).
+        self.latest: dict[str, Any] = {}
 
     @property
     def policy(self) -> Any:
@@ -70,9 +72,10 @@ class Observer:
             data = self.cycle.monitors.data_drift.run(self.reference(champion), self.cycle.current_features(now),
                                                       self.policy.feature_types)
             state.traffic_pending = 0
-        for signal in (concept, performance, data):
+        for kind, signal in (("concept_drift", concept), ("performance", performance), ("data_drift", data)):
             if signal is not None:
-                state.signals[signal.to_dict()["kind"]] = {"at": now.isoformat(), **signal.to_dict()}
+                self.latest[kind] = signal
+                state.signals[kind] = {"at": now.isoformat(), **signal.to_dict()}
         return Observation(now=now, data_drift=data, concept_drift=concept, performance=performance,
                            unlearned_rows=state.unlearned, new_labels=state.new_labels, manual=manual)
 
@@ -111,6 +114,7 @@ class Observer:
         state.champion = champion.version
         state.traffic_pending = self.loop.data_drift_every_rows  # judge the new champion's reference at once
         state.signals = {}
+        self.latest = {}
 
     def _performance(self, now: datetime, champion: VersionInfo) -> Any:
         config = self.policy.monitors.performance

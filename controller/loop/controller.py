@@ -1,0 +1,445 @@
+"""``Controller.tick(now)``: one model's decision loop, the same code for the daemon, the CLI and backtests.
+
+A tick, in order:
+
+1. **Lease** — act only while holding the model's lease (one active controller per model across processes).
+2. **In-flight decision** — poll its training job; once trained, the **gate** judges every challenger on the same
+   matured rows that neither it nor the champion trained on; ``promote`` moves the aliases, ``hold`` waits for more
+   labels (re-judged on later ticks with the rows that arrive), ``reject`` ends the decision.
+3. **Probation** — a new champion that does worse than the previous one on matured labels is rolled back.
+4. **Observe** — the monitors on what arrived since the last tick (:class:`~controller.loop.observe.Observer`).
+5. **Decide** — the rules (:class:`~controller.loop.rules.RuleEngine`) propose at most one decision; strategy
+   ``auto`` is resolved (:func:`~controller.loop.auto.choose_strategy`); the training job goes to the runner.
+
+Every decision is a row of the decision log with its evidence; gate verdicts also become an MLflow evaluation run.
+A failure inside a tick is logged, recorded and retried with exponential backoff; it never raises out of
+:meth:`Controller.tick`, so one model cannot take the daemon or the other models down.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from controller.actions.incremental import IncrementalRunner
+from controller.actions.model_job import ModelJob
+from controller.actions.monitoring import MonitorCycle
+from controller.actions.training import candidate_of
+from controller.clock import Clock
+from controller.config import LoadedPolicy
+from controller.errors import DriftpilotError
+from controller.loop.auto import ChampionFacts, StrategyChoice, choose_strategy
+from controller.loop.gate import GateVerdict, PairedSample, PromotionGate
+from controller.loop.observe import Observer, last_seq
+from controller.loop.rules import Hygiene, ManualRequest, Proposal, RuleEngine
+from controller.loop.runners import InlineRunner, JobState, TrainingJob, TrainingRunner, train_candidates
+from controller.loop.scoring import ModelCache, paired_sample
+from controller.loop.state import LoopState, Probation, clear_manual, load_state, pending_manual, save_state
+from controller.store import EventStore
+from controller.store.control import Decision, DecisionLog, InFlightConflict, Leases, new_decision_id
+from lineage import ModelRegistry, VersionInfo
+from trainers import NotFineTunableError, RiverModel, fine_tune_method
+
+log = logging.getLogger("driftpilot.loop")
+
+DAY = timedelta(days=1)
+
+
+@dataclass
+class TickReport:
+    """What one tick did, for logs, tests and backtests."""
+
+    model: str
+    now: datetime
+    champion: str | None = None
+    skipped: str | None = None
+    signals: dict[str, Any] = field(default_factory=dict)
+    proposal: dict[str, Any] | None = None
+    suppressed: list[dict[str, Any]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def note(self, decision_id: str, text: str) -> None:
+        if decision_id not in self.decisions:
+            self.decisions.append(decision_id)
+        self.events.append(text)
+        log.info("%s: %s", self.model, text, extra={"model": self.model, "decision_id": decision_id})
+
+    def to_dict(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["now"] = self.now.isoformat()
+        return body
+
+
+class Controller(ModelJob):
+    """The decision loop of one model. Build once per model; call :meth:`tick` with the (injected) time."""
+
+    def __init__(self, loaded: LoadedPolicy, store: EventStore, registry: ModelRegistry, clock: Clock, *,
+                 runner: TrainingRunner | None = None, decisions: DecisionLog | None = None,
+                 leases: Leases | None = None, owner: str = "inline") -> None:
+        super().__init__(loaded, store, registry, clock)
+        self.runner = runner or InlineRunner(lambda job: train_candidates(job, loaded, store, registry, clock))
+        self.decisions = decisions or DecisionLog(store, clock)
+        self.leases = leases
+        self.owner = owner
+        self.cycle = MonitorCycle(loaded, store, registry, clock)
+        self.observer = Observer(self.cycle, self.policy.loop)
+        self.engine = RuleEngine(self.policy.rules, self.policy.loop,
+                                 [self.policy.rule_name(i) for i in range(len(self.policy.rules))])
+        self.gate = PromotionGate(self.policy.gate, self.policy.task)
+        self.models = ModelCache(lambda version: self.registry.load(self.name, version=version))
+
+    @property
+    def name(self) -> str:
+        return self.policy.registered_model
+
+    # ------------------------------------------------------------------------------------------------ the tick
+
+    def tick(self, now: datetime | None = None) -> TickReport:
+        """One pass of the loop as of ``now`` (default: the clock's now). Never raises."""
+        now = now or self.clock.now()
+        report = TickReport(self.policy.model, now)
+        try:
+            if self.leases is not None and not self.leases.acquire(self.policy.model, self.owner,
+                                                                   self.policy.loop.lease_ttl):
+                current = self.leases.current(self.policy.model)
+                report.skipped = f"lease held by {current.holder if current else 'another controller'}"
+                return report
+            state = load_state(self.store, self.policy.model)
+        except Exception as exc:  # noqa: BLE001 - the store is down: nothing to record it in; retried next tick
+            report.error = f"{type(exc).__name__}: {exc}"
+            log.error("%s: tick failed before it started: %s", self.policy.model, report.error)
+            return report
+        if state.retry_at is not None and now < state.retry_at:
+            report.skipped = f"backing off after {state.failures} failed tick(s) until {state.retry_at.isoformat()}"
+            return report
+        try:
+            self._tick(now, state, report)
+            state.failures, state.retry_at, state.last_error = 0, None, None
+        except Exception as exc:  # noqa: BLE001 - recorded as a failed decision, retried with backoff
+            self._failed_tick(now, state, report, exc)
+        state.last_tick = now
+        try:
+            save_state(self.store, self.policy.model, state)
+        except Exception as exc:  # noqa: BLE001
+            report.error = report.error or f"could not save the loop state: {exc}"
+        return report
+
+    def _tick(self, now: datetime, state: LoopState, report: TickReport) -> None:
+        champion = self._champion()
+        if champion is None:
+            report.skipped = "no champion yet (run `driftpilot bootstrap`)"
+            return
+        report.champion = champion.version
+        self._advance(now, champion, state, report)
+        champion = self._champion() or champion  # the gate may have promoted
+        self._probation(now, champion, state, report)
+        champion = self._champion() or champion  # probation may have rolled back
+        manual = pending_manual(self.store, self.policy.model)
+        obs = self.observer.observe(now, champion, state, manual)
+        report.signals = {k: v for k, v in state.signals.items() if v.get("at") == now.isoformat()}
+        in_flight = self.decisions.in_flight(self.policy.model)
+        retrains = self.decisions.list(self.policy.model, since=now - DAY, limit=None, actions=("retrain",))
+        hygiene = Hygiene(in_flight=in_flight.decision_id if in_flight else None,
+                          last_retrain_at=retrains[0].created_at if retrains else None,
+                          retrains_last_day=len(retrains))
+        evaluation = self.engine.evaluate(obs, state.rules, hygiene)
+        state.rules = evaluation.state
+        for held in evaluation.suppressed:
+            report.suppressed.append(asdict(held))
+        if manual is not None and (evaluation.proposal is None or evaluation.proposal.manual is None):
+            # A person's request that hygiene refused is answered in the log, not kept forever.
+            self._record_refused_manual(manual, evaluation.suppressed, champion)
+        if evaluation.proposal is not None:
+            report.proposal = {"rule": evaluation.proposal.rule, "trigger": evaluation.proposal.trigger,
+                               "action": evaluation.proposal.action.model_dump(mode="json")}
+            self._start(now, champion, state, evaluation.proposal, report)
+        if manual is not None:
+            clear_manual(self.store, self.policy.model)
+
+    # ------------------------------------------------------------------------------------------ start a decision
+
+    def _start(self, now: datetime, champion: VersionInfo, state: LoopState, proposal: Proposal,
+               report: TickReport) -> None:
+        loaded = self.models.get(champion.version)
+        choice = choose_strategy(
+            proposal.action, self._facts(champion, loaded.model), self.policy.auto, now=now,
+            default_window=self.policy.retrain.stateless.window,
+            concept_drift=self.observer.latest.get("concept_drift"), data_drift=self.observer.latest.get("data_drift"))
+        evidence = {"rule_evidence": proposal.evidence, "strategy_choice": choice.to_dict(),
+                    "signals": dict(state.signals), "unlearned_rows": state.unlearned,
+                    "new_labels": state.new_labels}
+        if choice.strategy == "incremental":
+            self._learn(now, champion, proposal, choice, evidence, state, report)
+            return
+        candidates = self._candidates(proposal, champion)
+        drift_at = proposal.evidence.get("drift_at")
+        try:
+            decision = self.decisions.open(
+                self.policy.model, trigger=proposal.trigger, action="retrain", rule=proposal.rule,
+                strategy=choice.strategy, status="training", champion_version=champion.version,
+                evidence={**evidence, "candidates": candidates}, owner=self.owner)
+        except InFlightConflict as exc:
+            report.events.append(f"not started: {exc}")
+            return
+        state.last_retrain_seq, state.new_labels = state.label_cursor, 0
+        report.note(decision.decision_id, f"{decision.decision_id}: {proposal.trigger} via rule {proposal.rule} -> "
+                                          f"{choice.strategy} ({choice.rationale}); training {', '.join(candidates)}")
+        job = TrainingJob(
+            decision_id=decision.decision_id, model=self.policy.model, strategy=choice.strategy,
+            candidates=tuple(candidates), as_of=now, trigger=proposal.trigger,
+            window=choice.window.model_dump(mode="json") if choice.window is not None else None,
+            drift_at=datetime.fromisoformat(drift_at) if drift_at else None,
+            timeout=self.policy.loop.training_timeout)
+        self.runner.submit(job)
+        if isinstance(self.runner, InlineRunner):
+            self._advance(now, champion, state, report)  # trained already: judge it in the same tick
+
+    def _candidates(self, proposal: Proposal, champion: VersionInfo) -> list[str]:
+        """Pool members to train: the champion's own family first, then the policy's order, up to the budget."""
+        pool = list(self.policy.pool_members())
+        wanted = pool if proposal.action.candidates == "all" else list(proposal.action.candidates)
+        own = candidate_of(champion.record)
+        ordered = ([own] if own in wanted else []) + [name for name in wanted if name != own]
+        return ordered[: self.policy.pool.max_candidates]
+
+    def _facts(self, champion: VersionInfo, model: Any) -> ChampionFacts:
+        reason = None
+        try:
+            fine_tune_method(model)
+        except NotFineTunableError as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+        record = champion.record
+        return ChampionFacts(version=champion.version, flavor="river" if isinstance(model, RiverModel) else "sklearn",
+                             chain_depth=record.chain_depth if record else 0,
+                             window_end=record.window_end if record else None, not_fine_tunable=reason)
+
+    # ------------------------------------------------------------------------------------- the in-flight decision
+
+    def _advance(self, now: datetime, champion: VersionInfo, state: LoopState, report: TickReport) -> None:
+        decision = self.decisions.in_flight(self.policy.model)
+        if decision is None:
+            return
+        if decision.status == "training":
+            job = self.runner.poll(decision.decision_id)
+            if job.status == "running":
+                return
+            decision = self._trained(decision, job, report)
+            if decision is None:
+                return
+        if decision.status == "held":
+            self._judge(now, champion, decision, state, report)
+        elif decision.status == "promoting":
+            self._promote(now, decision, decision.challenger_version, state, report)
+
+    def _trained(self, decision: Decision, job: JobState, report: TickReport) -> Decision | None:
+        if job.status == "unknown":
+            error = ("interrupted: no training worker knows this decision (the daemon stopped or restarted while it "
+                     "trained); a later trigger starts a new one")
+        elif job.status == "failed":
+            error = f"training failed: {job.error}"
+        elif not any(r.get("ok") for r in job.results):
+            error = "every candidate failed: " + "; ".join(f"{r['candidate']}: {r.get('error')}" for r in job.results)
+        else:
+            error = None
+        if error is not None:
+            self.decisions.update(decision.decision_id, status="failed", error=error,
+                                  evidence={"challengers": job.results})
+            report.note(decision.decision_id, f"{decision.decision_id} failed: {error}")
+            return None
+        versions = [str(r["version"]) for r in job.results if r.get("ok")]
+        report.note(decision.decision_id, f"{decision.decision_id}: trained version(s) {', '.join(versions)}")
+        return self.decisions.update(decision.decision_id, status="held", evidence={"challengers": job.results})
+
+    def _judge(self, now: datetime, champion: VersionInfo, decision: Decision, state: LoopState,
+               report: TickReport) -> None:
+        """The gate on every matured row from the holdout on that the champion never trained on either."""
+        trained = [r for r in decision.evidence.get("challengers", []) if r.get("ok")]
+        first = min(int(r["holdout_first_seq"]) for r in trained)
+        after = max(first - 1, last_seq(champion) or -1)
+        rows = self.store.labeled_window(self.policy.model, now, after_seq=after,
+                                         feature_types=self.policy.feature_types)
+        champion_model = self.models.get(champion.version).model
+        classes = tuple(self.policy.target.classes or ())
+        verdicts: dict[str, GateVerdict] = {}
+        for result in trained:
+            version = str(result["version"])
+            sample = paired_sample(rows, champion_model, self.models.get(version).model, self.policy.task, classes)
+            verdicts[version] = self.gate.judge(sample, held_for=now - decision.created_at)
+        winners = sorted((v for v in verdicts.items() if v[1].verdict == "promote"),
+                         key=lambda item: item[1].delta or 0.0, reverse=True)
+        held = [v for v, verdict in verdicts.items() if verdict.verdict == "hold"]
+        gate_evidence = {"gate": {"as_of": now.isoformat(), "rows": rows.rows, "fingerprint": rows.fingerprint,
+                                  "first_seq": after + 1, "champion_version": champion.version,
+                                  "verdicts": {v: verdict.to_dict() for v, verdict in verdicts.items()}}}
+        if winners:
+            version, verdict = winners[0]
+            self._log_comparisons(decision, champion, verdicts, rows.rows, rows.fingerprint)
+            decision = self.decisions.update(decision.decision_id, status="promoting", verdict="promote",
+                                             challenger_version=version, evidence=gate_evidence)
+            report.note(decision.decision_id, f"{decision.decision_id}: gate promotes v{version}: {verdict.reason}")
+            self._promote(now, decision, version, state, report)
+        elif held:
+            best = held[0]
+            if decision.challenger_version != best:
+                self.registry.set_challenger(self.name, best)
+            self.decisions.update(decision.decision_id, verdict="hold", challenger_version=best,
+                                  evidence=gate_evidence)
+            report.note(decision.decision_id, f"{decision.decision_id}: gate holds v{best}: {verdicts[best].reason}")
+        else:
+            self._log_comparisons(decision, champion, verdicts, rows.rows, rows.fingerprint)
+            reasons = "; ".join(f"v{v}: {verdict.reason}" for v, verdict in verdicts.items())
+            self.decisions.update(decision.decision_id, status="done", verdict="reject", evidence=gate_evidence)
+            report.note(decision.decision_id, f"{decision.decision_id}: gate rejects {reasons}")
+
+    def _promote(self, now: datetime, decision: Decision, version: str | None, state: LoopState,
+                 report: TickReport) -> None:
+        """Move the aliases (idempotent, so a decision interrupted here finishes on the next tick)."""
+        previous = decision.champion_version
+        self.registry.promote(self.name, version, decision_id=decision.decision_id,
+                              reason=f"gate verdict of decision {decision.decision_id}")
+        self.decisions.update(decision.decision_id, status="done")
+        if self.policy.probation.enabled and previous is not None and previous != version:
+            state.probation = Probation(decision_id=decision.decision_id, version=str(version), previous=previous,
+                                        since_seq=state.label_cursor, until=now + self.policy.probation.duration)
+        report.note(decision.decision_id, f"{decision.decision_id}: v{version} is champion (previous v{previous})")
+
+    def _log_comparisons(self, decision: Decision, champion: VersionInfo, verdicts: dict[str, GateVerdict],
+                         rows: int, fingerprint: str) -> None:
+        """One MLflow evaluation run per challenger: both versions under the same metric keys, same rows."""
+        for version, verdict in verdicts.items():
+            self.registry.log_comparison(
+                self.name, comparison_id=f"{decision.decision_id}-v{version}", champion_version=champion.version,
+                challenger_version=version, champion_metrics=verdict.champion_metrics,
+                challenger_metrics=verdict.challenger_metrics, holdout_rows=rows,
+                holdout_fingerprint=fingerprint, verdict=verdict.verdict, p_value=verdict.p_value,
+                test=verdict.test, params={"decision_id": decision.decision_id, "trigger": decision.trigger,
+                                           "rule": decision.rule or "", "metric": verdict.metric})
+
+    # ------------------------------------------------------------------------------------------------ probation
+
+    def _probation(self, now: datetime, champion: VersionInfo, state: LoopState, report: TickReport) -> None:
+        probation = state.probation
+        if probation is None:
+            return
+        if champion.version != probation.version:
+            self._end_probation(probation, f"ended: the champion moved to v{champion.version}")
+            state.probation = None
+            return
+        config = self.policy.probation
+        rows = self.store.labeled_window(self.policy.model, now, after_seq=probation.since_seq,
+                                         feature_types=self.policy.feature_types)
+        if rows.rows >= config.min_rows:
+            sample = paired_sample(rows, self.models.get(probation.previous).model,
+                                   self.models.get(probation.version).model, self.policy.task,
+                                   tuple(self.policy.target.classes or ()))
+            verdict = self.gate.judge(sample)
+            metric = verdict.metric
+            new, old = verdict.challenger_metrics.get(metric), verdict.champion_metrics.get(metric)
+            worse = (old - new) if verdict.higher_is_better else (new - old)
+            evidence = {"metric": metric, "new_champion": new, "previous": old, "rows": rows.rows,
+                        "fingerprint": rows.fingerprint, "max_drop": config.max_drop}
+            if worse > config.max_drop:
+                self._rollback(now, probation, evidence, report)
+                state.probation = None
+                return
+            if now >= probation.until:
+                self._end_probation(probation, "passed", evidence)
+                state.probation = None
+        elif now >= probation.until:
+            self._end_probation(probation, f"passed without a verdict: only {rows.rows} matured rows < "
+                                           f"probation.min_rows {config.min_rows}")
+            state.probation = None
+
+    def _rollback(self, now: datetime, probation: Probation, evidence: dict[str, Any], report: TickReport) -> None:
+        decision_id = new_decision_id("rollback")
+        reason = (f"probation: v{probation.version} {evidence['metric']} {evidence['new_champion']:.4f} vs previous "
+                  f"v{probation.previous} {evidence['previous']:.4f} on {evidence['rows']} matured rows "
+                  f"(drop > probation.max_drop {evidence['max_drop']})")
+        self.registry.rollback(self.name, decision_id=decision_id, reason=reason)
+        self.decisions.open(self.policy.model, trigger="performance_drop", action="rollback", rule="probation",
+                            status="done", champion_version=probation.version,
+                            challenger_version=probation.previous, verdict="rollback",
+                            evidence={"probation": evidence, "promoted_by": probation.decision_id},
+                            owner=self.owner, decision_id=decision_id)
+        self._end_probation(probation, f"rolled back by {decision_id}", evidence)
+        report.note(decision_id, f"{decision_id}: rolled back v{probation.version} -> v{probation.previous}: {reason}")
+
+    def _end_probation(self, probation: Probation, result: str, evidence: dict[str, Any] | None = None) -> None:
+        self.decisions.update(probation.decision_id, evidence={"probation": {"result": result, **(evidence or {})}})
+
+    # ------------------------------------------------------------------------------------ incremental learning
+
+    def _learn(self, now: datetime, champion: VersionInfo, proposal: Proposal, choice: StrategyChoice,
+               evidence: dict[str, Any], state: LoopState, report: TickReport) -> None:
+        """One test-then-train step of the River learner. A checkpoint goes through the gate on its paired rows: the
+        learner's prequential predictions vs the champion's logged predictions on the same rows, which the
+        learner predicted before it learned them."""
+        step = IncrementalRunner(self.loaded, self.store, self.registry, self.clock).step()
+        state.last_retrain_seq, state.new_labels = state.label_cursor, 0
+        if step.checkpoint_version is None:
+            report.events.append(f"incremental: learned {step.learned} rows")
+            return
+        version = step.checkpoint_version
+        labels, learner, logged = (list(column) for column in zip(*step.paired, strict=True)) if step.paired \
+            else ([], [], [])
+        dtype = float if self.policy.task == "regression" else object
+        fingerprint = f"prequential-v{version}-{len(labels)}"
+        sample = PairedSample(labels=np.asarray(labels, dtype=dtype), champion=np.asarray(logged, dtype=dtype),
+                              challenger=np.asarray(learner, dtype=dtype),
+                              classes=tuple(self.policy.target.classes or ()), fingerprint=fingerprint)
+        verdict = self.gate.judge(sample)
+        evidence = {**evidence, "learned": step.learned, "gate": {
+            "as_of": now.isoformat(), "rows": sample.rows, "fingerprint": fingerprint,
+            "paired": "the learner's prequential predictions vs the champion's logged predictions",
+            "champion_version": champion.version, "verdicts": {version: verdict.to_dict()}}}
+        promote = verdict.verdict == "promote"
+        decision = self.decisions.open(
+            self.policy.model, trigger=proposal.trigger, action="learn", rule=proposal.rule, strategy="incremental",
+            status="promoting" if promote else "done", champion_version=champion.version,
+            challenger_version=version, verdict=verdict.verdict, evidence=evidence, owner=self.owner)
+        self._log_comparisons(decision, champion, {version: verdict}, sample.rows, fingerprint)
+        report.note(decision.decision_id, f"{decision.decision_id}: checkpoint v{version} after {step.learned} rows, "
+                                          f"gate {verdict.verdict}: {verdict.reason}")
+        if promote:
+            self._promote(now, decision, version, state, report)
+
+    # ------------------------------------------------------------------------------------------------ failures
+
+    def _failed_tick(self, now: datetime, state: LoopState, report: TickReport, exc: Exception) -> None:
+        state.failures += 1
+        backoff = self.policy.loop.backoff
+        delay = min(backoff.initial * (2 ** (state.failures - 1)), backoff.max)
+        state.retry_at = now + delay
+        message = f"{type(exc).__name__}: {exc}"
+        state.last_error = message
+        report.error = message
+        known = isinstance(exc, DriftpilotError) or type(exc).__module__.startswith(("lineage", "trainers"))
+        log.error("%s: tick failed (%d in a row), retry in %s: %s", self.policy.model, state.failures, delay,
+                  message, exc_info=None if known else exc)
+        try:
+            self.decisions.open(self.policy.model, trigger="schedule", action="tick", status="failed",
+                                error=message, owner=self.owner,
+                                evidence={"failures": state.failures, "retry_at": state.retry_at.isoformat(),
+                                          "traceback": None if known else traceback.format_exc(limit=8)})
+        except Exception as again:  # noqa: BLE001 - the store itself may be what failed
+            log.error("%s: could not record the failed tick either: %s", self.policy.model, again)
+
+    def _record_refused_manual(self, manual: ManualRequest, suppressed: Any, champion: VersionInfo) -> None:
+        reasons = [s for s in suppressed if s.trigger == "manual"]
+        detail = reasons[0].detail if reasons else "another rule acted first"
+        self.decisions.open(self.policy.model, trigger="manual", action="skip", status="skipped",
+                            rule=reasons[0].rule if reasons else "manual", champion_version=champion.version,
+                            error=detail, evidence={"manual": manual.to_dict()}, owner=self.owner)
+
+    # ------------------------------------------------------------------------------------------------ helpers
+
+    def _champion(self) -> VersionInfo | None:
+        version = self.registry.champion_version(self.name)
+        return self.registry.get(self.name, version) if version is not None else None
