@@ -410,6 +410,59 @@ class Controller(ModelJob):
         if promote:
             self._promote(now, decision, version, state, report)
 
+    # ------------------------------------------------------------------------------------------- by a person
+
+    def promote_by_hand(self, version: str | None = None, *, force: bool = False,
+                        now: datetime | None = None) -> tuple[Decision, GateVerdict]:
+        """Promote ``version`` (default: the challenger) through the gate, on the matured rows neither it nor the
+        champion trained on; ``force`` promotes whatever the verdict says, and the override is recorded."""
+        now = now or self.clock.now()
+        champion = self._champion()
+        if champion is None:
+            raise DriftpilotError(f"model {self.name!r} has no champion yet; run `driftpilot bootstrap` first")
+        target = str(version) if version is not None else self.registry.aliases(self.name).get("challenger")
+        if target is None:
+            raise DriftpilotError(f"{self.name!r} has no challenger to promote; name one with --version V "
+                                  "(see `driftpilot lineage`)")
+        if target == champion.version:
+            raise DriftpilotError(f"version {target} of {self.name!r} is the champion already")
+        candidate = self.registry.get(self.name, target)
+        after = max(last_seq(candidate) or -1, last_seq(champion) or -1)
+        rows = self.store.labeled_window(self.policy.model, now, after_seq=after,
+                                         feature_types=self.policy.feature_types)
+        sample = paired_sample(rows, self.models.get(champion.version).model, self.models.get(target).model,
+                               self.policy.task, tuple(self.policy.target.classes or ()))
+        verdict = self.gate.judge(sample)
+        promote = verdict.verdict == "promote" or force
+        evidence = {"gate": {"as_of": now.isoformat(), "rows": rows.rows, "fingerprint": rows.fingerprint,
+                             "first_seq": after + 1, "champion_version": champion.version,
+                             "verdicts": {target: verdict.to_dict()}},
+                    "forced": force and verdict.verdict != "promote"}
+        decision = self.decisions.open(
+            self.policy.model, trigger="manual", action="promote", rule="by-hand",
+            status="promoting" if promote else "done", champion_version=champion.version,
+            challenger_version=target, verdict=verdict.verdict, evidence=evidence, owner=self.owner)
+        self._log_comparisons(decision, champion, {target: verdict}, rows.rows, rows.fingerprint)
+        if promote:
+            state = load_state(self.store, self.policy.model)
+            self._promote(now, decision, target, state, TickReport(self.policy.model, now))
+            save_state(self.store, self.policy.model, state)
+        return self.decisions.get(decision.decision_id) or decision, verdict
+
+    def rollback_by_hand(self, *, now: datetime | None = None) -> Decision:
+        """``previous`` -> champion, recorded as a decision (and in MLflow's alias history)."""
+        now = now or self.clock.now()
+        decision_id = new_decision_id("rollback")
+        change = self.registry.rollback(self.name, decision_id=decision_id, reason="by hand (driftpilot rollback)")
+        state = load_state(self.store, self.policy.model)
+        state.probation = None
+        save_state(self.store, self.policy.model, state)
+        return self.decisions.open(
+            self.policy.model, trigger="manual", action="rollback", rule="by-hand", status="done",
+            champion_version=change.before.get("champion"), challenger_version=change.version, verdict="rollback",
+            evidence={"aliases_before": dict(change.before), "aliases_after": dict(change.after)},
+            owner=self.owner, decision_id=decision_id)
+
     # ------------------------------------------------------------------------------------------------ failures
 
     def _failed_tick(self, now: datetime, state: LoopState, report: TickReport, exc: Exception) -> None:

@@ -107,6 +107,7 @@ class InlineRunner:
 
 @dataclass
 class _Running:
+    model: str
     process: Any
     conn: Any
     started: datetime
@@ -159,9 +160,11 @@ class ProcessRunner:
                                                 f"{running.timeout}); the worker was killed")
             return JobState("running")
 
-    def running(self) -> list[str]:
+    def running(self) -> dict[str, str]:
+        """decision id -> model of every job started or queued."""
         with self._lock:
-            return list(self._running) + [job.decision_id for job in self._queued]
+            return {**{decision_id: run.model for decision_id, run in self._running.items()},
+                    **{job.decision_id: job.model for job in self._queued}}
 
     def shutdown(self) -> None:
         """Kill the workers (a graceful stop marks their decisions failed on the next start)."""
@@ -179,7 +182,7 @@ class ProcessRunner:
                                             args=(job, self.policies[job.model], sender, os.getpid()))
             process.start()
             sender.close()  # the child holds its own copy; EOF reaches us if it dies
-            self._running[job.decision_id] = _Running(process, receiver, self.clock.now(), job.timeout)
+            self._running[job.decision_id] = _Running(job.model, process, receiver, self.clock.now(), job.timeout)
             log.info("training %s started in worker pid %s", job.decision_id, process.pid)
 
     def _finish(self, decision_id: str) -> None:

@@ -22,9 +22,9 @@ import sqlalchemy as sa
 
 from controller.clock import Clock, ensure_utc
 from controller.errors import DriftpilotError
-from monitors.signals import to_jsonable
 from controller.store.events import EventStore
 from controller.store.tables import IN_FLIGHT_STATUSES, decisions, leases
+from monitors.signals import to_jsonable
 
 STATUSES = ("training", "held", "promoting", "done", "failed", "skipped")
 TERMINAL_STATUSES = ("done", "failed", "skipped")
@@ -212,6 +212,12 @@ class Leases:
         except sa.exc.IntegrityError:
             return False
         return True
+
+    def renew(self, model: str, holder: str, ttl: timedelta) -> bool:
+        """Extend ``holder``'s lease; False when it does not hold it (it never takes a lease)."""
+        with self.store.transaction() as conn:
+            return bool(conn.execute(leases.update().where(leases.c.model == model, leases.c.holder == holder)
+                                     .values(expires_at=self.clock.now() + ttl)).rowcount)
 
     def release(self, model: str, holder: str) -> None:
         """Give the lease up (graceful stop), so another daemon need not wait for it to expire."""

@@ -1,0 +1,154 @@
+"""``driftpilot run``: the HTTP API and an APScheduler scheduler that ticks every model, in one process.
+
+* One interval job per model (``tick:<model>``, every ``loop.tick``) calls :meth:`Controller.tick` with the system
+  clock's now. Jobs live in a persistent SQLAlchemy job store with textual references to this module (so a restart
+  restores them), ``coalesce`` (missed ticks run once), ``max_instances=1`` (a slow tick is never doubled) and a
+  misfire grace time.
+* A heartbeat job renews this daemon's leases, so a long tick interval never lets another daemon take a model over.
+* Training runs in worker processes (:class:`~controller.loop.runners.ProcessRunner`): a long retrain never stalls
+  ingestion, ``/predict`` or the other models' ticks.
+* SIGTERM/SIGINT stop it gracefully: the scheduler waits for running ticks, training workers are stopped and their
+  decisions marked failed, and the leases are released so another daemon can take over at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from controller.clock import Clock
+from controller.config import LoadedPolicy
+from controller.loop.controller import Controller
+from controller.loop.runners import ProcessRunner
+from controller.store import EventStore
+from controller.store.control import DecisionLog, Leases
+
+log = logging.getLogger("driftpilot.daemon")
+
+# APScheduler stores textual references to the functions below; they find the running daemon here.
+_RUNNING: Daemon | None = None
+
+
+def tick_job(model: str) -> None:
+    """The scheduled job of one model (textual reference ``controller.loop.daemon:tick_job``)."""
+    if _RUNNING is not None:
+        _RUNNING.tick(model)
+
+
+def heartbeat_job() -> None:
+    """Renew the leases this daemon holds (``controller.loop.daemon:heartbeat_job``)."""
+    if _RUNNING is not None:
+        _RUNNING.heartbeat()
+
+
+def new_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Daemon:
+    """The controllers of a set of policies, ticked by APScheduler; build, :meth:`start`, then :meth:`stop`."""
+
+    def __init__(self, policies: Sequence[LoadedPolicy], stores: dict[str, EventStore], registries: dict[str, Any],
+                 clock: Clock, *, scheduler_url: str, max_workers: int = 2, owner: str | None = None) -> None:
+        self.policies = {p.config.model: p for p in policies}
+        self.stores = stores
+        self.registries = registries
+        self.clock = clock
+        self.scheduler_url = scheduler_url
+        self.owner = owner or new_owner_id()
+        self.runner = ProcessRunner(self.policies, clock, max_workers=max_workers)
+        self.controllers = {
+            model: Controller(loaded, stores[model], registries[model], clock, runner=self.runner,
+                              decisions=DecisionLog(stores[model], clock), leases=Leases(stores[model], clock),
+                              owner=self.owner)
+            for model, loaded in self.policies.items()}
+        self.scheduler: Any = None
+        self._stopped = threading.Event()
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        global _RUNNING
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        if self.scheduler_url.startswith("sqlite:///"):
+            Path(self.scheduler_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _RUNNING = self
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(url=self.scheduler_url)},
+            executors={"default": ThreadPoolExecutor(max(2, min(16, len(self.controllers) + 1)))},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+            timezone="UTC")
+        self.scheduler.start(paused=True)
+        wanted = {f"tick:{model}" for model in self.controllers}
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("tick:") and job.id not in wanted:
+                job.remove()  # a model no longer configured
+        now = self.clock.now()
+        shortest = min(loaded.config.loop.lease_ttl for loaded in self.policies.values())
+        for model, loaded in self.policies.items():
+            self.scheduler.add_job("controller.loop.daemon:tick_job", "interval", args=[model], id=f"tick:{model}",
+                                   seconds=loaded.config.loop.tick.total_seconds(), next_run_time=now,
+                                   replace_existing=True, name=f"tick {model}")
+        self.scheduler.add_job("controller.loop.daemon:heartbeat_job", "interval", id="heartbeat",
+                               seconds=max(1.0, shortest.total_seconds() / 3), replace_existing=True,
+                               name="renew leases")
+        self.scheduler.resume()
+        log.info("controller %s ticking models %s", self.owner, sorted(self.controllers),
+                 extra={"owner": self.owner})
+
+    def tick(self, model: str) -> None:
+        if self._stopped.is_set():
+            return
+        report = self.controllers[model].tick(self.clock.now())
+        level = logging.WARNING if report.error else logging.INFO if report.events else logging.DEBUG
+        log.log(level, "tick %s: %s", model, report.error or "; ".join(report.events) or report.skipped or "idle",
+                extra={"model": model, "champion": report.champion, "decisions": report.decisions})
+
+    def heartbeat(self) -> None:
+        for model, controller in self.controllers.items():
+            try:
+                controller.leases.renew(model, self.owner, controller.policy.loop.lease_ttl)
+            except Exception as exc:  # noqa: BLE001 - the next tick retries (and records) a store failure
+                log.warning("could not renew the lease of %s: %s", model, exc)
+
+    def stop(self) -> None:
+        """Graceful stop: finish running ticks, stop training workers (their decisions fail), release leases."""
+        global _RUNNING
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        for decision_id, model in self.runner.running().items():
+            self.controllers[model].decisions.update(
+                decision_id, status="failed", error="stopped: the daemon was shut down while it trained")
+        self.runner.shutdown()
+        for model, controller in self.controllers.items():
+            try:
+                controller.leases.release(model, self.owner)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not release the lease of %s: %s", model, exc)
+        _RUNNING = None
+        log.info("controller %s stopped", self.owner)
+
+    def wait(self) -> None:
+        """Block until SIGTERM or SIGINT (for ``driftpilot run --no-api``)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stopped.set())
+        self._stopped.wait()
+        self._stopped.clear()  # stop() does the work
+        self.stop()
+
+
+def default_scheduler_url() -> str:
+    return f"sqlite:///{Path('.driftpilot/scheduler.db').resolve()}"
