@@ -1,9 +1,24 @@
-"""Engines and schema migrations for the event store (SQLite in WAL mode by default, PostgreSQL by URL)."""
+"""Engines and schema migrations for the event store (SQLite in WAL mode by default, PostgreSQL by URL).
+
+Several processes may share one store (API replicas, a daemon beside a server, a restart loop), so:
+
+* SQLite transactions are real: driftpilot emits ``BEGIN`` itself instead of the ``sqlite3`` module's legacy mode
+  (which runs SELECTs outside the transaction), and a write transaction (:func:`begin_write`) starts with
+  ``BEGIN IMMEDIATE``, taking SQLite's single write lock before its first read, so a read-then-write is never raced
+  and never fails with a stale snapshot.
+* Schema set-up (:func:`upgrade`) is serialized between processes: a lock file next to a SQLite database
+  (``events.db.lock``, ``fcntl.flock``) and a transaction-scoped advisory lock on PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -14,6 +29,10 @@ from sqlalchemy.engine import make_url
 from controller.errors import StoreUnavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# Connection execution option read by the SQLite "begin" hook: this transaction will write (BEGIN IMMEDIATE).
+_WRITE_OPTION = "driftpilot_write"
+# How long a process waits for another one to finish setting up the schema of the same database.
+SETUP_LOCK_TIMEOUT_S = 120.0
 
 
 def create_store_engine(url: str) -> sa.Engine:
@@ -27,15 +46,26 @@ def create_store_engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            # No implicit BEGIN from the sqlite3 module: the "begin" hook below emits it (SQLAlchemy's documented
+            # recipe), so reads and writes inside one transaction see one state of the database.
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
+            # First, so that even switching a fresh file to WAL waits for another process instead of failing.
+            cursor.execute("PRAGMA busy_timeout=5000")
             cursor.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged write survives a power cut too (WAL fsync on every commit). NORMAL is faster for
             # one-row batches (benchmarks/ingest.py: 2,250 vs 1,497 events/s) but can lose the last commits on power
             # loss; at batches of 1,000 the difference is small (103k vs 100k events/s; docs/benchmarks.md).
             cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA busy_timeout=5000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: sa.Connection) -> None:
+            # A writer takes the write lock first (waiting up to busy_timeout for another writer); a deferred BEGIN
+            # followed by a write would fail at once with "database is locked" if another writer committed between
+            # this transaction's first read and its first write.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION) else "BEGIN")
 
         return engine
     if parsed.get_backend_name() == "postgresql":
@@ -73,16 +103,96 @@ def json_safe(value: object) -> object:
     return value
 
 
+def begin_write(conn: sa.Connection) -> sa.RootTransaction:
+    """Begin a transaction that will write: ``BEGIN IMMEDIATE`` on SQLite (see the module docstring)."""
+    conn.execution_options(**{_WRITE_OPTION: True})
+    return conn.begin()
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for PostgreSQL's ``pg_advisory_*lock`` functions, from a name."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def advisory_xact_lock(conn: sa.Connection, name: str) -> None:
+    """On PostgreSQL, wait for the transaction-scoped advisory lock ``name`` (released at commit or rollback)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(advisory_key(name))))
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (idempotent). Runs on start and from ``driftpilot db upgrade``."""
+    """Bring the schema to ``revision`` (idempotent). Runs on start and from ``driftpilot db upgrade``.
+
+    Safe when several processes start together on a fresh database: they take turns (a lock file beside a SQLite
+    file, an advisory lock on PostgreSQL), and each one after the first finds the schema current.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-    except sa.exc.OperationalError as exc:
-        raise StoreUnavailable(describe_unreachable(engine, exc)) from exc
+    with setup_lock(engine):
+        try:
+            connection = engine.connect()
+        except sa.exc.DBAPIError as exc:
+            raise StoreUnavailable(describe_unreachable(engine, exc)) from exc
+        try:
+            with connection, begin_write(connection):
+                advisory_xact_lock(connection, "driftpilot:schema")
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+        except sa.exc.DBAPIError as exc:
+            raise StoreUnavailable(
+                f"could not bring the event store {_safe_url(engine)} to schema revision {revision!r}: "
+                f"{_reason(exc)}. The migration was rolled back. If another process was starting at the same time, "
+                "retry; otherwise check the database server and its logs, then run `driftpilot db upgrade --config "
+                "POLICY` once by hand."
+            ) from exc
+
+
+@contextmanager
+def setup_lock(engine: sa.Engine, timeout_s: float = SETUP_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """For a SQLite file, hold an exclusive ``flock`` on ``<file>.lock`` while the schema is set up.
+
+    The lock file is left in place (removing it would let a waiting process lock a file nobody else sees); the OS
+    releases the lock when its holder exits, however it exits. Other databases: no file lock (see :func:`upgrade`).
+    """
+    path = sqlite_file(engine)
+    if path is None:
+        yield
+        return
+    with file_lock(path.with_name(path.name + ".lock"), timeout_s,
+                   what=f"set up the schema of the event store {path}"):
+        yield
+
+
+@contextmanager
+def file_lock(lock_path: Path, timeout_s: float, *, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing), waiting at most ``timeout_s``."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:  # "a": create if missing, never truncate another holder's file
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(
+                        f"could not {what}: another process has held the lock file {lock_path} for over "
+                        f"{timeout_s:.0f} s. Find it with `fuser {lock_path}` and stop it if it hangs (the lock is "
+                        "released when it exits), then retry."
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sqlite_file(engine: sa.Engine) -> Path | None:
+    """The database file of a file-based SQLite engine, else None."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).resolve()
 
 
 def current_revision(engine: sa.Engine) -> str | None:

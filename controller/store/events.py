@@ -10,6 +10,24 @@ Two rules make everything downstream honest:
 
 Arrival times are stamped by the store's injected clock, never taken from the client, so a decision made at ``T``
 can be replayed exactly: nobody can insert a label "in the past".
+
+**Concurrent writers** (several API replicas or processes on one database) get the same answers as one writer would:
+
+* Predictions are inserted with ``ON CONFLICT DO NOTHING``; when a row was already there (a retry, or another writer
+  inserting the same id at the same moment), the stored content is compared in the same transaction: identical is a
+  no-op, different is a :class:`PredictionConflict` for this batch, never a database error. A prediction whose
+  ``event_time`` the client did not give is stamped with the store clock and compared on everything else, so
+  re-sending it is a no-op too.
+* Label transactions of one model run one at a time: on PostgreSQL each takes a transaction-scoped advisory lock
+  (``pg_advisory_xact_lock``, keyed by ``'labels:' || model``) as its first statement; SQLite serializes writers by
+  itself (``BEGIN IMMEDIATE``). So the decision "duplicate / conflict / overwrite" is made on the committed state,
+  and **a model's label ``seq`` order is its commit order**: a reader paging with ``labeled_window(after_seq=
+  cursor)`` never sees seq n+1 before seq n is visible, so a cursor skips nothing. Arrival times are stamped inside
+  that transaction as ``max(clock.now(), newest arrival of the model)``, so ``arrived_at`` never decreases along
+  ``seq`` and an ``as_of`` cut is a prefix in ``seq`` order, even when the writers' clocks disagree.
+* Items of one label batch apply in order, as if sent one by one: the same id twice with different values needs
+  ``overwrite`` on the later item, and the earlier value is recorded as immediately superseded (in force at no
+  instant).
 """
 
 from __future__ import annotations
@@ -31,6 +49,8 @@ from sqlalchemy.dialects import postgresql
 from controller.clock import Clock, SystemClock, ensure_utc
 from controller.errors import LabelConflict, PredictionConflict, Problem, StoreUnavailable
 from controller.store.db import (
+    advisory_xact_lock,
+    begin_write,
     create_store_engine,
     describe_failure,
     describe_unreachable,
@@ -43,10 +63,11 @@ from controller.store.tables import controller_state, labels, predictions
 
 @dataclass(frozen=True)
 class PredictionRecord:
-    """One validated prediction to store. ``prediction_id=None`` means: generate one."""
+    """One validated prediction to store. ``prediction_id=None`` means: generate one. ``event_time=None`` means: the
+    client did not say; the store stamps its clock's time, and a re-sent copy that also omits it is a repeat."""
 
     features: Mapping[str, Any]
-    event_time: datetime
+    event_time: datetime | None = None
     prediction: Any = None
     scores: Mapping[str, float] | None = None
     prediction_id: str | None = None
@@ -187,8 +208,9 @@ class EventStore:
     def add_predictions(self, model: str, records: Sequence[PredictionRecord]) -> list[str]:
         """Store a batch of predictions atomically and return their ids (generated where not given).
 
-        Re-sending a prediction with the same id and the same content is a no-op (safe client retries); the same id
-        with different content refuses the whole batch with :class:`PredictionConflict`.
+        Re-sending a prediction with the same id and the same content is a no-op (safe client retries, also when
+        another writer sends it at the same moment); the same id with different content refuses the whole batch with
+        :class:`PredictionConflict`. A record without ``event_time`` is compared on everything but the event time.
         """
         now = self.clock.now()
         ids = [r.prediction_id or uuid.uuid4().hex for r in records]
@@ -197,7 +219,7 @@ class EventStore:
                 "model": model,
                 "prediction_id": pid,
                 "model_version": r.model_version,
-                "event_time": ensure_utc(r.event_time),
+                "event_time": ensure_utc(r.event_time) if r.event_time is not None else now,
                 "received_at": now,
                 "features": r.features,
                 "prediction": r.prediction,
@@ -206,26 +228,32 @@ class EventStore:
             }
             for pid, r in zip(ids, records, strict=True)
         ]
-        given = {r.prediction_id: i for i, r in enumerate(records) if r.prediction_id is not None}
         with self._transaction() as conn:
-            if given:
-                # Ids only first: a retried prediction is rare, so its stored content is fetched only when found.
-                found = self._existing_predictions(conn, model, list(given), content=False)
-                existing = self._existing_predictions(conn, model, list(found)) if found else {}
-                problems, repeats = [], set()
-                for pid, stored in existing.items():
-                    row = rows[given[pid]]
-                    if _same_prediction(stored, row):
-                        repeats.add(pid)
-                    else:
-                        problems.append(Problem(given[pid], "prediction_id",
-                                                f"{pid!r} is already stored with different content; prediction "
-                                                "ids must be unique per model"))
-                if problems:
-                    raise PredictionConflict(problems)
-                rows = [row for row in rows if row["prediction_id"] not in repeats]
-            _bulk_insert(conn, predictions, rows)
+            if conn.dialect.name == "postgresql":
+                # Concurrent batches with overlapping ids lock those ids in one order, so they wait, never deadlock.
+                insert_rows = sorted(rows, key=lambda row: row["prediction_id"])
+            else:
+                insert_rows = rows
+            inserted = _bulk_insert(conn, predictions, insert_rows, conflict=("model", "prediction_id"))
+            if inserted < len(rows):
+                # Some ids were stored already (a retry) or by a writer that committed first: compare contents.
+                self._check_repeats(conn, model, records, rows)
         return ids
+
+    def _check_repeats(self, conn: sa.Connection, model: str, records: Sequence[PredictionRecord],
+                       rows: list[dict[str, Any]]) -> None:
+        given = [i for i, r in enumerate(records) if r.prediction_id is not None]
+        stored = self._existing_predictions(conn, model, [rows[i]["prediction_id"] for i in given])
+        problems = []
+        for index in given:
+            pid = rows[index]["prediction_id"]
+            # The same id twice in one batch compares with what is stored: the first copy, or someone else's row.
+            if not _same_prediction(stored[pid], rows[index], event_time=records[index].event_time is not None):
+                problems.append(Problem(index, "prediction_id",
+                                        f"{pid!r} is already stored with different content; prediction ids must be "
+                                        "unique per model"))
+        if problems:
+            raise PredictionConflict(problems)
 
     def add_labels(self, model: str, records: Sequence[LabelRecord]) -> LabelReceipt:
         """Store a batch of natural labels atomically, stamped with the store clock's arrival time.
@@ -233,21 +261,17 @@ class EventStore:
         A label may arrive before its prediction (it is kept and joins when the prediction arrives). The same value
         twice is a no-op. A different value for an already-labeled prediction is a :class:`LabelConflict` (nothing
         stored) unless the record says ``overwrite=True``; the old row is then kept, marked superseded, as the audit
-        record of the change.
+        record of the change. Items apply in order, as if sent one by one (see the module docstring).
         """
-        try:
-            return self._add_labels_once(model, records)
-        except sa.exc.IntegrityError:
-            # Another writer labeled one of these ids between our read and our insert (the unique index on the
-            # current label caught it, and our transaction rolled back). Re-read and decide again, once.
-            return self._add_labels_once(model, records)
-
-    def _add_labels_once(self, model: str, records: Sequence[LabelRecord]) -> LabelReceipt:
-        now = self.clock.now()
         with self._transaction() as conn:
+            now = self._label_arrival_time(conn, model)
             current = self._current_labels(conn, model, [r.prediction_id for r in records])
-            inserts, superseded, problems = [], [], []
-            duplicates = 0
+            inserts: list[dict[str, Any]] = []
+            superseded: list[str] = []  # ids whose stored current label this batch replaces
+            problems: list[Problem] = []
+            in_batch: dict[str, int] = {}  # id -> position in `inserts` of this batch's newest row for it
+            given_by: dict[str, int] = {}  # id -> index of the item that gave its current value in this batch
+            duplicates = overwritten = 0
             for index, record in enumerate(records):
                 pid = record.prediction_id
                 if pid in current:
@@ -256,15 +280,27 @@ class EventStore:
                         duplicates += 1
                         continue
                     if not record.overwrite:
+                        where = (f" by item {given_by[pid]} of this batch" if pid in given_by else "")
                         problems.append(Problem(index, "label",
-                                                f"prediction {pid!r} already has label {old!r}, got {record.value!r};"
-                                                " send overwrite: true to replace it (the change is recorded)"))
+                                                f"prediction {pid!r} already has label {old!r}{where}, got "
+                                                f"{record.value!r}; send overwrite: true to replace it (the change is "
+                                                "recorded)"))
                         continue
-                    superseded.append(pid)
+                    overwritten += 1
+                    if pid in in_batch:
+                        # Replaced within this batch: in force at no instant, kept as the record of what was sent.
+                        inserts[in_batch[pid]]["superseded_at"] = now
+                    else:
+                        superseded.append(pid)
+                in_batch[pid] = len(inserts)
+                given_by[pid] = index
                 inserts.append({"model": model, "prediction_id": pid, "value": record.value, "arrived_at": now})
                 current[pid] = record.value
             if problems:
                 raise LabelConflict(problems)
+            if len(in_batch) < len(inserts):
+                for row in inserts:  # one column set for the whole executemany
+                    row.setdefault("superseded_at", None)
             if superseded:
                 conn.execute(
                     labels.update()
@@ -273,10 +309,20 @@ class EventStore:
                     .values(superseded_at=now)
                 )
             _bulk_insert(conn, labels, inserts)
-            new_ids = [row["prediction_id"] for row in inserts]
-            matched = self._count_predictions(conn, model, new_ids)
-        return LabelReceipt(inserted=len(inserts) - len(superseded), duplicates=duplicates,
-                            overwritten=len(superseded), unmatched=len(new_ids) - matched)
+            unmatched = self._count_unmatched(conn, model, [row["prediction_id"] for row in inserts])
+        return LabelReceipt(inserted=len(inserts) - overwritten, duplicates=duplicates, overwritten=overwritten,
+                            unmatched=unmatched)
+
+    def _label_arrival_time(self, conn: sa.Connection, model: str) -> datetime:
+        """Serialize this model's label transactions and return the arrival time to stamp (module docstring).
+
+        Must run first in the transaction: the lock makes ``seq`` order equal commit order, and the newest arrival is
+        read under it.
+        """
+        advisory_xact_lock(conn, f"labels:{model}")
+        now = self.clock.now()
+        newest = conn.execute(sa.select(sa.func.max(labels.c.arrived_at)).where(labels.c.model == model)).scalar()
+        return max(now, newest) if newest is not None else now
 
     # ---------------------------------------------------------------------------------------------------- reading
 
@@ -493,7 +539,7 @@ class EventStore:
     def _transaction(self) -> Iterator[sa.Connection]:
         with self._connection() as conn:
             try:
-                with conn.begin():
+                with begin_write(conn):
                     yield conn
             except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
                 # Connected, then failed: say so, rather than "unreachable". The transaction was rolled back.
@@ -523,9 +569,16 @@ class EventStore:
                                           _one_of(conn, predictions.c.prediction_id, ids))
         return {row.prediction_id: dict(row._mapping) for row in conn.execute(query)}
 
-    def _count_predictions(self, conn: sa.Connection, model: str, ids: list[str]) -> int:
-        return conn.execute(sa.select(sa.func.count()).select_from(predictions).where(
-            predictions.c.model == model, _one_of(conn, predictions.c.prediction_id, ids))).scalar_one()
+    def _count_unmatched(self, conn: sa.Connection, model: str, ids: list[str]) -> int:
+        """How many of ``ids`` (one per inserted label row, an id may repeat) have no stored prediction."""
+        if not ids:
+            return 0
+        where = sa.and_(predictions.c.model == model, _one_of(conn, predictions.c.prediction_id, ids))
+        if len(set(ids)) == len(ids):
+            return len(ids) - conn.execute(sa.select(sa.func.count()).select_from(predictions).where(where)
+                                           ).scalar_one()
+        matched = set(conn.execute(sa.select(predictions.c.prediction_id).where(where)).scalars())
+        return sum(pid not in matched for pid in ids)
 
     def _current_labels(self, conn: sa.Connection, model: str, ids: list[str]) -> dict[str, Any]:
         query = sa.select(labels.c.prediction_id, labels.c.value).where(
@@ -553,15 +606,19 @@ _JSON_COLUMNS = {"features", "prediction", "scores", "value"}
 _TIME_COLUMNS = {"event_time", "received_at", "arrived_at", "superseded_at"}
 
 
-def _bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert plain rows through the DB-API ``executemany``, with JSON and times encoded once, here.
+def _bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], *,
+                 conflict: tuple[str, ...] | None = None) -> int:
+    """Insert plain rows through the DB-API ``executemany``, with JSON and times encoded once, here; return how many
+    rows were inserted.
 
     This is the ingestion hot path: SQLAlchemy Core's per-row parameter processing was about half of the store's
     time (docs/benchmarks.md), so values are encoded exactly as the column types would encode them and handed to the
-    driver directly. Reads still go through the column types, which decode them.
+    driver directly. Reads still go through the column types, which decode them. ``conflict`` names a unique key:
+    rows whose key is already stored are skipped (``ON CONFLICT DO NOTHING``, SQLite and PostgreSQL alike) instead of
+    failing the statement.
     """
     if not rows:
-        return
+        return 0
     columns = list(rows[0])
     sqlite = conn.dialect.name == "sqlite"
     if sqlite:
@@ -569,11 +626,13 @@ def _bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]
     else:
         placeholders = ", ".join("%s::jsonb" if c in _JSON_COLUMNS else "%s" for c in columns)
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"
+    if conflict:
+        sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
     encoders = [_encoder(column, sqlite) for column in columns]
     # Column by column: one tight comprehension per column beats a generator per row (the hot spot measured here).
     encoded = [[encode(row[c]) for row in rows] for encode, c in zip(encoders, columns, strict=True)]
     params = list(zip(*encoded, strict=True))
-    conn.exec_driver_sql(sql, params)
+    return conn.exec_driver_sql(sql, params).rowcount
 
 
 def _encoder(column: str, sqlite: bool) -> Any:
@@ -614,18 +673,29 @@ def _same_value(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _same_prediction(stored: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
-    return all(
-        _canonical(stored[key]) == _canonical(row[key])
-        for key in ("features", "prediction", "scores", "model_version", "event_time")
-    )
-
-
-def _canonical(value: Any) -> str:
-    if isinstance(value, datetime):
-        return ensure_utc(value).isoformat()
+def _same_prediction(stored: Mapping[str, Any], row: Mapping[str, Any], *, event_time: bool = True) -> bool:
+    """Whether a stored prediction and a row to store have the same content; ``event_time=False`` leaves the event
+    time out (the client did not give one, so the store's stamp is not part of what it sent)."""
+    if event_time and ensure_utc(stored["event_time"]) != ensure_utc(row["event_time"]):
+        return False
+    if stored["model_version"] != row["model_version"]:
+        return False
     # NaN is compared in the form it is stored in ("NaN"), so a retried NaN prediction is a repeat.
-    return json.dumps(json_safe(value), sort_keys=True, default=str)
+    return all(_same_json(stored[key], json_safe(row[key])) for key in ("features", "prediction", "scores"))
+
+
+def _same_json(stored: Any, sent: Any) -> bool:
+    """JSON equality as the store keeps values: numbers by value (PostgreSQL's JSONB gives 1e16 back as the integer
+    10000000000000000), booleans apart from numbers, objects by keys in any order."""
+    if isinstance(stored, bool) or isinstance(sent, bool):
+        return type(stored) is type(sent) and stored == sent
+    if isinstance(stored, dict) and isinstance(sent, Mapping):
+        return stored.keys() == sent.keys() and all(_same_json(stored[k], sent[k]) for k in stored)
+    if isinstance(stored, list) and isinstance(sent, (list, tuple)):
+        return len(stored) == len(sent) and all(_same_json(a, b) for a, b in zip(stored, sent, strict=True))
+    if isinstance(stored, (int, float)) and isinstance(sent, (int, float)):
+        return stored == sent
+    return type(stored) is type(sent) and stored == sent
 
 
 def features_frame(feature_rows: list[Mapping[str, Any]], feature_types: Mapping[str, str] | None) -> pd.DataFrame:
