@@ -104,11 +104,11 @@ class Ingestor:
             problems += check_scores(self.policy, index, item.scores)
         if problems:
             raise InvalidBatch(problems)
-        now = self.clock.now()
         records = [
             PredictionRecord(
                 features=item.features,
-                event_time=ensure_utc(item.event_time) if item.event_time is not None else now,
+                # None: the store stamps its clock's time, and a retry that also omits it is a no-op (issue 9).
+                event_time=ensure_utc(item.event_time) if item.event_time is not None else None,
                 prediction=normalize_target(self.policy, item.prediction),
                 scores=item.scores,
                 prediction_id=item.prediction_id,
