@@ -7,6 +7,7 @@ nothing new arrived) and the previous :class:`RuleState`; the engine returns the
 * Debounce: a rule fires once its condition held on ``debounce`` consecutive observations of its monitor; a tick on
   which that monitor did not run neither counts nor breaks the streak.
 * Hygiene, in order: single flight (a decision is in flight), minimum matured rows, cooldown, daily budget.
+  One decision per tick: another rule that fires on the same tick is recorded as ``superseded``.
   A manual request skips cooldown and budget (a person asked); strategy ``incremental`` skips all but single flight
   (continual learning is cheap and meant to run often).
 * Schedules fire once when their due time has passed (missed runs while the daemon was down coalesce into one).
@@ -149,10 +150,13 @@ class RuleEngine:
             if held is not None:
                 suppressed.append(Suppressed(name, rule.trigger, *held))
                 continue
+            if proposal is not None:
+                suppressed.append(Suppressed(name, rule.trigger, "superseded",
+                                             f"rule {proposal.rule} acted on this tick (one decision per tick)"))
+                continue
             proposal = Proposal(name, rule.trigger, action, _with_drift(evidence, drift_at),
                                 manual=obs.manual if rule.when.key == "manual" else None)
             streaks[name] = 0
-            break
         return Evaluation(RuleState(streaks, next_due, drift_at), proposal, tuple(suppressed))
 
     def _hygiene(self, rule: Rule, action: Action, obs: Observation, h: Hygiene) -> tuple[str, str] | None:

@@ -1,0 +1,179 @@
+"""The policy engine on scripted signals with a fake clock: debounce, schedules, cooldown, budget, single flight,
+minimum rows, manual requests. Pure: the signals are the monitors' real dataclasses, built by hand."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from controller.loop.config import LoopConfig, Rule
+from controller.loop.rules import Hygiene, ManualRequest, Observation, RuleEngine, RuleState
+from monitors import ChangeEvent, ConceptDriftSignal, DataDriftSignal, PerformanceSignal, RowRef
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+LOOP = LoopConfig(cooldown="1h", max_retrains_per_day=2, min_matured_rows=100)
+
+
+def engine(*rules: dict, loop: LoopConfig = LOOP) -> RuleEngine:
+    parsed = [Rule.model_validate(r) for r in rules]
+    return RuleEngine(parsed, loop, [r.name or f"{r.trigger}-{i + 1}" for i, r in enumerate(parsed)])
+
+
+def concept(drift: bool, warning: bool = False, at: datetime = T0) -> ConceptDriftSignal:
+    events = (ChangeEvent(detected_at=RowRef(500, 500, at), change_point=RowRef(420, 420, at - timedelta(hours=2)),
+                          estimate="adwin_width", loss_before=0.1, loss_after=0.45),) if drift else ()
+    return ConceptDriftSignal(detector="adwin", loss="zero_one", drift=drift, warning=warning, supports_warning=True,
+                              warning_since=None, detections=events, rows_seen=500, batch_rows=100, rows_skipped=0,
+                              batch_loss_mean=0.3, state_rows=400, state_bytes=1000, detector_bytes=800)
+
+
+def data(share: float, verdict: str = "drift") -> DataDriftSignal:
+    return DataDriftSignal(verdict=verdict, features=(), drift_share=share, drift_share_threshold=0.5,
+                           dataset_drifted=share >= 0.5, reference_rows=1000, current_rows=500,
+                           reference_rows_available=1000, current_rows_available=500, sample_cap=5000, seed=0)
+
+
+def performance(value: float, reference: float = 0.9, verdict: str | None = None) -> PerformanceSignal:
+    drop = reference - value
+    return PerformanceSignal(
+        verdict=verdict or ("degraded" if drop / reference > 0.05 else "ok"), metric="accuracy", value=value,
+        reference=reference, drop=drop / reference, drop_kind="relative", max_drop=0.05, drop_absolute=drop,
+        drop_relative=drop / reference, metrics={"accuracy": value}, rows=500, rows_available=500,
+        scored_rows=None, min_labels=200, window_rows=1000)
+
+
+def obs(minutes: float = 0, rows: int = 1000, **signals) -> Observation:
+    return Observation(now=T0 + timedelta(minutes=minutes), unlearned_rows=rows, new_labels=rows, **signals)
+
+
+def test_debounce_needs_consecutive_observations_and_a_missing_observation_keeps_the_streak() -> None:
+    e = engine({"name": "drift", "when": {"concept_drift": "drift"}, "debounce": 3})
+    state, hygiene = RuleState(), Hygiene()
+    fired = []
+    # drift, drift, (monitor did not run), no drift, drift, drift, (not run), drift -> fires on the last one only
+    script = [True, True, None, False, True, True, None, True]
+    for i, drift in enumerate(script):
+        result = e.evaluate(obs(i, concept_drift=None if drift is None else concept(drift)), state, hygiene)
+        state = result.state
+        fired.append(result.proposal is not None)
+    assert fired == [False, False, False, False, False, False, False, True]
+    assert state.streaks == {"drift": 0}  # reset after it fired
+
+
+def test_first_firing_rule_wins_and_carries_its_evidence_and_the_drift_start() -> None:
+    e = engine({"name": "share", "when": {"data_drift": {"share_at_least": 0.5}}, "do": {"strategy": "stateless"}},
+               {"name": "drift", "when": {"concept_drift": "drift"}})
+    result = e.evaluate(obs(concept_drift=concept(True), data_drift=data(0.6)), RuleState(), Hygiene())
+    assert (result.proposal.rule, result.proposal.trigger, result.proposal.action.strategy) == \
+        ("share", "data_drift", "stateless")
+    assert result.proposal.evidence["drift_share"] == 0.6
+    # The concept detector's change point is remembered for since_drift windows.
+    assert result.proposal.evidence["drift_at"] == (T0 - timedelta(hours=2)).isoformat()
+    assert result.state.drift_at == T0 - timedelta(hours=2)
+
+
+def test_warning_rules_fire_on_the_warning_zone_drift_rules_do_not() -> None:
+    warn = engine({"when": {"concept_drift": "warning"}})
+    drift = engine({"when": {"concept_drift": "drift"}})
+    signal = concept(False, warning=True)
+    assert warn.evaluate(obs(concept_drift=signal), RuleState(), Hygiene()).proposal is not None
+    assert drift.evaluate(obs(concept_drift=signal), RuleState(), Hygiene()).proposal is None
+
+
+@pytest.mark.parametrize(("when", "value", "fires"), [
+    ({"relative": 0.05}, 0.85, True),       # 5.6 % below 0.9
+    ({"relative": 0.05}, 0.86, False),      # 4.4 %
+    ({"absolute": 0.03}, 0.86, True),       # 0.04 below
+    ({"absolute": 0.05}, 0.86, False),
+    ("degraded", 0.80, True),
+    ("degraded", 0.89, False),
+])
+def test_performance_drop_absolute_relative_or_the_monitors_verdict(when, value, fires) -> None:
+    e = engine({"when": {"performance_drop": when}})
+    assert (e.evaluate(obs(performance=performance(value)), RuleState(), Hygiene()).proposal is not None) is fires
+
+
+def test_insufficient_data_is_no_observation() -> None:
+    e = engine({"when": {"data_drift": {"share_at_least": 0.1}}, "debounce": 2})
+    state = e.evaluate(obs(data_drift=data(0.9)), RuleState(), Hygiene()).state
+    state = e.evaluate(obs(1, data_drift=data(0.0, verdict="insufficient_rows")), state, Hygiene()).state
+    assert e.evaluate(obs(2, data_drift=data(0.9)), state, Hygiene()).proposal is not None
+
+
+def test_cooldown_budget_in_flight_and_min_rows_hold_a_rule_back_with_the_reason() -> None:
+    e = engine({"name": "vol", "when": {"new_labels": {"at_least": 10}}})
+    cases = [
+        (Hygiene(in_flight="retrain-abc"), 1000, "in_flight"),
+        (Hygiene(last_retrain_at=T0 - timedelta(minutes=30)), 1000, "cooldown"),
+        (Hygiene(retrains_last_day=2), 1000, "budget"),
+        (Hygiene(), 99, "min_matured_rows"),
+    ]
+    for hygiene, rows, reason in cases:
+        result = e.evaluate(obs(rows=rows), RuleState(), hygiene)
+        assert result.proposal is None
+        assert [(s.rule, s.reason) for s in result.suppressed] == [("vol", reason)]
+    # After the cooldown, with budget left: it acts.
+    ok = e.evaluate(obs(rows=1000), RuleState(), Hygiene(last_retrain_at=T0 - timedelta(minutes=61),
+                                                          retrains_last_day=1))
+    assert ok.proposal is not None and ok.suppressed == ()
+
+
+def test_a_suppressed_rule_keeps_its_streak_and_fires_when_hygiene_allows() -> None:
+    e = engine({"name": "drift", "when": {"concept_drift": "drift"}, "debounce": 2})
+    state = e.evaluate(obs(0, concept_drift=concept(True)), RuleState(), Hygiene()).state
+    held = e.evaluate(obs(1, concept_drift=concept(True)), state, Hygiene(in_flight="x"))
+    assert held.proposal is None and held.state.streaks["drift"] == 2
+    # A rule fires only on an observation of its monitor: a tick where it did not run changes nothing...
+    quiet = e.evaluate(obs(2), held.state, Hygiene())
+    assert quiet.proposal is None and quiet.state.streaks["drift"] == 2
+    # ...and the next detection fires at once (the streak was kept through the suppression).
+    assert e.evaluate(obs(3, concept_drift=concept(True)), quiet.state, Hygiene()).proposal is not None
+
+
+def test_incremental_skips_cooldown_budget_and_min_rows_but_not_single_flight() -> None:
+    e = engine({"when": {"new_labels": {"at_least": 1}}, "do": {"strategy": "incremental"}})
+    busy = Hygiene(last_retrain_at=T0, retrains_last_day=99)
+    assert e.evaluate(obs(rows=5), RuleState(), busy).proposal is not None
+    assert e.evaluate(obs(rows=5), RuleState(), Hygiene(in_flight="x")).proposal is None
+
+
+def test_schedules_fire_once_per_due_time_and_coalesce_missed_runs() -> None:
+    e = engine({"name": "nightly", "when": {"schedule": {"cron": "0 3 * * *"}}},
+               {"name": "hourly", "when": {"schedule": {"every": "1h"}}}, loop=LoopConfig(cooldown="1s"))
+    start = datetime(2026, 3, 1, 1, 30, tzinfo=UTC)
+    state = e.evaluate(Observation(now=start, unlearned_rows=500), RuleState(), Hygiene()).state
+    assert state.next_due == {"nightly": datetime(2026, 3, 1, 3, 0, tzinfo=UTC),
+                              "hourly": datetime(2026, 3, 1, 2, 30, tzinfo=UTC)}
+    fired = []
+    for minutes in (30, 60, 90, 100, 24 * 60 * 3):  # 02:00, 02:30, 03:00, 03:10, three days later
+        now = start + timedelta(minutes=minutes)
+        result = e.evaluate(Observation(now=now, unlearned_rows=500), state, Hygiene())
+        state = result.state
+        fired.append(result.proposal.rule if result.proposal else None)
+    # hourly at 02:30 (next 03:30); 03:00 nightly; 03:10 nothing; three days later both are due once (missed
+    # runs coalesce): nightly acts (file order) and hourly is recorded as superseded, not silently lost.
+    assert fired == [None, "hourly", "nightly", None, "nightly"]
+    assert [(s.rule, s.reason) for s in result.suppressed] == [("hourly", "superseded")]
+    assert state.next_due["nightly"] == datetime(2026, 3, 4, 3, 0, tzinfo=UTC)
+
+
+def test_manual_requests_bypass_cooldown_and_budget_and_bring_their_strategy() -> None:
+    e = engine({"name": "by-hand", "when": "manual", "do": {"strategy": "finetune", "candidates": ["default"]}})
+    request = ManualRequest(requested_at=T0, strategy="stateless", window={"kind": "last_rows", "rows": 50})
+    busy = Hygiene(last_retrain_at=T0, retrains_last_day=99)
+    result = e.evaluate(Observation(now=T0, unlearned_rows=500, manual=request), RuleState(), busy)
+    action = result.proposal.action
+    assert (result.proposal.rule, action.strategy, action.window.rows, action.candidates) == \
+        ("by-hand", "stateless", 50, ["default"])
+    # Without a manual rule the request still acts, with its own strategy; single flight still holds it back.
+    bare = engine()
+    assert bare.evaluate(Observation(now=T0, unlearned_rows=500, manual=request), RuleState(),
+                         busy).proposal.action.strategy == "stateless"
+    held = bare.evaluate(Observation(now=T0, unlearned_rows=500, manual=request), RuleState(), Hygiene(in_flight="x"))
+    assert held.proposal is None and held.suppressed[0].reason == "in_flight"
+
+
+def test_rule_state_round_trips_through_json() -> None:
+    state = RuleState(streaks={"a": 2}, next_due={"n": T0}, drift_at=T0 - timedelta(hours=1))
+    assert RuleState.from_dict(state.to_dict()) == state
