@@ -28,5 +28,6 @@ def configure(level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    # Alembic announces every plugin it sets up at INFO; that is noise on each start.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    # Alembic announces every plugin it sets up at INFO, APScheduler every job run: noise unless debugging.
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
