@@ -6,16 +6,23 @@ MLflow call of driftpilot runs inside :meth:`MlflowGateway.scope`, which takes o
 those globals at this gateway's store with this gateway's HTTP limits, and restores them on the way out.
 Lineage operations take milliseconds, so serialising them costs nothing that matters, and two registries
 on different stores in one process (the tests do this) cannot see each other's settings.
+
+Opening a client on a local ``sqlite:///`` store makes MLflow create or upgrade that database's schema, and two
+processes doing so at once on a fresh file break each other (``duplicate column name: step``). :func:`setup_lock`
+serializes that set-up between processes with a lock file beside the database; :meth:`ModelRegistry.connect
+<lineage.registry.ModelRegistry.connect>` holds it while it opens the stores.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import mlflow
@@ -26,6 +33,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking._model_registry import utils as _registry_utils
 from mlflow.tracking._tracking_service import utils as _tracking_utils
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.engine import make_url
 
 from lineage.errors import LineageError, LineageUnavailable
 
@@ -49,6 +57,9 @@ _UNREACHABLE_TYPES = (
 )
 # A proxy in front of the server answering 502/503/504 means "not reachable", not "request refused".
 _GATEWAY_STATUS = re.compile(r"error code 50[234]\b")
+# How long a process waits for another one to finish setting up the same local MLflow database (MLflow's migrations
+# of a fresh file take a few seconds each).
+SETUP_LOCK_TIMEOUT_S = 180.0
 
 
 class HttpLimits(BaseModel):
@@ -105,11 +116,22 @@ class MlflowGateway:
     def from_settings(
         cls, settings: RegistrySettings, client_class: type[MlflowClient] = MlflowClient
     ) -> MlflowGateway:
-        """A gateway with a new client for ``settings``; ``client_class`` lets tests observe a real client."""
-        return cls(
-            client_class(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri),
-            settings.http,
-        )
+        """A gateway with a new client for ``settings``; ``client_class`` lets tests observe a real client.
+
+        Creating the client opens the tracking store (MLflow sets up a fresh database's schema then); a failure leaves
+        as :class:`LineageUnavailable` / :class:`LineageError`. Hold :func:`setup_lock` around this when several
+        processes may open a fresh local store at once.
+        """
+        try:
+            client = client_class(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+        except LineageError:
+            raise
+        except Exception as exc:
+            translated = _translate(exc, settings.tracking_uri, settings.http, "open the MLflow tracking store")
+            if translated is exc:
+                raise
+            raise translated from exc
+        return cls(client, settings.http)
 
     @property
     def tracking_uri(self) -> str:
@@ -163,29 +185,81 @@ class MlflowGateway:
                         os.environ[key] = value
 
     def _translate(self, exc: Exception, doing: str) -> Exception:
-        if _unreachable(exc):
-            return LineageUnavailable(self.tracking_uri, self._unreachable_message(exc, doing))
-        if isinstance(exc, MlflowException):
-            return LineageError(f"MLflow at {self.tracking_uri} refused to {doing}: {exc.message}")
-        return exc
+        return _translate(exc, self.tracking_uri, self.http, doing)
 
-    def _unreachable_message(self, exc: BaseException, doing: str) -> str:
-        uri = self.tracking_uri
-        if uri.startswith(("http://", "https://")):
-            hint = (
-                f"check that `mlflow server` is running and reachable from this host (try `curl {uri.rstrip('/')}"
-                "/health`), and that mlflow.tracking_uri in the policy file has the right host and port"
-            )
-        else:
-            hint = (
-                f"check that the database file of {uri} exists or can be created, that its folder is writable, "
-                "and that no other process holds a long write lock on it"
-            )
-        return (
-            f"MLflow at {uri} is unavailable, could not {doing}: {_root_cause(exc)}. To fix: {hint}. "
-            f"Each request gave up after {self.http.timeout_s} s and {self.http.max_retries} retries "
-            "(RegistrySettings.http)."
+
+def _translate(exc: Exception, uri: str, http: HttpLimits, doing: str) -> Exception:
+    if _unreachable(exc):
+        return LineageUnavailable(uri, _unreachable_message(exc, uri, http, doing))
+    if isinstance(exc, MlflowException):
+        return LineageError(f"MLflow at {uri} refused to {doing}: {exc.message}")
+    return exc
+
+
+def _unreachable_message(exc: BaseException, uri: str, http: HttpLimits, doing: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        hint = (
+            f"check that `mlflow server` is running and reachable from this host (try `curl {uri.rstrip('/')}"
+            "/health`), and that mlflow.tracking_uri in the policy file has the right host and port"
         )
+    else:
+        hint = (
+            f"check that the database file of {uri} exists or can be created, that its folder is writable, "
+            "and that no other process holds a long write lock on it"
+        )
+    return (
+        f"MLflow at {uri} is unavailable, could not {doing}: {_root_cause(exc)}. To fix: {hint}. "
+        f"Each request gave up after {http.timeout_s} s and {http.max_retries} retries "
+        "(RegistrySettings.http)."
+    )
+
+
+@contextmanager
+def setup_lock(settings: RegistrySettings, timeout_s: float = SETUP_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<file>.lock`` beside each local SQLite database of ``settings`` (tracking and
+    registry) while MLflow opens them; remote stores need none. Locks are taken in path order, so two processes
+    never wait for each other in a circle, and the OS releases them when the holder exits, however it exits.
+    The lock files are left in place: removing one would let a waiting process lock a file nobody else sees.
+    """
+    uris = [settings.tracking_uri, settings.registry_uri or settings.tracking_uri]
+    paths = sorted({path for uri in uris if (path := _sqlite_file(uri)) is not None})
+    with ExitStack() as stack:
+        for path in paths:
+            stack.enter_context(_file_lock(path.with_name(path.name + ".lock"), timeout_s, f"sqlite:///{path}"))
+        yield
+
+
+@contextmanager
+def _file_lock(lock_path: Path, timeout_s: float, uri: str) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:  # "a": create if missing, never truncate
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LineageUnavailable(
+                        uri,
+                        f"could not open the MLflow store {uri}: another process has been setting it up for over "
+                        f"{timeout_s:.0f} s (it holds {lock_path}). Find it with `fuser {lock_path}` and stop it if "
+                        "it hangs (the lock is released when it exits), then retry.",
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:"):
+        return None
+    database = make_url(uri).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser().resolve()
 
 
 def absolute_artifact_location(location: str | None) -> str | None:
