@@ -21,6 +21,11 @@ Regression: a seeded paired bootstrap of the mean per-row loss improvement (squa
 absolute loss for ``mae``), ``p = (#{resampled mean <= 0} + 1) / (B + 1)``. So a ``roc_auc`` or ``log_loss`` gate
 promotes only when the challenger is better on that metric *and* significantly more often right.
 
+Metrics (every one of the task is reported; NaN where undefined): accuracy; f1 of the positive class for two classes,
+else macro over the classes in the labels or in either model's predictions (one set for both models); roc_auc
+(binary: the positive class's column; more classes: one-vs-rest, macro over the classes in the labels) and log_loss
+from the probabilities; mae, rmse, r2.
+
 A misconfiguration (a metric that does not fit the task, a ``positive_class`` that is not a class of the rows,
 labels and predictions of different types) raises ``ValueError``: waiting cannot fix it, a person must.
 
@@ -422,27 +427,31 @@ def mcnemar_exact(b: int, c: int) -> float:
     return float(binomtest(c, b + c, 0.5, alternative="greater").pvalue)
 
 
-def paired_bootstrap(improvement: np.ndarray, resamples: int, seed: int) -> tuple[float, np.ndarray]:
+def paired_bootstrap(
+    improvement: np.ndarray, resamples: int, seed: int, *, chunk: int = _BOOTSTRAP_CHUNK
+) -> tuple[float, np.ndarray]:
     """p-value that the mean per-row improvement is <= 0, and the ``resamples`` resampled means.
 
-    ``p = (#{resampled mean <= 0} + 1) / (resamples + 1)``. Indices are drawn in chunks of at most
-    ``_BOOTSTRAP_CHUNK`` so memory stays bounded at any number of rows.
+    ``p = (#{resampled mean <= 0} + 1) / (resamples + 1)``. Indices are drawn at most ``chunk`` at a time so memory
+    stays bounded at any number of rows (the result depends on ``chunk`` too: keep the default for stored verdicts).
     """
     d = np.ascontiguousarray(improvement, dtype=np.float64)
     n = len(d)
     rng = np.random.default_rng(seed)
     index_type = np.int32 if n < 2**31 else np.int64
     means = np.empty(resamples)
-    if n <= _BOOTSTRAP_CHUNK:
-        per_chunk = _BOOTSTRAP_CHUNK // n
+    if n == 0:
+        raise ValueError("the paired bootstrap needs at least one row")
+    if n <= chunk:
+        per_chunk = chunk // n
         for start in range(0, resamples, per_chunk):
             k = min(per_chunk, resamples - start)
             means[start:start + k] = np.take(d, rng.integers(0, n, size=(k, n), dtype=index_type)).mean(axis=1)
     else:
         for b in range(resamples):
             total = 0.0
-            for start in range(0, n, _BOOTSTRAP_CHUNK):
-                size = min(_BOOTSTRAP_CHUNK, n - start)
+            for start in range(0, n, chunk):
+                size = min(chunk, n - start)
                 total += float(np.take(d, rng.integers(0, n, size=size, dtype=index_type)).sum())
             means[b] = total / n
     p = (int(np.count_nonzero(means <= 0)) + 1) / (resamples + 1)
@@ -504,7 +513,7 @@ class PromotionGate:
             side = ">=" if self.higher_is_better else "<="
             return draft.end("reject", f"challenger {metric} {_num(draft.challenger_value)} on {sample.rows:,} rows "
                              f"misses the floor ({side} {_num(cfg.floor)})")
-        if not (draft.delta > 0 and draft.delta >= draft.required_delta):
+        if not (draft.delta > 0 and _at_least(draft.delta, draft.required_delta)):
             if draft.delta <= 0:
                 why = f"({_num(draft.delta, True)}): no improvement, the challenger is not better"
             else:
@@ -559,12 +568,12 @@ class _Draft:
         cfg = self.gate.config
         max_hold = format_duration(cfg.max_hold)
         if self.held_for is not None and self.held_for > cfg.max_hold:
-            held = f" (held {format_duration(self.held_for)})"
+            held = f" (held {_about(self.held_for)})"
             if self.sample.rows < cfg.min_rows:
                 return self.end("reject", f"waited {max_hold} for {cfg.min_rows:,} matured rows, got "
                                 f"{self.sample.rows:,}{held}")
             return self.end("reject", f"waited {max_hold}{held} and still {why}")
-        held = f", held {format_duration(self.held_for)} of at most {max_hold}" if self.held_for else ""
+        held = f", held {_about(self.held_for)} of at most {max_hold}" if self.held_for else ""
         return self.end("hold", f"{why}: waiting for more matured labels{held}")
 
     def tested(self, test: Literal["mcnemar_exact", "paired_bootstrap"], name: str, p: float) -> GateVerdict:
@@ -584,6 +593,20 @@ class _Draft:
             p_value=p, alpha=cfg.alpha, test=test, champion_metrics=self.champion_metrics,
             challenger_metrics=self.challenger_metrics, details=self.details, fingerprint=self.sample.fingerprint,
         )
+
+
+def _about(value: timedelta) -> str:
+    """A waiting time for people: ``"45s"``, ``"12.5m"``, ``"3h"``, ``"7d"`` (one decimal at most)."""
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{round(seconds / size, 1):g}{unit}"
+    return f"{round(seconds, 1):g}s"
+
+
+def _at_least(delta: float, required: float) -> bool:
+    # Metric differences carry float error (0.75 - 0.70 = 0.04999999999999993): a gain of exactly the margin counts.
+    return delta >= required or math.isclose(delta, required, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _finite(values: np.ndarray, name: str) -> np.ndarray:
