@@ -5,8 +5,9 @@ In order (the first that applies decides):
 1. A River champion keeps learning incrementally — unless the change is severe, then a fresh River model is trained
    on the rows since the drift (a reset).
 2. A severe change — an abrupt concept drift (mean loss after the detected change minus before it >=
-   ``auto.abrupt_loss_jump``) or a data-drift share >= ``auto.severe_drift_share`` — retrains stateless on the rows
-   since the drift: the old concept would only hold the new model back.
+   ``auto.abrupt_loss_jump``), a live metric ``auto.severe_performance_drop`` (relative) below the champion's
+   reference, or a data-drift share >= ``auto.severe_drift_share`` — retrains stateless on the rows since the drift:
+   the old concept would only hold the new model back.
 3. A fine-tune chain as deep as ``auto.max_chain_depth`` is re-based (stateless), so errors do not compound.
 4. A parent whose training window ended more than ``auto.max_parent_age`` ago is re-based (stateless).
 5. A champion that cannot be fine-tuned soundly (e.g. HistGradientBoosting) is retrained stateless.
@@ -48,7 +49,7 @@ class StrategyChoice:
                 "window": self.window.model_dump(mode="json") if self.window is not None else None}
 
 
-def severity(concept_drift: Any, data_drift: Any, config: AutoConfig) -> str | None:
+def severity(concept_drift: Any, data_drift: Any, config: AutoConfig, performance: Any = None) -> str | None:
     """Why the change counts as severe, or None."""
     if concept_drift is not None and getattr(concept_drift, "enabled", False) and concept_drift.drift:
         event = concept_drift.detections[-1]
@@ -57,6 +58,12 @@ def severity(concept_drift: Any, data_drift: Any, config: AutoConfig) -> str | N
             if jump >= config.abrupt_loss_jump:
                 return (f"abrupt concept drift: mean loss {event.loss_before:.3f} -> {event.loss_after:.3f} "
                         f"(+{jump:.3f} >= auto.abrupt_loss_jump {config.abrupt_loss_jump})")
+    if (performance is not None and getattr(performance, "enabled", False) and performance.verdict in ("ok", "degraded")
+            and performance.drop_relative is not None
+            and performance.drop_relative >= config.severe_performance_drop):
+        return (f"live {performance.metric} {performance.value:.3f} is {performance.drop_relative:.0%} below the "
+                f"champion's reference {performance.reference:.3f} (>= auto.severe_performance_drop "
+                f"{config.severe_performance_drop:.0%})")
     if (data_drift is not None and getattr(data_drift, "enabled", False)
             and data_drift.verdict != "insufficient_rows" and data_drift.drift_share >= config.severe_drift_share):
         return (f"data drift share {data_drift.drift_share:.2f} >= auto.severe_drift_share "
@@ -65,8 +72,8 @@ def severity(concept_drift: Any, data_drift: Any, config: AutoConfig) -> str | N
 
 
 def choose_strategy(action: Action, champion: ChampionFacts, config: AutoConfig, *, now: datetime,
-                    default_window: WindowConfig, concept_drift: Any = None, data_drift: Any = None
-                    ) -> StrategyChoice:
+                    default_window: WindowConfig, concept_drift: Any = None, data_drift: Any = None,
+                    performance: Any = None) -> StrategyChoice:
     """The strategy for ``action`` (see the module docstring). ``default_window`` is the policy's
     ``retrain.stateless.window``; the rows since a drift fall back to it when no drift time is known."""
     requested = action.strategy
@@ -89,7 +96,7 @@ def choose_strategy(action: Action, champion: ChampionFacts, config: AutoConfig,
                                      f"({champion.not_fine_tunable}): fell back to stateless")
         return pick("finetune", "strategy finetune (policy)")
 
-    severe = severity(concept_drift, data_drift, config)
+    severe = severity(concept_drift, data_drift, config, performance)
     if river:
         if severe:
             return pick("stateless", f"{severe}: reset the River model on the rows since the drift", since_drift)

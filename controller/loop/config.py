@@ -241,6 +241,9 @@ class AutoConfig(_Strict):
                                       description="Data-drift share at or above which the model is re-based.")
     abrupt_loss_jump: float = Field(0.1, gt=0.0, description="Mean loss after minus before a detected change at or "
                                                               "above which the change counts as abrupt.")
+    severe_performance_drop: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Relative drop of the live metric below the champion's reference at or "
+                                         "above which the change counts as severe.")
     max_chain_depth: int = Field(5, ge=1, description="A fine-tune chain this deep is re-based (stateless).")
     max_parent_age: Duration = Field(timedelta(days=30),
                                      description="A parent whose window ended longer ago is re-based.")

@@ -34,6 +34,7 @@ from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
 from controller.loop.auto import ChampionFacts, StrategyChoice, choose_strategy
+from controller.loop.config import Action
 from controller.loop.gate import GateVerdict, PairedSample, PromotionGate
 from controller.loop.observe import Observer, last_seq
 from controller.loop.rules import Hygiene, ManualRequest, Proposal, RuleEngine
@@ -43,7 +44,7 @@ from controller.loop.state import LoopState, Probation, clear_manual, load_state
 from controller.store import EventStore
 from controller.store.control import Decision, DecisionLog, InFlightConflict, Leases, new_decision_id
 from lineage import ModelRegistry, VersionInfo
-from trainers import NotFineTunableError, RiverModel, fine_tune_method
+from trainers import NotFineTunableError, RiverModel, SinceDrift, fine_tune_method
 
 log = logging.getLogger("driftpilot.loop")
 
@@ -145,8 +146,12 @@ class Controller(ModelJob):
         obs = self.observer.observe(now, champion, state, manual)
         report.signals = {k: v for k, v in state.signals.items() if v.get("at") == now.isoformat()}
         in_flight = self.decisions.in_flight(self.policy.model)
+        if in_flight is None and state.deferred is not None:
+            self._resume_deferred(now, champion, state, report)
+            in_flight = self.decisions.in_flight(self.policy.model)
         retrains = self.decisions.list(self.policy.model, since=now - DAY, limit=None, actions=("retrain",))
-        hygiene = Hygiene(in_flight=in_flight.decision_id if in_flight else None,
+        waiting = f"deferred:{state.deferred['rule']}" if state.deferred else None
+        hygiene = Hygiene(in_flight=in_flight.decision_id if in_flight else waiting,
                           last_retrain_at=retrains[0].created_at if retrains else None,
                           retrains_last_day=len(retrains))
         evaluation = self.engine.evaluate(obs, state.rules, hygiene)
@@ -171,15 +176,21 @@ class Controller(ModelJob):
         choice = choose_strategy(
             proposal.action, self._facts(champion, loaded.model), self.policy.auto, now=now,
             default_window=self.policy.retrain.stateless.window,
-            concept_drift=self.observer.latest.get("concept_drift"), data_drift=self.observer.latest.get("data_drift"))
+            concept_drift=self.observer.latest.get("concept_drift"), data_drift=self.observer.latest.get("data_drift"),
+            performance=self.observer.latest.get("performance"))
         evidence = {"rule_evidence": proposal.evidence, "strategy_choice": choice.to_dict(),
                     "signals": dict(state.signals), "unlearned_rows": state.unlearned,
                     "new_labels": state.new_labels}
         if choice.strategy == "incremental":
             self._learn(now, champion, proposal, choice, evidence, state, report)
             return
-        candidates = self._candidates(proposal, champion)
         drift_at = proposal.evidence.get("drift_at")
+        if isinstance(choice.window, SinceDrift) and drift_at and self._defer(now, proposal, drift_at, state, report):
+            return
+        if state.deferred is not None:
+            evidence["deferred_since"] = state.deferred["since"]
+            state.deferred = None
+        candidates = self._candidates(proposal, champion)
         try:
             decision = self.decisions.open(
                 self.policy.model, trigger=proposal.trigger, action="retrain", rule=proposal.rule,
@@ -200,6 +211,36 @@ class Controller(ModelJob):
         self.runner.submit(job)
         if isinstance(self.runner, InlineRunner):
             self._advance(now, champion, state, report)  # trained already: judge it in the same tick
+
+    def _defer(self, now: datetime, proposal: Proposal, drift_at: str, state: LoopState,
+               report: TickReport) -> bool:
+        """Wait until enough rows of the new concept can train (the newest rows are the holdout)."""
+        post, _ = self.store.labeled_count(self.policy.model, now, since=datetime.fromisoformat(drift_at))
+        holdout = round(state.unlearned * self.policy.retrain.holdout_fraction)
+        trainable = post - holdout
+        if trainable >= self.policy.loop.min_matured_rows:
+            return False
+        if state.deferred is None:
+            state.deferred = {"rule": proposal.rule, "trigger": proposal.trigger, "since": now.isoformat(),
+                              "action": proposal.action.model_dump(mode="json"), "evidence": proposal.evidence}
+        report.suppressed.append({
+            "rule": proposal.rule, "trigger": proposal.trigger, "reason": "waiting_for_rows",
+            "detail": f"{post} rows since the drift at {drift_at}, {max(trainable, 0)} of them before the holdout; "
+                      f"waiting for loop.min_matured_rows {self.policy.loop.min_matured_rows} to train on"})
+        return True
+
+    def _resume_deferred(self, now: datetime, champion: VersionInfo, state: LoopState, report: TickReport) -> None:
+        deferred = state.deferred
+        if now - datetime.fromisoformat(deferred["since"]) > self.policy.gate.max_hold:
+            self.decisions.open(self.policy.model, trigger=deferred["trigger"], action="skip", status="skipped",
+                                rule=deferred["rule"], champion_version=champion.version, owner=self.owner,
+                                error=f"waited gate.max_hold {self.policy.gate.max_hold} for rows of the new concept",
+                                evidence=deferred["evidence"])
+            state.deferred = None
+            return
+        proposal = Proposal(deferred["rule"], deferred["trigger"], Action.model_validate(deferred["action"]),
+                            deferred["evidence"])
+        self._start(now, champion, state, proposal, report)
 
     def _candidates(self, proposal: Proposal, champion: VersionInfo) -> list[str]:
         """Pool members to train: the champion's own family first, then the policy's order, up to the budget."""

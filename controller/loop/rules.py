@@ -233,11 +233,17 @@ def _next_fire(schedule: Schedule, after: datetime) -> datetime:
 
 
 def _drift_start(signal: Any) -> datetime | None:
-    """Where the newest detected concept drift is estimated to have started (the since_drift window)."""
+    """Where the rows of the new concept start (the since_drift window) for the newest detection.
+
+    ADWIN's change point (``adwin_width``) errs early — the window it keeps after a quick detection still holds
+    pre-change rows — so for it the detection itself is the start: a few post-change rows are left out, but no
+    pre-change row slips into a window meant for the new concept. A warning run's start is used as it is.
+    """
     if signal is None or not getattr(signal, "enabled", False) or not getattr(signal, "drift", False):
         return None
-    point = signal.change_point
-    return point.time if point is not None else None
+    event = signal.detections[-1]
+    point = event.detected_at if event.estimate == "adwin_width" else event.change_point
+    return point.time
 
 
 def _with_drift(evidence: dict[str, Any], drift_at: datetime | None) -> dict[str, Any]:

@@ -42,6 +42,8 @@ class LoopState:
     retry_at: datetime | None = None
     last_error: str | None = None
     probation: Probation | None = None
+    # A proposal waiting for enough rows of the new concept (a since_drift retrain right after a drift).
+    deferred: dict[str, Any] | None = None
     last_tick: datetime | None = None
     signals: dict[str, Any] = field(default_factory=dict)   # the newest signal of each monitor, as JSON
 
@@ -62,7 +64,8 @@ class LoopState:
             last_retrain_seq=body.get("last_retrain_seq"), traffic_after=_time(body.get("traffic_after")),
             traffic_pending=body.get("traffic_pending", 0), failures=body.get("failures", 0),
             retry_at=_time(body.get("retry_at")), last_error=body.get("last_error"),
-            probation=_probation(body.get("probation")), last_tick=_time(body.get("last_tick")),
+            probation=_probation(body.get("probation")), deferred=body.get("deferred"),
+            last_tick=_time(body.get("last_tick")),
             signals=body.get("signals", {}),
         )
 

@@ -429,8 +429,10 @@ class EventStore:
     # ------------------------------------------------------------------------------------- cheap reads of the loop
     # The controller ticks often; these cost what arrived after a cursor, never the whole history.
 
-    def labeled_count(self, model: str, as_of: datetime, *, after_seq: int | None = None) -> tuple[int, int | None]:
-        """Labeled rows ``labeled_window(model, as_of, after_seq=after_seq)`` would return: (count, newest seq)."""
+    def labeled_count(self, model: str, as_of: datetime, *, after_seq: int | None = None,
+                      since: datetime | None = None) -> tuple[int, int | None]:
+        """Labeled rows ``labeled_window(model, as_of, after_seq=..., since=...)`` would return: (count, newest
+        seq)."""
         as_of = ensure_utc(as_of)
         query = (
             sa.select(sa.func.count(), sa.func.max(labels.c.seq))
@@ -441,6 +443,8 @@ class EventStore:
         )
         if after_seq is not None:
             query = query.where(labels.c.seq > after_seq)
+        if since is not None:
+            query = query.where(labels.c.arrived_at >= ensure_utc(since))
         with self._connection() as conn:
             count, newest = conn.execute(query).one()
         return int(count), (int(newest) if newest is not None else None)
