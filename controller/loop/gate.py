@@ -88,19 +88,12 @@ class _Strict(BaseModel):
 
 
 class Margin(_Strict):
-    """How much better the challenger must be; ``margin: 0.01`` is short for ``margin: {absolute: 0.01}``."""
+    """How much better the challenger must be: the larger of the two counts."""
 
     absolute: float = Field(0.0, ge=0, allow_inf_nan=False, description="At least this much better (metric units).")
     relative: float = Field(
         0.0, ge=0, allow_inf_nan=False, description="And at least this share of the champion's value (0.01 = 1%)."
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return {"absolute": value}
-        return value
 
     def required(self, champion_value: float) -> float:
         """The smallest improvement that counts, in metric units."""
@@ -136,7 +129,11 @@ class GateConfig(_Strict):
     max_hold: Annotated[
         timedelta,
         WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(s|m|h|d|w)$", "examples": ["12h", "7d", "2w"]}),
-    ] = Field(timedelta(days=7), description="Too few rows for longer than this: reject instead of hold.")
+    ] = Field(
+        timedelta(days=7),
+        description="Too few rows for longer than this: reject instead of hold.",
+        json_schema_extra={"default": "7d"},  # as a policy file spells it, not ISO 8601's "P7D"
+    )
     positive_class: int | str | bool | None = Field(
         None, description="Binary f1/roc_auc: the positive class; default the second of the sorted classes."
     )

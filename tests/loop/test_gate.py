@@ -294,7 +294,6 @@ def test_relative_margin_and_the_larger_of_the_two() -> None:
     assert too_much.verdict == "reject" and too_much.required_delta == pytest.approx(0.07)
     both = classify(sample, margin={"absolute": 0.01, "relative": 0.1})
     assert both.required_delta == pytest.approx(0.07) and both.verdict == "reject"
-    assert classify(sample, margin=0.04).required_delta == 0.04  # shorthand: absolute
 
 
 def test_relative_margin_on_a_lower_is_better_metric() -> None:
@@ -504,13 +503,14 @@ def test_metric_must_fit_the_task_and_positive_class_must_exist() -> None:
 
 
 def test_config_reads_durations_and_round_trips_through_json() -> None:
-    config = GateConfig.model_validate({"max_hold": "2w", "margin": 0.01, "metric": "f1", "floor": 0.6})
+    config = GateConfig.model_validate({"max_hold": "2w", "margin": {"absolute": 0.01}, "metric": "f1", "floor": 0.6})
     assert config.max_hold == timedelta(weeks=2) and config.margin == Margin(absolute=0.01)
     dumped = config.model_dump(mode="json")
     assert dumped["max_hold"] == "2w"
     assert GateConfig.model_validate(json.loads(json.dumps(dumped))) == config
     schema = GateConfig.model_json_schema()
     assert schema["properties"]["max_hold"]["type"] == "string"
+    assert schema["properties"]["max_hold"]["default"] == "7d"  # not ISO 8601's "P7D", which the pattern refuses
     assert schema["additionalProperties"] is False
 
 
