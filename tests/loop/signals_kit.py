@@ -9,9 +9,10 @@ from monitors import ChangeEvent, ConceptDriftSignal, DataDriftSignal, Performan
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-def concept(drift: bool, warning: bool = False, at: datetime = T0) -> ConceptDriftSignal:
+def concept(drift: bool, warning: bool = False, at: datetime = T0, estimate: str = "adwin_width"
+            ) -> ConceptDriftSignal:
     events = (ChangeEvent(detected_at=RowRef(500, 500, at), change_point=RowRef(420, 420, at - timedelta(hours=2)),
-                          estimate="adwin_width", loss_before=0.1, loss_after=0.45),) if drift else ()
+                          estimate=estimate, loss_before=0.1, loss_after=0.45),) if drift else ()
     return ConceptDriftSignal(detector="adwin", loss="zero_one", drift=drift, warning=warning, supports_warning=True,
                               warning_since=None, detections=events, rows_seen=500, batch_rows=100, rows_skipped=0,
                               batch_loss_mean=0.3, state_rows=400, state_bytes=1000, detector_bytes=800)

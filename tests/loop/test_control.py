@@ -73,17 +73,17 @@ def test_a_lease_is_renewed_by_its_holder_and_taken_over_only_after_it_expires(s
 def test_concurrent_acquirers_get_exactly_one_winner(store_url: str, clock: ManualClock, model_name: str) -> None:
     """Eight threads with their own connections race for a free lease, then for the same expired one."""
     stores = [EventStore.from_url(store_url, clock) for _ in range(8)]
+
+    def race(holder: str, store: EventStore, barrier: threading.Barrier, won: list[str]) -> None:
+        barrier.wait()
+        if Leases(store, clock).acquire(model_name, holder, TTL):
+            won.append(holder)
+
     try:
         for round_ in range(2):
-            barrier = threading.Barrier(len(stores))
-            won: list[str] = []
-
-            def race(i: int, store: EventStore) -> None:
-                barrier.wait()
-                if Leases(store, clock).acquire(model_name, f"d{round_}-{i}", TTL):
-                    won.append(f"d{round_}-{i}")
-
-            threads = [threading.Thread(target=race, args=(i, s)) for i, s in enumerate(stores)]
+            barrier, won = threading.Barrier(len(stores)), []
+            threads = [threading.Thread(target=race, args=(f"d{round_}-{i}", s, barrier, won))
+                       for i, s in enumerate(stores)]
             for thread in threads:
                 thread.start()
             for thread in threads:

@@ -44,9 +44,12 @@ def test_first_firing_rule_wins_and_carries_its_evidence_and_the_drift_start() -
     assert (result.proposal.rule, result.proposal.trigger, result.proposal.action.strategy) == \
         ("share", "data_drift", "stateless")
     assert result.proposal.evidence["drift_share"] == 0.6
-    # The concept detector's change point is remembered for since_drift windows.
-    assert result.proposal.evidence["drift_at"] == (T0 - timedelta(hours=2)).isoformat()
-    assert result.state.drift_at == T0 - timedelta(hours=2)
+    # Where the new concept starts is remembered for since_drift windows: for ADWIN (whose change-point estimate
+    # errs early) the detection itself; for a detector with a warning zone, the warning run's start.
+    assert result.proposal.evidence["drift_at"] == T0.isoformat()
+    assert result.state.drift_at == T0
+    warned = concept(True, estimate="warning_start")
+    assert e.evaluate(obs(concept_drift=warned), RuleState(), Hygiene()).state.drift_at == T0 - timedelta(hours=2)
 
 
 def test_warning_rules_fire_on_the_warning_zone_drift_rules_do_not() -> None:
