@@ -10,6 +10,7 @@ is a single MLflow call, ``previous`` is set before ``champion`` moves, and ``ch
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import mlflow
 import mlflow.data
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, LoggedModelInput, Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
@@ -30,6 +31,26 @@ from lineage.errors import LineageError, LineageNotFound
 from lineage.flavors import Flavor, flavor_for, flavor_named
 from lineage.gateway import MlflowGateway, RegistrySettings, absolute_artifact_location, setup_lock
 from lineage.record import STATEFUL_STRATEGIES, TAG_PREFIX, LineageRecord, has_record
+from lineage.runs import (
+    ALIAS_EVENT_KIND,
+    COMPARISON_KIND,
+    COMPARISONS,
+    DECISIONS,
+    NOTE_TAG,
+    PARENT_RUN_TAG,
+    AliasEvent,
+    alias_event_from_run,
+    alias_event_run,
+    check_metrics,
+    comparison_entry,
+    comparison_metrics,
+    comparison_note,
+    ensure_kind,
+    holdout_dataset_name,
+    params_text,
+    side_experiment,
+    with_comparison,
+)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -40,12 +61,14 @@ KIND_TAG = TAG_PREFIX + "kind"
 MODEL_TAG = TAG_PREFIX + "registered_model"
 VERSION_TAG = TAG_PREFIX + "version"
 DECISION_TAG = TAG_PREFIX + "decision_id"
-PROMOTED_AT_TAG = TAG_PREFIX + "promoted_at"
-PROMOTED_FROM_TAG = TAG_PREFIX + "promoted_from"
-ROLLED_BACK_AT_TAG = TAG_PREFIX + "rolled_back_at"
-ROLLED_BACK_FROM_TAG = TAG_PREFIX + "rolled_back_from"
-ROLLED_BACK_TO_TAG = TAG_PREFIX + "rolled_back_to"
-_NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
+COMPARISON_TAG = TAG_PREFIX + "comparison_id"
+# Version tags of the old layout that kept only the latest alias move; the alias history replaces them, and a
+# promote or rollback removes them from the versions it touches so no stale value is left.
+STALE_ALIAS_TAGS = tuple(
+    TAG_PREFIX + t
+    for t in ("promoted_at", "promoted_from", "rolled_back_at", "rolled_back_from", "rolled_back_to")
+)
+_NOTE_TAG = NOTE_TAG  # the run's description in the MLflow UI
 _EXAMPLE_ROWS = 5
 # MLflow hints that integer columns cannot hold missing values; class labels and counts are integers on purpose.
 _INTEGER_HINT = "Hint: Inferred schema contains integer column"
@@ -107,6 +130,8 @@ class ModelRegistry:
         self.experiment_id = experiment_id
         # Injected, never read from the wall here: the controller's clock is simulated in backtests.
         self._clock = clock
+        self._side_experiments: dict[str, str] = {}
+        self._kind_checked = False
 
     @classmethod
     def connect(
@@ -182,6 +207,7 @@ class ModelRegistry:
         """
         flavor = flavor_for(model)
         with self._gateway.scope(f"register a new version of {name!r}") as client:
+            self._ensure_main_kind(client)
             self._ensure_registered_model(client, name)
             self._check_parent(client, name, record)
             record_tags = record.to_tags()
@@ -317,11 +343,19 @@ class ModelRegistry:
             client.set_registered_model_alias(name, CHALLENGER, version)
             return AliasChange(name, "set_challenger", version, before, self._aliases(client, name))
 
-    def promote(self, name: str, version: str | int | None = None) -> AliasChange:
+    def promote(
+        self,
+        name: str,
+        version: str | int | None = None,
+        *,
+        decision_id: str | None = None,
+        reason: str | None = None,
+    ) -> AliasChange:
         """Make ``version`` (default: the challenger) the champion; the old champion becomes ``previous``.
 
         ``challenger`` is cleared if it pointed at the promoted version. Promoting the current champion again
-        changes nothing (safe to retry after a crash).
+        changes nothing (safe to retry after a crash). Every call appends an alias event (a run in the decisions
+        experiment, carrying ``decision_id`` and ``reason``); see :meth:`alias_history`.
         """
         with self._gateway.scope(f"promote a version of {name!r}") as client:
             before = self._aliases(client, name, must_exist=True)
@@ -331,22 +365,24 @@ class ModelRegistry:
                     f"{name!r} has no challenger to promote (aliases: {_show(before)}); call "
                     "set_challenger(name, version) first, or promote(name, version=...) explicitly"
                 )
-            self._model_version(client, name, target)
+            target_mv = self._model_version(client, name, target)
             old = before.get(CHAMPION)
             if old != target:
                 # previous first, champion second: champion exists throughout, and each move is one call.
                 if old is not None:
                     client.set_registered_model_alias(name, PREVIOUS, old)
                 client.set_registered_model_alias(name, CHAMPION, target)
-                client.set_model_version_tag(name, target, PROMOTED_AT_TAG, self._now_iso())
-                if old is not None:
-                    client.set_model_version_tag(name, target, PROMOTED_FROM_TAG, old)
             if before.get(CHALLENGER) == target:
                 client.delete_registered_model_alias(name, CHALLENGER)
-            return AliasChange(name, "promote", target, before, self._aliases(client, name))
+            self._drop_stale_alias_tags(client, name, [target_mv] + ([] if old in (None, target) else [old]))
+            change = AliasChange(name, "promote", target, before, self._aliases(client, name))
+            self._log_alias_event(client, change, decision_id, reason)
+            return change
 
-    def rollback(self, name: str) -> AliasChange:
-        """Make ``previous`` the champion again and clear ``previous``; tags both versions with the rollback."""
+    def rollback(
+        self, name: str, *, decision_id: str | None = None, reason: str | None = None
+    ) -> AliasChange:
+        """Make ``previous`` the champion again and clear ``previous``; appends an alias event like :meth:`promote`."""
         with self._gateway.scope(f"roll back {name!r}") as client:
             before = self._aliases(client, name, must_exist=True)
             target = before.get(PREVIOUS)
@@ -357,15 +393,26 @@ class ModelRegistry:
                     "use promote(name, version=...) to make a chosen version the champion"
                 )
             bad = before.get(CHAMPION)
-            now = self._now_iso()
             client.set_registered_model_alias(name, CHAMPION, target)
             client.delete_registered_model_alias(name, PREVIOUS)
-            client.set_model_version_tag(name, target, ROLLED_BACK_AT_TAG, now)
-            if bad is not None and bad != target:  # equal only when retrying a half-done rollback
-                client.set_model_version_tag(name, target, ROLLED_BACK_FROM_TAG, bad)
-                client.set_model_version_tag(name, bad, ROLLED_BACK_AT_TAG, now)
-                client.set_model_version_tag(name, bad, ROLLED_BACK_TO_TAG, target)
-            return AliasChange(name, "rollback", target, before, self._aliases(client, name))
+            self._drop_stale_alias_tags(client, name, [target] + ([] if bad in (None, target) else [bad]))
+            change = AliasChange(name, "rollback", target, before, self._aliases(client, name))
+            self._log_alias_event(client, change, decision_id, reason)
+            return change
+
+    def alias_history(self, name: str) -> list[AliasEvent]:
+        """Every promote/rollback of ``name`` (oldest first): when, what moved (aliases before/after), why."""
+        with self._gateway.scope(f"read the alias history of {name!r}") as client:
+            experiment_id = self._side_experiment(client, DECISIONS, create=False)
+            if experiment_id is None:
+                return []
+            runs = self._search_runs(
+                client,
+                experiment_id,
+                f"tags.`{KIND_TAG}` = '{ALIAS_EVENT_KIND}' and tags.`{MODEL_TAG}` = '{_escape(name)}'",
+            )
+            events = [alias_event_from_run(run) for run in runs]
+            return sorted(events, key=lambda e: e.at)
 
     def aliases(self, name: str) -> dict[str, str]:
         """alias -> version; empty for a model that has no version yet."""
@@ -477,7 +524,7 @@ class ModelRegistry:
         with self._gateway.scope(f"record decision {decision_id} of {name!r}") as client:
             now = self._now_ms()
             run = client.create_run(
-                self.experiment_id,
+                self._side_experiment(client, DECISIONS),
                 run_name=f"decision-{decision_id}",
                 start_time=now,
                 tags={
@@ -498,7 +545,237 @@ class ModelRegistry:
             client.set_terminated(run_id, "FINISHED", end_time=self._now_ms())
             return run_id
 
+    def log_comparison(
+        self,
+        name: str,
+        *,
+        comparison_id: str,
+        champion_version: str,
+        challenger_version: str,
+        champion_metrics: Mapping[str, float],
+        challenger_metrics: Mapping[str, float],
+        holdout_rows: int,
+        holdout_fingerprint: str,
+        verdict: str | None = None,
+        p_value: float | None = None,
+        test: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Record one champion/challenger comparison on one holdout as an evaluation run; returns its run id.
+
+        The run (in ``<experiment>/comparisons``, named ``v<challenger> vs champion v<champion>``) carries
+        ``champion.<m>``, ``challenger.<m>`` and ``delta.<m>`` (challenger minus champion), both versions, the
+        holdout's row count and fingerprint as params, and the verdict; it has one child run per model with the
+        SAME metric keys (``accuracy``...), linked to that version's logged model and to the holdout as a dataset.
+        Both versions' descriptions get a line linking the run. Logging the same ``comparison_id`` again (a retry)
+        returns the finished run instead of a second one.
+        """
+        champion = check_metrics("champion_metrics", champion_metrics)
+        challenger = check_metrics("challenger_metrics", challenger_metrics)
+        champion_version, challenger_version = _version_str(champion_version), _version_str(challenger_version)
+        if champion_version == challenger_version:
+            raise LineageError(
+                f"comparison {comparison_id}: champion and challenger are both version {champion_version}; "
+                "compare two different versions"
+            )
+        if not isinstance(holdout_rows, int) or holdout_rows < 0 or not holdout_fingerprint:
+            raise LineageError(
+                f"comparison {comparison_id}: holdout_rows must be an int >= 0 and holdout_fingerprint non-empty, "
+                f"got {holdout_rows!r} and {holdout_fingerprint!r}"
+            )
+        with self._gateway.scope(f"record comparison {comparison_id} of {name!r}") as client:
+            versions = {
+                "champion": self._model_version(client, name, champion_version),
+                "challenger": self._model_version(client, name, challenger_version),
+            }
+            experiment_id = self._side_experiment(client, COMPARISONS)
+            done = self._search_runs(
+                client,
+                experiment_id,
+                f"tags.`{COMPARISON_TAG}` = '{_escape(comparison_id)}' and tags.`{MODEL_TAG}` = '{_escape(name)}'"
+                f" and tags.`{KIND_TAG}` = '{COMPARISON_KIND}' and attributes.status = 'FINISHED'",
+            )
+            if done:
+                return done[0].info.run_id
+            shared = {
+                "holdout_rows": holdout_rows,
+                "holdout_fingerprint": holdout_fingerprint,
+                "champion_version": champion_version,
+                "challenger_version": challenger_version,
+                "comparison_id": comparison_id,
+            }
+            run_params = {
+                **dict(params or {}),
+                **shared,
+                **({"verdict": verdict} if verdict else {}),
+                **({"test": test} if test else {}),
+            }
+            metrics = comparison_metrics(champion, challenger)
+            if p_value is not None:
+                metrics["p_value"] = float(p_value)
+            note = comparison_note(
+                name, champion_version, challenger_version, champion, challenger, holdout_rows,
+                holdout_fingerprint, verdict, test, p_value,
+            )
+            base_tags = {MODEL_TAG: name, COMPARISON_TAG: comparison_id}
+            parent_tags = {
+                **{k: str(v) for k, v in (tags or {}).items()},
+                **base_tags,
+                KIND_TAG: COMPARISON_KIND,
+                TAG_PREFIX + "champion_version": champion_version,
+                TAG_PREFIX + "challenger_version": challenger_version,
+                TAG_PREFIX + "holdout_fingerprint": holdout_fingerprint,
+                **({TAG_PREFIX + "verdict": verdict} if verdict else {}),
+                NOTE_TAG: note,
+            }
+            now = self._now_ms()
+            created: list[str] = []
+            try:
+                parent = client.create_run(
+                    experiment_id,
+                    start_time=now,
+                    run_name=f"v{challenger_version} vs champion v{champion_version}",
+                    tags=parent_tags,
+                ).info.run_id
+                created.append(parent)
+                client.log_batch(
+                    parent,
+                    metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                    params=[Param(k, v) for k, v in params_text(run_params).items()],
+                )
+                dataset = Dataset(
+                    name=holdout_dataset_name(holdout_fingerprint),
+                    digest=holdout_fingerprint[:36],
+                    source_type="driftpilot",
+                    source=json.dumps({"model": name, "holdout_fingerprint": holdout_fingerprint}),
+                    profile=json.dumps({"num_rows": holdout_rows}),
+                )
+                client.log_inputs(parent, datasets=[DatasetInput(dataset)])
+                for role, scores in (("champion", champion), ("challenger", challenger)):
+                    mv = versions[role]
+                    child = client.create_run(
+                        experiment_id,
+                        start_time=now,
+                        run_name=f"v{mv.version} ({role})",
+                        tags={
+                            **base_tags,
+                            KIND_TAG: "comparison_model",
+                            PARENT_RUN_TAG: parent,
+                            VERSION_TAG: str(mv.version),
+                            TAG_PREFIX + "role": role,
+                            NOTE_TAG: f"[Version {mv.version}](#/models/{quote(name, safe='')}/versions/"
+                            f"{mv.version}) as {role}, scored on the {holdout_rows:,} held-out rows "
+                            f"`{holdout_fingerprint[:12]}` of comparison {comparison_id}.",
+                        },
+                    ).info.run_id
+                    created.append(child)
+                    model_id = _logged_model_id(mv)
+                    client.log_batch(
+                        child,
+                        metrics=[
+                            Metric(
+                                k, v, now, 0, model_id=model_id,
+                                dataset_name=dataset.name, dataset_digest=dataset.digest,
+                            )
+                            for k, v in scores.items()
+                        ],
+                        params=[
+                            Param(k, v)
+                            for k, v in params_text({**shared, "version": mv.version, "role": role}).items()
+                        ],
+                    )
+                    client.log_inputs(
+                        child,
+                        datasets=[DatasetInput(dataset)],
+                        models=[LoggedModelInput(model_id)] if model_id else None,
+                    )
+                    client.set_terminated(child, "FINISHED", end_time=self._now_ms())
+                when = datetime.fromtimestamp(now / 1000, UTC)
+                for role, own, other, other_version in (
+                    ("champion", champion, challenger, challenger_version),
+                    ("challenger", challenger, champion, champion_version),
+                ):
+                    mv = versions[role]
+                    entry = comparison_entry(
+                        role, other_version, experiment_id, parent, own, other, holdout_rows,
+                        holdout_fingerprint, verdict, when,
+                    )
+                    client.update_model_version(
+                        name, str(mv.version), description=with_comparison(mv.description or "", entry)
+                    )
+                client.set_terminated(parent, "FINISHED", end_time=self._now_ms())
+            except BaseException as exc:
+                self._mark_failed(client, created, exc)
+                raise
+            return parent
+
     # ---------------------------------------------------------------------------------------------- internals
+
+    def _ensure_main_kind(self, client: MlflowClient) -> None:
+        if not self._kind_checked:
+            ensure_kind(client, client.get_experiment(self.experiment_id))
+            self._kind_checked = True
+
+    def _side_experiment(self, client: MlflowClient, role: str, *, create: bool = True) -> str | None:
+        """The id of this model's ``<experiment>/<role>`` experiment (created on first use)."""
+        if role in self._side_experiments:
+            return self._side_experiments[role]
+        if create:
+            self._ensure_main_kind(client)
+        experiment_id = side_experiment(
+            client, client.get_experiment(self.experiment_id), role, create=create,
+            tracking_uri=self.tracking_uri,
+        )
+        if experiment_id is not None:
+            self._side_experiments[role] = experiment_id
+        return experiment_id
+
+    def _search_runs(self, client: MlflowClient, experiment_id: str, filter_string: str) -> list[Any]:
+        found: list[Any] = []
+        token = None
+        while True:
+            page = client.search_runs(
+                [experiment_id], filter_string, max_results=1000,
+                order_by=["attributes.start_time ASC"], page_token=token,
+            )
+            found.extend(page)
+            token = page.token
+            if not token:
+                return found
+
+    def _log_alias_event(
+        self, client: MlflowClient, change: AliasChange, decision_id: str | None, reason: str | None
+    ) -> str:
+        run_name, tags, params = alias_event_run(
+            change.name, change.action, change.version, change.before, change.after, decision_id, reason
+        )
+        now = self._now_ms()
+        run_id = client.create_run(
+            self._side_experiment(client, DECISIONS), start_time=now, run_name=run_name, tags=tags
+        ).info.run_id
+        try:
+            client.log_batch(run_id, params=[Param(k, v) for k, v in params_text(params).items()])
+        except BaseException as exc:
+            self._mark_failed(client, [run_id], exc)
+            raise
+        client.set_terminated(run_id, "FINISHED", end_time=now)
+        return run_id
+
+    def _drop_stale_alias_tags(self, client: MlflowClient, name: str, versions: Sequence[Any]) -> None:
+        for item in versions:
+            mv = item if isinstance(item, ModelVersion) else self._model_version(client, name, str(item))
+            for key in STALE_ALIAS_TAGS:
+                if key in (mv.tags or {}):
+                    client.delete_model_version_tag(name, str(mv.version), key)
+
+    def _mark_failed(self, client: MlflowClient, run_ids: Sequence[str], exc: BaseException) -> None:
+        for run_id in run_ids:
+            try:
+                client.set_terminated(run_id, "FAILED", end_time=self._now_ms())
+            except Exception as cleanup:  # noqa: BLE001 - the store may be what failed; keep the first error
+                exc.add_note(f"driftpilot could not mark run {run_id} FAILED either: {cleanup}")
+
 
     def _aliases(
         self, client: MlflowClient, name: str, *, must_exist: bool = False
@@ -639,6 +916,19 @@ def _version_str(version: str | int) -> str:
             f"model version must be a positive integer like 3 or '3', got {version!r}"
         )
     return str(int(text))
+
+
+def _logged_model_id(mv: ModelVersion) -> str | None:
+    """The version's LoggedModel id: MLflow 3 fills ``model_id`` on some stores only; the source names it too."""
+    model_id = getattr(mv, "model_id", None)
+    if model_id:
+        return str(model_id)
+    source = str(mv.source or "")
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
+def _escape(value: str) -> str:
+    return value.replace("'", "\\'")
 
 
 def _not_found(exc: MlflowException) -> bool:

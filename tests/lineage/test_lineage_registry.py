@@ -97,29 +97,6 @@ def test_alias_lifecycle_keeps_a_champion_at_every_instant(
         registry.promote(name)
 
 
-def test_promote_and_rollback_are_recorded_as_version_tags(
-    registry: ModelRegistry, model_name: str
-):
-    name = model_name
-    _register(registry, name)
-    registry.promote(name, 1)
-    _register(registry, name, **_child("1", strategy="stateless"))
-    registry.set_challenger(name, 2)
-    registry.promote(name)
-    v2 = registry.get(name, 2)
-    assert v2.tags["driftpilot.promoted_from"] == "1"
-    assert v2.tags["driftpilot.promoted_at"].endswith("+00:00")
-
-    registry.rollback(name)
-    v1, v2 = registry.get(name, 1), registry.get(name, 2)
-    assert v1.tags["driftpilot.rolled_back_from"] == "2"
-    assert v2.tags["driftpilot.rolled_back_to"] == "1"
-    assert v1.tags["driftpilot.rolled_back_at"] == v2.tags["driftpilot.rolled_back_at"]
-    assert (
-        v1.tags["driftpilot.rolled_back_at"] > v2.tags["driftpilot.promoted_at"]
-    )  # the injected clock moved on
-
-
 def test_promoting_the_champion_again_changes_nothing(registry: ModelRegistry, model_name: str):
     _register(registry, model_name)
     registry.promote(model_name, 1)
