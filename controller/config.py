@@ -232,6 +232,7 @@ class PolicyConfig(_Strict):
                                  "River estimator")
         if self.rules and not pool:
             raise ValueError("rules need something to train: add an `estimator:` section")
+        self.gate.metric_for(self.task)  # a metric that does not fit the task fails at load, not at the first gate
         return self
 
     def pool_members(self) -> dict[str, Candidate]:

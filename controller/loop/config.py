@@ -255,6 +255,8 @@ class ProbationConfig(_Strict):
     enabled: bool = True
     duration: Duration = Field(timedelta(days=1), description="How long after a promotion the check runs.")
     min_rows: int = Field(200, ge=10, description="Matured rows before the comparison counts.")
+    window_rows: int = Field(1000, ge=10, description="Compare on the newest rows matured since the promotion, at "
+                                                      "most this many (a recent change is not diluted).")
     max_drop: float = Field(0.02, ge=0.0, description="Roll back when new < previous - max_drop (metric units; for "
                                                       "lower-is-better metrics, new > previous + max_drop).")
 

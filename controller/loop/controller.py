@@ -347,8 +347,11 @@ class Controller(ModelJob):
                               reason=f"gate verdict of decision {decision.decision_id}")
         self.decisions.update(decision.decision_id, status="done")
         if self.policy.probation.enabled and previous is not None and previous != version:
+            # Probation judges the rows that mature after this moment: both versions are scored on them.
+            newest = self.store.labeled_count(self.policy.model, now, after_seq=state.label_cursor)[1]
             state.probation = Probation(decision_id=decision.decision_id, version=str(version), previous=previous,
-                                        since_seq=state.label_cursor, until=now + self.policy.probation.duration)
+                                        since_seq=newest or state.label_cursor,
+                                        until=now + self.policy.probation.duration)
         report.note(decision.decision_id, f"{decision.decision_id}: v{version} is champion (previous v{previous})")
 
     def _log_comparisons(self, decision: Decision, champion: VersionInfo, verdicts: dict[str, GateVerdict],
@@ -375,7 +378,7 @@ class Controller(ModelJob):
             return
         config = self.policy.probation
         rows = self.store.labeled_window(self.policy.model, now, after_seq=probation.since_seq,
-                                         feature_types=self.policy.feature_types)
+                                         max_rows=config.window_rows, feature_types=self.policy.feature_types)
         if rows.rows >= config.min_rows:
             sample = paired_sample(rows, self.models.get(probation.previous).model,
                                    self.models.get(probation.version).model, self.policy.task,

@@ -34,8 +34,9 @@ def write_policy(tmp_path: Path, mlflow_dir: Path, name: str,
 
 
 def toy_table(n: int = 400, seed: int = 0, concept: str = "a") -> pd.DataFrame:
-    """Concept "a": y = [x1 + 0.5 x2 > 0]; concept "b" (after an abrupt change): y = [x1 - x2 < 0]."""
+    """Concept "a": y = [x1 + 0.5 x2 > 0]; concept "b" (after an abrupt change): y = [x1 - x2 < 0]; concept "c"
+    (no linear model can learn it): y = [x1 * x2 > 0]."""
     rng = np.random.default_rng(seed)
     x1, x2 = rng.normal(size=n), rng.normal(size=n)
-    y = (x1 + 0.5 * x2 > 0) if concept == "a" else (x1 - x2 < 0)
+    y = {"a": x1 + 0.5 * x2 > 0, "b": x1 - x2 < 0, "c": x1 * x2 > 0}[concept]
     return pd.DataFrame({"x1": x1, "x2": x2, "color": rng.choice(["red", "blue"], size=n), "y": y.astype(int)})

@@ -55,3 +55,101 @@ def test_abrupt_drift_is_detected_retrained_gated_and_promoted(tmp_path, mlflow_
     record = toy.registry.get(model_name, decision.challenger_version).record
     assert (record.parent_version, record.strategy, record.trigger, record.decision_id) == \
         ("1", "stateless", "concept_drift", decision.decision_id)
+
+
+def test_too_few_rows_hold_the_challenger_until_the_labels_arrive(tmp_path, mlflow_dir, clock: ManualClock,
+                                                                  model_name) -> None:
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock, gate="{min_rows: 400}")
+    controller = toy.controller()
+    toy.traffic(toy_table(300, seed=5), controller=controller)
+    reports = toy.traffic(toy_table(400, seed=6, concept="b"), controller=controller)
+    log = DecisionLog(toy.store, clock)
+    held = log.in_flight(model_name)
+    assert held is not None and (held.status, held.verdict) == ("held", "hold")
+    verdict = held.evidence["gate"]["verdicts"][held.challenger_version]
+    assert verdict["rows"] < 400 and "hold" in verdict["verdict"]
+    assert toy.registry.aliases(model_name) == {"champion": "1", "challenger": held.challenger_version}
+    assert all(r.error is None for r in reports)
+    # More labels arrive: later ticks judge again on the rows that arrived, and promote.
+    toy.traffic(toy_table(200, seed=7, concept="b"), controller=controller)
+    done = log.get(held.decision_id)
+    assert (done.status, done.verdict) == ("done", "promote")
+    assert done.evidence["gate"]["rows"] >= 400
+    assert toy.registry.aliases(model_name)["champion"] == held.challenger_version
+
+
+def test_probation_rolls_back_a_champion_that_does_worse_when_the_old_concept_returns(
+        tmp_path, mlflow_dir, clock: ManualClock, model_name) -> None:
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock)
+    controller = toy.controller()
+    toy.traffic(toy_table(300, seed=5), controller=controller)
+    toy.traffic(toy_table(600, seed=6, concept="b"), controller=controller)
+    assert toy.registry.aliases(model_name) == {"champion": "2", "previous": "1"}
+    # The old concept comes back within the probation day: v2 is worse than v1 on the rows matured since.
+    reports = toy.traffic(toy_table(300, seed=8, concept="a"), controller=controller)
+    rollbacks = DecisionLog(toy.store, clock).list(model_name, actions=("rollback",))
+    assert len(rollbacks) == 1
+    rollback = rollbacks[0]
+    assert (rollback.trigger, rollback.rule, rollback.champion_version, rollback.challenger_version) == \
+        ("performance_drop", "probation", "2", "1")
+    evidence = rollback.evidence["probation"]
+    assert evidence["previous"] > evidence["new_champion"] + 0.02 and evidence["rows"] >= 60
+    assert toy.registry.aliases(model_name)["champion"] == "1"
+    promotion = DecisionLog(toy.store, clock).get(rollback.evidence["promoted_by"])
+    assert promotion.evidence["probation"]["result"] == f"rolled back by {rollback.decision_id}"
+    assert any("rolled back v2 -> v1" in e for r in reports for e in r.events)
+
+
+def test_a_pool_member_of_another_family_replaces_a_champion_that_cannot_learn_the_new_concept(
+        tmp_path, mlflow_dir, clock: ManualClock, model_name) -> None:
+    pool = """
+candidates:
+  - name: tree
+    estimator: {class: sklearn.tree.DecisionTreeClassifier, params: {max_depth: 4}}
+"""
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock, extra=pool)
+    controller = toy.controller()
+    toy.traffic(toy_table(300, seed=5), controller=controller)
+    toy.traffic(toy_table(800, seed=9, concept="c"), controller=controller)  # XOR: no linear model learns it
+    decision = DecisionLog(toy.store, clock).list(model_name, actions=("retrain",))[-1]
+    assert decision.evidence["candidates"] == ["default", "tree"]
+    verdicts = decision.evidence["gate"]["verdicts"]
+    by_candidate = {c["candidate"]: str(c["version"]) for c in decision.evidence["challengers"]}
+    assert verdicts[by_candidate["default"]]["verdict"] == "reject"     # the linear model's retrain stays weak
+    assert verdicts[by_candidate["tree"]]["verdict"] == "promote"
+    champion = toy.registry.aliases(model_name)["champion"]
+    assert champion == by_candidate["tree"] == decision.challenger_version
+    assert toy.registry.get(model_name, champion).record.extra["candidate"] == "tree"
+    # Both challengers were judged on the same rows.
+    assert len({v["fingerprint"] for v in verdicts.values()}) == 1
+
+
+class FailingRegistry:
+    """An MLflow that is down: every call fails the way lineage reports it."""
+
+    def __getattr__(self, name):
+        from lineage import LineageUnavailable
+
+        def fail(*args, **kwargs):
+            raise LineageUnavailable("http://127.0.0.1:9", "MLflow at http://127.0.0.1:9 is unreachable "
+                                                           "(connection refused)")
+        return fail
+
+
+def test_a_failing_tick_is_recorded_and_retried_with_backoff(tmp_path, mlflow_dir, clock: ManualClock,
+                                                           model_name) -> None:
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock)
+    down = toy.controller()
+    down.registry = FailingRegistry()
+    first = down.tick(clock.now())
+    assert "unreachable" in first.error
+    assert down.tick(clock.advance(seconds=10)).skipped.startswith("backing off after 1 failed tick(s)")
+    second = down.tick(clock.advance(seconds=30))  # backoff.initial 30s has passed
+    assert "unreachable" in second.error
+    assert down.tick(clock.advance(seconds=45)).skipped.startswith("backing off after 2")  # 60 s now
+    failed = DecisionLog(toy.store, clock).list(model_name, actions=("tick",))
+    assert [d.status for d in failed] == ["failed", "failed"] and "unreachable" in failed[0].error
+    # MLflow is back: the next tick after the backoff works and clears it (state lives in the store).
+    clock.advance(seconds=20)
+    healthy = toy.controller().tick(clock.now())
+    assert healthy.error is None and healthy.skipped is None and healthy.champion == "1"
