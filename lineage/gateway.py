@@ -243,7 +243,7 @@ def _file_lock(lock_path: Path, timeout_s: float, uri: str) -> Iterator[None]:
                     raise LineageUnavailable(
                         uri,
                         f"could not open the MLflow store {uri}: another process has been setting it up for over "
-                        f"{timeout_s:.0f} s (it holds {lock_path}). Find it with `fuser {lock_path}` and stop it if "
+                        f"{timeout_s:g} s (it holds {lock_path}). Find it with `fuser {lock_path}` and stop it if "
                         "it hangs (the lock is released when it exits), then retry.",
                     ) from None
                 time.sleep(0.05)

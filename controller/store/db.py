@@ -177,7 +177,7 @@ def file_lock(lock_path: Path, timeout_s: float, *, what: str) -> Iterator[None]
                 if time.monotonic() >= deadline:
                     raise StoreUnavailable(
                         f"could not {what}: another process has held the lock file {lock_path} for over "
-                        f"{timeout_s:.0f} s. Find it with `fuser {lock_path}` and stop it if it hangs (the lock is "
+                        f"{timeout_s:g} s. Find it with `fuser {lock_path}` and stop it if it hangs (the lock is "
                         "released when it exits), then retry."
                     ) from None
                 time.sleep(0.05)

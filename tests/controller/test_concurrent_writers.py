@@ -12,6 +12,7 @@ Three layers, each on SQLite and on the real PostgreSQL server where it applies:
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -30,9 +31,12 @@ import pytest
 import sqlalchemy as sa
 
 from controller.clock import ManualClock
-from controller.errors import LabelConflict, PredictionConflict
+from controller.errors import LabelConflict, PredictionConflict, StoreUnavailable
 from controller.store import EventStore, LabelReceipt, LabelRecord, PredictionRecord
-from controller.store.db import current_revision
+from controller.store.db import create_store_engine, current_revision, setup_lock
+from lineage import RegistrySettings
+from lineage.errors import LineageUnavailable
+from lineage.gateway import setup_lock as mlflow_setup_lock
 from tests.conftest import POSTGRES_ADMIN_URL, T0
 
 FAR = T0 + timedelta(days=365)
@@ -527,3 +531,20 @@ def test_two_servers_on_postgres_answer_overlapping_writers_exactly(postgres_url
     finally:
         store.dispose()
 
+
+
+def test_a_set_up_lock_held_too_long_is_a_clear_error(tmp_path: Path) -> None:
+    """The set-up locks wait for another process, boundedly, then say which file is held and what to do."""
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'events.db'}")
+    settings = RegistrySettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    events_lock, mlflow_lock = re.escape(str(tmp_path / "events.db.lock")), re.escape(str(tmp_path / "mlflow.db.lock"))
+    with setup_lock(engine), mlflow_setup_lock(settings):  # another holder (a second open file, as in a process)
+        with pytest.raises(StoreUnavailable, match=rf"held the lock file {events_lock} for over 0\.1 s.*fuser"), \
+                setup_lock(engine, timeout_s=0.1):
+            pass
+        with pytest.raises(LineageUnavailable, match=rf"setting it up for over 0\.1 s \(it holds {mlflow_lock}\)"), \
+                mlflow_setup_lock(settings, timeout_s=0.1):
+            pass
+    with setup_lock(engine, timeout_s=0.1), mlflow_setup_lock(settings, timeout_s=0.1):
+        pass  # released
+    engine.dispose()
