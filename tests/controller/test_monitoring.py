@@ -76,7 +76,7 @@ def test_stationary_traffic_raises_no_signal(model, clock: ManualClock, tmp_path
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=registry.tracking_uri)
-    experiment = client.get_experiment_by_name(loaded.config.experiment)
+    experiment = client.get_experiment_by_name(loaded.config.experiment + "/decisions")  # apart from training runs
     runs = client.search_runs([experiment.experiment_id], "tags.`driftpilot.signal` = 'data_drift_report'")
     assert [a.path for a in client.list_artifacts(runs[0].info.run_id)] == [Path(on_demand.html_report).name]
 
@@ -91,7 +91,7 @@ def test_shifted_feature_is_flagged_with_its_html_report_logged(model, clock: Ma
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=registry.tracking_uri)
-    experiment = client.get_experiment_by_name(loaded.config.experiment)
+    experiment = client.get_experiment_by_name(loaded.config.experiment + "/decisions")  # apart from training runs
     runs = client.search_runs([experiment.experiment_id], "tags.`driftpilot.signal` = 'data_drift'")
     assert len(runs) == 1 and runs[0].data.tags["driftpilot.drifted_features"] == "x1"
     assert [a.path for a in client.list_artifacts(runs[0].info.run_id)] == [Path(result.html_report).name]
