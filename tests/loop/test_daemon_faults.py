@@ -1,0 +1,73 @@
+"""`driftpilot run` under faults, with real daemon subprocesses: kill -9 in the middle of a retrain, SIGTERM during
+training, a model whose MLflow is unreachable next to a healthy one.
+
+Training is slow on purpose: a manual request trains the gated pool member (tests/loop/gated_estimator.py), whose fit
+waits until the test creates the gate file, in a real spawned worker process of the daemon."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.controller.toy import toy_table
+from tests.loop.daemon_kit import GATED_RULES, Daemon, gated_candidate, make_toy, process_gone, wait_until, worker_pids
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def daemons():
+    """Start daemons through this; each is killed with its process group at the end, whatever happened."""
+    started: list[Daemon] = []
+
+    def start(*args, **kwargs) -> Daemon:
+        daemon = Daemon(*args, **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.cleanup()
+
+
+def test_kill_9_during_a_retrain_leaves_consistent_aliases_and_a_failed_decision_after_restart(
+        tmp_path: Path, daemons, model_name: str) -> None:
+    toy = make_toy(tmp_path, model_name, rules=GATED_RULES, extra=gated_candidate(tmp_path), lease_ttl="4s")
+    toy.stream(toy_table(200, seed=5))  # matured rows the champion has not learned: a retrain may start
+    first = daemons(tmp_path, [toy.path], label="first")
+    first.wait_until(lambda: first.owns(getattr(toy.lease(), "holder", None)), "the first daemon's lease")
+    toy.request_retrain()
+    training = first.wait_until(lambda: [d for d in toy.decisions(("retrain",)) if d.status == "training"],
+                                "a training decision")[0]
+    worker = first.wait_until(lambda: worker_pids(tmp_path), "the training worker in fit")[0]
+    assert not process_gone(worker)
+
+    first.kill9()
+    # The worker watches its parent: it exits within a few seconds instead of finishing a decision nobody owns.
+    wait_until(lambda: process_gone(worker), f"worker {worker} to exit after its daemon died", 10)
+    # Nothing moved: the worker never registers before fit returns, and only the controller moves aliases.
+    assert toy.aliases() == {"champion": "1"}
+    assert toy.decision(training.decision_id).status == "training"  # nobody has noticed yet
+
+    second = daemons(tmp_path, [toy.path], label="second")
+    failed = second.wait_until(lambda: (d := toy.decision(training.decision_id)).status == "failed" and d,
+                               "the interrupted decision marked failed", 90)
+    assert failed.error.startswith("interrupted: no training worker knows this decision")
+    assert second.owns(toy.lease().holder)
+    assert toy.aliases() == {"champion": "1"}
+    assert [v.version for v in toy.registry.tree(toy.loaded.config.registered_model)] == ["1"]  # no stray version
+
+    # The daemon goes on: a later trigger trains again, this time to the end, and the gate judges the challenger.
+    (tmp_path / "gate-open").touch()
+    toy.request_retrain("after the crash")
+    again = second.wait_until(
+        lambda: [d for d in toy.decisions(("retrain",))
+                 if d.decision_id != training.decision_id and d.verdict is not None],
+        "a second retrain that trains and gets a gate verdict", 90)[0]
+    assert again.trigger == "manual" and again.status in ("held", "done")
+    assert [c["version"] for c in again.evidence["challengers"]] == ["2"]
+    assert second.owns(again.owner)
+    assert toy.registry.get(toy.loaded.config.registered_model, "2").record.decision_id == again.decision_id
+    assert toy.aliases()["champion"] in ("1", "2")
+    assert len(worker_pids(tmp_path)) == 2 and process_gone(worker_pids(tmp_path)[1])
