@@ -229,39 +229,6 @@ def predict_command(config_path: Path, input_path: Path, output_path: Path, log_
                f"{output_path}{logged}")
 
 
-@main.command("retrain")
-@SINGLE_CONFIG
-@click.option("--strategy", required=True, type=click.Choice(["stateless", "finetune"]),
-              help="stateless: a fresh model on the policy's window; finetune: continue the champion on new rows.")
-@click.option("--promote", "promote_after", is_flag=True,
-              help="Promote the challenger right away if it beats the champion on the holdout (primary metric).")
-def retrain_command(config_path: Path, strategy: str, promote_after: bool) -> None:
-    """Train a challenger now, compare it with the champion on the same held-out rows, register it."""
-    from controller.actions.model_registry import open_registry
-    from controller.actions.refresh import Refresher
-    from controller.clock import SystemClock
-    from controller.store import EventStore
-
-    loaded = _load_one(config_path)
-    clock = SystemClock()
-    with _clear_errors():
-        registry = open_registry(loaded.config, clock)
-        refresher = Refresher(loaded, EventStore.from_url(loaded.config.storage.url, clock), registry, clock)
-        outcome = refresher.retrain(strategy)
-    metric, better = _primary_metric(loaded.config.task)
-    new, old = outcome.holdout_metrics[metric], outcome.champion_metrics[metric]
-    fallback = f" (fell back from finetune: {outcome.fallback_reason})" if outcome.fallback_reason else ""
-    click.echo(f"version {outcome.version} ({outcome.strategy}{fallback}, parent {outcome.parent_version}, "
-               f"{outcome.train_rows} training rows) is challenger: {metric} {new:.4f} vs champion {old:.4f} on the "
-               f"same {outcome.holdout_rows} held-out rows")
-    if promote_after:
-        if better(new, old):
-            registry.promote(loaded.config.registered_model, outcome.version)
-            click.echo(f"promoted version {outcome.version} to champion")
-        else:
-            click.echo("not promoted: the challenger does not beat the champion")
-
-
 @main.command("learn")
 @SINGLE_CONFIG
 def learn_command(config_path: Path) -> None:
@@ -310,39 +277,6 @@ def report_drift(config_path: Path, output_path: Path | None) -> None:
     click.echo(json.dumps(result.to_dict(), indent=2, default=str))
 
 
-@main.command("promote")
-@SINGLE_CONFIG
-@click.option("--version", default=None, help="Version to promote (default: the challenger).")
-def promote_command(config_path: Path, version: str | None) -> None:
-    """Make a version champion (previous <- champion), by hand."""
-    from controller.actions.model_registry import open_registry
-    from controller.clock import SystemClock
-
-    policy = _load_one(config_path).config
-    with _clear_errors():
-        change = open_registry(policy, SystemClock()).promote(policy.registered_model, version)
-    click.echo(f"aliases: {dict(change.before)} -> {dict(change.after)}")
-
-
-@main.command("rollback")
-@SINGLE_CONFIG
-def rollback_command(config_path: Path) -> None:
-    """Make the previous champion champion again."""
-    from controller.actions.model_registry import open_registry
-    from controller.clock import SystemClock
-
-    policy = _load_one(config_path).config
-    with _clear_errors():
-        change = open_registry(policy, SystemClock()).rollback(policy.registered_model)
-    click.echo(f"aliases: {dict(change.before)} -> {dict(change.after)}")
-
-
-def _primary_metric(task: str):
-    if task == "classification":
-        return "accuracy", lambda new, old: new > old
-    return "rmse", lambda new, old: new < old
-
-
 def pd_to_utc(column):
     import pandas as pd
 
@@ -382,3 +316,7 @@ def _load_all(paths: tuple[Path, ...]):
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
+
+
+# The decision loop's commands (run, status, decisions, retrain, promote, rollback) register on `main` too.
+from controller.cli import loop_commands  # noqa: F401

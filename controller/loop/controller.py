@@ -496,6 +496,13 @@ class Controller(ModelJob):
     def rollback_by_hand(self, *, now: datetime | None = None) -> Decision:
         """``previous`` -> champion, recorded as a decision (and in MLflow's alias history)."""
         now = now or self.clock.now()
+        aliases = self.registry.aliases(self.name)
+        if "previous" not in aliases:
+            shown = ", ".join(f"{a} v{v}" for a, v in sorted(aliases.items())) or "none"
+            raise DriftpilotError(
+                f"cannot roll back {self.name!r}: there is no previous champion (aliases: {shown}); a rollback "
+                "cannot be repeated. Make a chosen version champion with `driftpilot promote --config FILE "
+                "--version V` (through the gate; add --force to override it); `driftpilot lineage` lists versions")
         decision_id = new_decision_id("rollback")
         change = self.registry.rollback(self.name, decision_id=decision_id, reason="by hand (driftpilot rollback)")
         state = load_state(self.store, self.policy.model)

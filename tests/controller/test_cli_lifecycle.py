@@ -1,4 +1,4 @@
-"""The model-lifecycle commands end to end through the CLI: retrain --promote, rollback, report drift, learn."""
+"""The model-lifecycle commands end to end through the CLI: retrain (through the gate), decisions, status, rollback,\npromote, report drift, learn."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def run(*args: str) -> tuple[int, str]:
 def test_retrain_promote_rollback_report_from_the_command_line(tmp_path: Path) -> None:
     policy = write_policy(tmp_path, tmp_path, "cli-toy", "sklearn.linear_model.SGDClassifier",
                           "{loss: log_loss, random_state: 0}")
+    policy.write_text(policy.read_text() + "gate: {min_rows: 50}\n")
     data = tmp_path / "train.csv"
     toy_table(400).to_csv(data, index=False)
     assert run("bootstrap", "--config", str(policy), "--data", str(data))[0] == 0
@@ -37,12 +38,29 @@ def test_retrain_promote_rollback_report_from_the_command_line(tmp_path: Path) -
                                          for i, r in enumerate(drifted.itertuples())])
     store.add_labels(config.model, [LabelRecord(f"n{i}", int(y)) for i, y in enumerate(drifted.y)])
 
-    code, out = run("retrain", "--config", str(policy), "--strategy", "finetune", "--promote")
+    # A manual retrain is one decision through the loop: the challenger, then the gate, then the promotion.
+    code, out = run("retrain", "--config", str(policy), "--strategy", "finetune")
     assert code == 0, out
-    assert "version 2 (finetune, parent 1" in out and "promoted version 2 to champion" in out
+    assert "manual via rule manual -> finetune" in out and "gate promotes v2" in out, out
+    assert "v2 is champion (previous v1)" in out
+
+    code, out = run("decisions", "--config", str(policy), "--json")
+    decision = json.loads(out.splitlines()[0])
+    assert (decision["action"], decision["trigger"], decision["strategy"], decision["verdict"], decision["status"]) == \
+        ("retrain", "manual", "finetune", "promote", "done")
+    code, out = run("status", "--config", str(policy))
+    assert code == 0 and out.startswith("model cli-toy: champion v2, previous v1"), out
 
     code, out = run("rollback", "--config", str(policy))
-    assert code == 0 and out.splitlines()[-1] == "aliases: {'champion': '2', 'previous': '1'} -> {'champion': '1'}"
+    assert code == 0 and out.startswith("version 1 is champion again (was version 2; decision rollback-"), out
+    code, out = run("rollback", "--config", str(policy))
+    assert code == 1 and "driftpilot promote --config FILE --version V" in out and "Traceback" not in out
+
+    # Back to v2, by hand, through the gate on the rows neither version trained on.
+    code, out = run("promote", "--config", str(policy), "--version", "2")
+    assert code == 0 and "gate: promote" in out and "version 2 is champion; previous is version 1" in out, out
+    code, out = run("rollback", "--config", str(policy))
+    assert code == 0, out
 
     report = tmp_path / "drift.html"
     code, out = run("report", "drift", "--config", str(policy), "--output", str(report))
