@@ -1,5 +1,6 @@
 # The two commands of the README. Each creates .venv and installs driftpilot into it when needed.
-#   make run   - bootstrap the example model from Elec2 (first time), then serve it on the embedded default
+#   make run   - bootstrap the example model from Elec2 (first time), then run the daemon (API + decision loop) on
+#                the embedded default
 #                (SQLite event store, local SQLite MLflow store)
 #   make test  - run the test suite (needs PostgreSQL on 127.0.0.1:5432, database `test`, trust auth)
 PYTHON ?= python3
@@ -26,7 +27,7 @@ run: install
 	@if [ -n "$(DATA)" ] && [ -f "$(DATA)" ]; then \
 	  $(VENV)/bin/driftpilot --log-level WARNING bootstrap --config $(POLICY) --data $(DATA) --if-missing; \
 	else echo "no bootstrap data ($(DATA)): serving without a champion (see driftpilot bootstrap --help)"; fi
-	$(VENV)/bin/driftpilot serve --config $(POLICY) --host $(HOST) --port $(PORT)
+	$(VENV)/bin/driftpilot run --config $(POLICY) --host $(HOST) --port $(PORT)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
