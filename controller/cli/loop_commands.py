@@ -47,15 +47,20 @@ def run_command(ctx: click.Context, config_paths: tuple[Path, ...], host: str, p
                 scheduler_db: str | None, workers: int) -> None:
     """Run the daemon: the API plus a scheduler that ticks every model (monitors -> rules -> retrain -> gate ->
     promotion / rollback). SIGTERM or Ctrl-C stops it gracefully."""
-    from controller.actions.model_registry import RegistryChampionSource, open_registry
+    from controller.actions.model_registry import RegistryChampionSource
     from controller.clock import SystemClock
-    from controller.loop.daemon import Daemon, default_scheduler_url
+    from controller.loop.daemon import (
+        Daemon,
+        default_scheduler_url,
+        keep_running_after_uvicorn_signals,
+        open_registries,
+    )
 
     clock = SystemClock()
     policies = _load_all(config_paths)
     log = logging.getLogger("driftpilot")
     with _clear_errors():
-        registries = {p.config.model: open_registry(p.config, clock) for p in policies}
+        registries = open_registries(policies, clock)  # an MLflow that is down fails its model's ticks, not the start
         if no_api:
             from controller.store import EventStore
 
@@ -93,6 +98,7 @@ def run_command(ctx: click.Context, config_paths: tuple[Path, ...], host: str, p
         level = ctx.find_root().params["log_level"].lower()
         try:
             # uvicorn handles SIGTERM/SIGINT: it returns, and the daemon stops below.
+            keep_running_after_uvicorn_signals()  # else uvicorn re-raises SIGTERM and kills us before daemon.stop()
             uvicorn.run(create_app(runtimes, clock), host=host, port=port, log_level=level,
                         access_log=level == "debug")
         finally:

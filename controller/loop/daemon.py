@@ -9,6 +9,8 @@
   ingestion, ``/predict`` or the other models' ticks.
 * SIGTERM/SIGINT stop it gracefully: the scheduler waits for running ticks, training workers are stopped and their
   decisions marked failed, and the leases are released so another daemon can take over at once.
+* A model whose MLflow is down when the daemon starts does not stop it: its registry connects on first use
+  (:class:`DeferredRegistry`), so only that model's ticks fail (recorded, retried with backoff).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from controller.loop.controller import Controller
 from controller.loop.runners import ProcessRunner
 from controller.store import EventStore
 from controller.store.control import DecisionLog, Leases
+from lineage import LineageError
 
 log = logging.getLogger("driftpilot.daemon")
 
@@ -148,6 +151,61 @@ class Daemon:
         self._stopped.wait()
         self._stopped.clear()  # stop() does the work
         self.stop()
+
+
+class DeferredRegistry:
+    """A model's MLflow registry, connected on first use, and again on every use until connecting works.
+
+    Every attribute is the connected :class:`lineage.ModelRegistry`'s; while MLflow is unreachable, each use raises
+    the connection's :class:`lineage.LineageUnavailable`, which fails that model's tick (recorded, retried with
+    backoff) and its ``/predict`` reloads, but not the daemon's start, ingestion or the other models.
+    """
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+        self._registry: Any = None
+        self._lock = threading.Lock()
+
+    def connected(self) -> Any:
+        with self._lock:
+            if self._registry is None:
+                self._registry = self._connect()
+            return self._registry
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.connected(), name)
+
+
+def open_registries(policies: Sequence[LoadedPolicy], clock: Clock) -> dict[str, DeferredRegistry]:
+    """One :class:`DeferredRegistry` per model, connected now where MLflow answers; where it does not, the error is
+    logged and the model's ticks retry."""
+    from controller.actions.model_registry import open_registry
+
+    registries = {}
+    for loaded in policies:
+        registry = DeferredRegistry(lambda loaded=loaded: open_registry(loaded.config, clock))
+        try:
+            registry.connected()
+        except LineageError as exc:
+            log.error("MLflow of %s is unavailable at start (its ticks fail and retry with backoff; ingestion and "
+                      "the other models run): %s", loaded.config.model, exc, extra={"model": loaded.config.model})
+        registries[loaded.config.model] = registry
+    return registries
+
+
+def keep_running_after_uvicorn_signals() -> None:
+    """Call right before ``uvicorn.run``, so that a SIGTERM/SIGINT ends it and the caller's ``finally`` stops the
+    daemon gracefully.
+
+    uvicorn (0.29+) handles the signal, shuts the server down, restores the handlers it found and then re-raises the
+    signal. With Python's default handlers that kills the process inside ``uvicorn.run`` (exit status -15): in-flight
+    decisions were never marked failed, leases never released, workers left to their parent watchdog. Handlers that
+    ignore the re-raised signal let ``uvicorn.run`` return; a second signal during the stop is ignored as well.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
 
 
 def default_scheduler_url() -> str:

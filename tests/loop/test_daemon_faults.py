@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.controller.toy import toy_table
-from tests.loop.daemon_kit import GATED_RULES, Daemon, gated_candidate, make_toy, process_gone, wait_until, worker_pids
+from tests.loop.daemon_kit import GATED_RULES, Daemon, free_port, gated_candidate, make_toy, process_gone, wait_until, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -71,3 +72,52 @@ def test_kill_9_during_a_retrain_leaves_consistent_aliases_and_a_failed_decision
     assert toy.registry.get(toy.loaded.config.registered_model, "2").record.decision_id == again.decision_id
     assert toy.aliases()["champion"] in ("1", "2")
     assert len(worker_pids(tmp_path)) == 2 and process_gone(worker_pids(tmp_path)[1])
+
+
+def test_sigterm_during_training_stops_gracefully_and_fails_the_decision(tmp_path: Path, daemons,
+                                                                         model_name: str) -> None:
+    toy = make_toy(tmp_path, model_name, rules=GATED_RULES, extra=gated_candidate(tmp_path))
+    toy.stream(toy_table(200, seed=5))
+    daemon = daemons(tmp_path, [toy.path], label="daemon", api=True)  # uvicorn handles the signal, then the loop
+    daemon.wait_until(lambda: daemon.owns(getattr(toy.lease(), "holder", None)), "the daemon's lease")
+    toy.request_retrain()
+    training = daemon.wait_until(lambda: [d for d in toy.decisions(("retrain",)) if d.status == "training"],
+                                 "a training decision")[0]
+    worker = daemon.wait_until(lambda: worker_pids(tmp_path), "the training worker in fit")[0]
+
+    code, took = daemon.terminate(timeout_s=30)
+    assert code == 0, daemon.output()
+    stopped = toy.decision(training.decision_id)
+    assert stopped.status == "failed"
+    assert stopped.error == "stopped: the daemon was shut down while it trained"
+    assert toy.lease() is None  # released: another daemon can take over at once
+    assert process_gone(worker)  # killed and reaped by the daemon before it exited
+    assert toy.aliases() == {"champion": "1"}
+    assert any(line["message"].endswith("stopped") for line in daemon.log_lines())
+
+
+VOLUME_RULE = """\
+  - name: volume
+    when: {new_labels: {at_least: 100}}
+    do: {strategy: stateless, window: all}
+"""
+
+
+def test_a_model_whose_mlflow_is_unreachable_does_not_stop_the_other_model(tmp_path: Path, daemons,
+                                                                           model_name: str) -> None:
+    good = make_toy(tmp_path, f"{model_name}-ok", rules=VOLUME_RULE)
+    down = make_toy(tmp_path, f"{model_name}-down", tracking=f"http://127.0.0.1:{free_port()}",
+                    do_bootstrap=False)
+    daemon = daemons(tmp_path, [good.path, down.path], label="daemon", api=True)
+    daemon.wait_http("/healthz")
+    # Ingestion goes on for both models.
+    response = httpx.post(f"{daemon.url}/v1/models/{down.name}/predictions", timeout=10, json={"items": [
+        {"prediction_id": "d-1", "features": {"x1": 0.1, "x2": 0.2, "color": "red"}, "prediction": 1}]})
+    assert response.status_code == 200, response.text
+    good.stream(toy_table(300, seed=5))
+    retrain = daemon.wait_until(lambda: [d for d in good.decisions(("retrain",)) if d.verdict is not None],
+                                "the healthy model's retrain judged by the gate", 90)[0]
+    assert retrain.trigger == "data_volume"
+    failed = daemon.wait_until(lambda: (ticks := down.decisions(("tick",))) and len(ticks) >= 3 and ticks,
+                               "three failed ticks of the model whose MLflow is down", 60)
+    print(failed)
