@@ -110,6 +110,10 @@ class LabelChange:
 
 @dataclass(frozen=True)
 class LabelStats:
+    """Label coverage of a model's traffic. ``predictions`` counts logged, served and batch predictions; the rows
+    bootstrap stored as the reference window are counted apart (``reference_rows``) and left out of every other
+    number, so coverage and delays describe live traffic only."""
+
     model: str
     as_of: datetime
     predictions: int
@@ -117,6 +121,8 @@ class LabelStats:
     pending: int
     unmatched_labels: int
     delay_seconds: dict[str, float | None]
+    by_source: dict[str, int] = field(default_factory=dict)
+    reference_rows: int = 0
 
     @property
     def coverage(self) -> float | None:
@@ -127,6 +133,8 @@ class LabelStats:
             "model": self.model,
             "as_of": self.as_of.isoformat(),
             "predictions": self.predictions,
+            "by_source": self.by_source,
+            "reference_rows": self.reference_rows,
             "labeled": self.labeled,
             "pending": self.pending,
             "unmatched_labels": self.unmatched_labels,
@@ -432,7 +440,7 @@ class EventStore:
     def labeled_count(self, model: str, as_of: datetime, *, after_seq: int | None = None,
                       since: datetime | None = None) -> tuple[int, int | None]:
         """Labeled rows ``labeled_window(model, as_of, after_seq=..., since=...)`` would return: (count, newest
-        seq)."""
+        seq). With ``after_seq`` it reads the rows after the cursor only, however long the history."""
         as_of = ensure_utc(as_of)
         query = (
             sa.select(sa.func.count(), sa.func.max(labels.c.seq))
@@ -441,13 +449,47 @@ class EventStore:
             .where(labels.c.model == model, labels.c.arrived_at <= as_of,
                    sa.or_(labels.c.superseded_at.is_(None), labels.c.superseded_at > as_of))
         )
-        if after_seq is not None:
-            query = query.where(labels.c.seq > after_seq)
-        if since is not None:
-            query = query.where(labels.c.arrived_at >= ensure_utc(since))
         with self._connection() as conn:
+            if after_seq is not None:
+                query = query.where(labels.c.seq > after_seq)
+                floor = self._arrival_floor(conn, model, after_seq)
+                if floor is not None and (since is None or floor > ensure_utc(since)):
+                    since = floor
+            if since is not None:
+                query = query.where(labels.c.arrived_at >= ensure_utc(since))
             count, newest = conn.execute(query).one()
         return int(count), (int(newest) if newest is not None else None)
+
+    def tail_start(self, model: str, as_of: datetime, rows: int) -> datetime | None:
+        """The arrival time of the oldest of the newest ``rows`` labeled rows as of ``as_of`` (None when there are
+        fewer). ``labeled_window(model, as_of, since=tail_start(...), max_rows=rows)`` returns the same rows as
+        ``labeled_window(model, as_of, max_rows=rows)``, but reads only the tail of the history: a model's
+        ``arrived_at`` never decreases along ``seq``, so the newest rows by seq are the newest by arrival."""
+        if rows < 1:
+            raise ValueError(f"rows must be >= 1, got {rows}")
+        as_of = ensure_utc(as_of)
+        query = (
+            sa.select(labels.c.arrived_at)
+            .select_from(labels.join(predictions, sa.and_(predictions.c.model == labels.c.model,
+                                                          predictions.c.prediction_id == labels.c.prediction_id)))
+            .where(labels.c.model == model, labels.c.arrived_at <= as_of,
+                   sa.or_(labels.c.superseded_at.is_(None), labels.c.superseded_at > as_of))
+            # Walks the (model, arrived_at) index backwards from as_of and stops after `rows` matches.
+            .order_by(labels.c.arrived_at.desc())
+            .offset(rows - 1)
+            .limit(1)
+        )
+        with self._connection() as conn:
+            return conn.execute(query).scalar_one_or_none()
+
+    def _arrival_floor(self, conn: sa.Connection, model: str, seq: int) -> datetime | None:
+        """When label ``seq`` of ``model`` arrived. Every later label of the model arrived at or after it (arrival
+        times never decrease along a model's seq), so ``arrived_at >= floor`` is implied by ``seq > cursor``; stating
+        it lets the (model, arrived_at) index read only the rows since the cursor. Without it, SQLite and PostgreSQL
+        both walk the model's whole history in that index to filter on seq (measured: benchmarks/controller.py)."""
+        return conn.execute(
+            sa.select(labels.c.arrived_at).where(labels.c.seq == seq, labels.c.model == model)
+        ).scalar_one_or_none()
 
     def traffic_since(self, model: str, as_of: datetime, after: datetime | None) -> tuple[int, datetime | None]:
         """Logged predictions (not reference rows) known by ``as_of`` with an event time after ``after``:
@@ -464,7 +506,8 @@ class EventStore:
         return int(count), (ensure_utc(newest) if newest is not None else None)
 
     def label_stats(self, model: str, as_of: datetime | None = None, *, delay_sample: int = 100_000) -> LabelStats:
-        """Counts and label-delay percentiles as of ``as_of`` (default: now).
+        """Counts and label-delay percentiles as of ``as_of`` (default: now), of the model's traffic: bootstrap's
+        reference rows are counted apart (``reference_rows``) and left out of coverage, pending and delays.
 
         Delay = label arrival - prediction event time, over the most recent ``delay_sample`` matured labels, so the
         cost stays bounded on a long history.
@@ -477,20 +520,21 @@ class EventStore:
         )
         join_on = sa.and_(predictions.c.model == labels.c.model,
                           predictions.c.prediction_id == labels.c.prediction_id)
+        received = predictions.c.received_at <= as_of
         with self._connection() as conn:
-            n_predictions = conn.execute(
-                sa.select(sa.func.count()).select_from(predictions)
-                .where(predictions.c.model == model, predictions.c.received_at <= as_of)
-            ).scalar_one()
-            labeled = conn.execute(
-                sa.select(sa.func.count()).select_from(labels.join(predictions, join_on))
-                .where(in_force, predictions.c.received_at <= as_of)
-            ).scalar_one()
+            by_source = dict(conn.execute(
+                sa.select(predictions.c.source, sa.func.count()).select_from(predictions)
+                .where(predictions.c.model == model, received).group_by(predictions.c.source)
+            ).all())
+            labeled_by_source = dict(conn.execute(
+                sa.select(predictions.c.source, sa.func.count()).select_from(labels.join(predictions, join_on))
+                .where(in_force, received).group_by(predictions.c.source)
+            ).all())
             all_labels = conn.execute(sa.select(sa.func.count()).select_from(labels).where(in_force)).scalar_one()
             delays = conn.execute(
                 sa.select(labels.c.arrived_at, predictions.c.event_time)
                 .select_from(labels.join(predictions, join_on))
-                .where(in_force)
+                .where(in_force, received, predictions.c.source != "reference")
                 .order_by(labels.c.seq.desc())
                 .limit(delay_sample)
             ).all()
@@ -499,9 +543,14 @@ class EventStore:
             name: (float(np.percentile(seconds, q)) if seconds.size else None)
             for name, q in (("p50", 50), ("p90", 90), ("p99", 99))
         }
+        reference_rows = by_source.pop("reference", 0)
+        n_predictions = sum(by_source.values())
+        labeled = sum(n for source, n in labeled_by_source.items() if source != "reference")
         return LabelStats(model=model, as_of=as_of, predictions=n_predictions, labeled=labeled,
-                          pending=n_predictions - labeled, unmatched_labels=all_labels - labeled,
-                          delay_seconds=percentiles)
+                          pending=n_predictions - labeled,
+                          unmatched_labels=all_labels - sum(labeled_by_source.values()),
+                          delay_seconds=percentiles, by_source=dict(sorted(by_source.items())),
+                          reference_rows=reference_rows)
 
     # ---------------------------------------------------------------------------------------------------- state
 
