@@ -7,12 +7,16 @@ Build it with :func:`create_app` from already-opened :class:`ModelRuntime` objec
 from __future__ import annotations
 
 import hmac
+import json
+import logging
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+import numpy as np
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
@@ -22,21 +26,37 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from controller.api.ingest import Ingestor, LabelBatch, PredictionBatch, PredictRequest
-from controller.api.serving import ChampionHolder, NoChampion
-from controller.api.validation import check_features, check_prediction_id, check_unique_ids
+from controller.api.ingest import Ingestor, LabelBatch, PredictionBatch, PredictRequest, PredictRow
+from controller.api.responses import (
+    HealthBody,
+    LabelsAccepted,
+    NotReadyBody,
+    PredictionsAccepted,
+    PredictResponse,
+    ReadyBody,
+    StatsBody,
+    declared,
+)
+from controller.api.serving import ChampionHolder, NoChampion, Predictions, ServedModel
+from controller.api.validation import check_features, check_prediction_id, check_unique_ids, show_value
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import (
     InvalidBatch,
     LabelConflict,
     PredictionConflict,
+    Problem,
     StoreUnavailable,
     UnknownModel,
 )
 from controller.store import EventStore, PredictionRecord
+
+log = logging.getLogger("driftpilot.api")
+# The routes under /v1/models/{model}/: the write ones need the model's token when it has one.
+MODEL_ROUTES = {"predictions": True, "labels": True, "predict": True, "stats": False}
 
 
 @dataclass
@@ -72,6 +92,9 @@ class ApiMetrics:
 
 
 def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiMetrics | None = None) -> FastAPI:
+    """The API over ``runtimes``. Checks run cheapest first: unknown model (404), token (401), body size (413) in
+    :class:`Admission` before a byte of the body is parsed, then the request shape and the items (422), then the
+    store (409, 503). Every status an operation can return is declared in ``/openapi.json`` with its body."""
     metrics = metrics or ApiMetrics()
     app = FastAPI(
         title="driftpilot",
@@ -80,38 +103,48 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
     )
     app.state.runtimes = runtimes
     app.state.metrics = metrics
-    app.add_middleware(BodyLimit, limits={name: rt.policy.config.api.max_body_bytes for name, rt in runtimes.items()})
+    app.add_middleware(Admission, runtimes=runtimes, metrics=metrics)
     app.add_middleware(RequestLatency, histogram=metrics.latency)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI parses a JSON body before it runs dependencies; a caller without the token must still get 401,
-        # never hints about the body.
-        model = request.path_params.get("model")
-        if request.method == "POST" and model in runtimes and not _token_ok(runtimes[model], request):
-            return await _unauthorized(request, _Unauthorized(runtimes[model].policy.config.api.token_env or ""))
         problems = [_problem_from_pydantic(err) for err in exc.errors()]
         _count_rejection(request, "invalid")
-        return JSONResponse(status_code=422, content={"error": "invalid batch; nothing was stored",
-                                                      "problems": problems})
+        return error_response(422, "invalid batch; nothing was stored", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and request.method == "POST":
+            # FastAPI's answer to a body it could not even decode (not UTF-8, an integer of more than 4300 digits,
+            # nesting deeper than the parser allows): the same 422 as any other body that is not valid JSON.
+            _count_rejection(request, "invalid")
+            return error_response(422, "invalid batch; nothing was stored",
+                                  [{"index": None, "field": "body",
+                                    "problem": f"body is not valid JSON: {_undecodable(exc.__cause__)}"}])
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return error_response(exc.status_code, f"{detail}: {request.method} {request.url.path}; see /docs for the "
+                                               "endpoints", headers=exc.headers)
 
     @app.exception_handler(InvalidBatch)
     async def _invalid_batch(request: Request, exc: InvalidBatch) -> JSONResponse:
         conflict = isinstance(exc, (LabelConflict, PredictionConflict))
         _count_rejection(request, "conflict" if conflict else "invalid")
-        return JSONResponse(status_code=409 if conflict else 422,
-                            content={"error": ("conflict with stored events" if conflict else "invalid batch")
-                                     + "; nothing was stored",
-                                     "problems": [p.to_dict() for p in exc.problems]})
+        return error_response(409 if conflict else 422,
+                              ("conflict with stored events" if conflict else "invalid batch") + "; nothing was stored",
+                              [p.to_dict() for p in exc.problems])
 
     @app.exception_handler(StoreUnavailable)
     async def _store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
         _count_rejection(request, "store_unavailable")
-        return JSONResponse(status_code=503, content={"error": str(exc)})
+        return error_response(503, str(exc))
 
     @app.exception_handler(UnknownModel)
     async def _unknown_model(request: Request, exc: UnknownModel) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"error": str(exc)})
+        return error_response(404, str(exc))
+
+    @app.exception_handler(NoChampion)
+    async def _no_champion(request: Request, exc: NoChampion) -> JSONResponse:
+        return error_response(503, str(exc))
 
     def runtime(model: str) -> ModelRuntime:
         try:
@@ -119,34 +152,20 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
         except KeyError:
             raise UnknownModel(model, list(runtimes)) from None
 
-    async def authorize(model: str, request: Request) -> None:
-        """A dependency, so it runs before the body is parsed: no token, no validation work and no 422 hints.
-        ``async`` because it does no I/O: a sync dependency would cost a threadpool hop per request."""
-        rt = runtime(model)
-        if not _token_ok(rt, request):
-            raise _Unauthorized(rt.policy.config.api.token_env or "")
-
-    @app.exception_handler(_Unauthorized)
-    async def _unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
-        _count_rejection(request, "unauthorized")
-        return JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"},
-                            content={"error": "this endpoint needs 'Authorization: Bearer <token>' with the token "
-                                              f"from ${exc.token_env}; nothing was stored"})
-
     def too_many(rt: ModelRuntime, kind: str, count: int) -> JSONResponse | None:
         limit = rt.policy.config.api.max_batch_items
         if count <= limit:
             return None
         metrics.rejected.labels(rt.name, kind, "too_large").inc(count)
-        return JSONResponse(status_code=413, content={
-            "error": f"batch of {count} items is over the limit of {limit} (api.max_batch_items); "
-                     "split it into smaller batches; nothing was stored"})
+        return error_response(413, f"batch of {count} items is over the limit of {limit} (api.max_batch_items); "
+                                   "split it into smaller batches; nothing was stored")
 
-    @app.post("/v1/models/{model}/predictions", tags=["ingest"],
-              responses={401: {}, 404: {}, 409: {}, 413: {}, 422: {}, 503: {}})
-    def add_predictions(model: str, batch: PredictionBatch, request: Request,
-                        _auth: None = Depends(authorize)) -> Any:
-        """Store a batch of predictions made elsewhere (atomic: all stored, or none)."""
+    write_errors = (401, 404, 409, 413, 422, 503)
+
+    @app.post("/v1/models/{model}/predictions", tags=["ingest"], responses=declared(PredictionsAccepted, *write_errors))
+    def add_predictions(model: str, batch: PredictionBatch, request: Request) -> Any:
+        """Store a batch of predictions made elsewhere (atomic: all stored, or none). Re-sending a stored
+        prediction (same id, same content) is a no-op."""
         rt = runtime(model)
         request.state.batch_size = len(batch.items)
         if denied := too_many(rt, "prediction", len(batch.items)):
@@ -155,10 +174,10 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
         metrics.accepted.labels(model, "prediction").inc(len(ids))
         return {"accepted": len(ids), "prediction_ids": ids}
 
-    @app.post("/v1/models/{model}/labels", tags=["ingest"],
-              responses={401: {}, 404: {}, 409: {}, 413: {}, 422: {}, 503: {}})
-    def add_labels(model: str, batch: LabelBatch, request: Request, _auth: None = Depends(authorize)) -> Any:
-        """Store a batch of natural labels, joined to predictions by id (atomic: all stored, or none)."""
+    @app.post("/v1/models/{model}/labels", tags=["ingest"], responses=declared(LabelsAccepted, *write_errors))
+    def add_labels(model: str, batch: LabelBatch, request: Request) -> Any:
+        """Store a batch of natural labels, joined to predictions by id (atomic: all stored, or none). Items apply
+        in order: the same id twice with different labels needs ``overwrite: true`` on the later one."""
         rt = runtime(model)
         request.state.batch_size = len(batch.items)
         if denied := too_many(rt, "label", len(batch.items)):
@@ -167,13 +186,13 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
         metrics.accepted.labels(model, "label").inc(len(batch.items))
         return {"accepted": len(batch.items), **receipt.to_dict()}
 
-    @app.post("/v1/models/{model}/predict", tags=["serving"],
-              responses={401: {}, 404: {}, 413: {}, 422: {}, 503: {}})
-    def predict(model: str, body: PredictRequest, request: Request, _auth: None = Depends(authorize)) -> Any:
+    @app.post("/v1/models/{model}/predict", tags=["serving"], responses=declared(PredictResponse, *write_errors))
+    def predict(model: str, body: PredictRequest, request: Request) -> Any:
         """Predict one row (``{"features": {...}}``) or a batch (``{"items": [...]}``) with the champion.
 
         Every prediction is logged to the store with its id and the version that made it, so natural labels can be
-        joined later. All rows of one request are served by the same version, even during a hot swap.
+        joined later. All rows of one request are served by the same version, even during a hot swap. A retry with
+        the same prediction ids is a no-op while the same version serves (409 once another version would answer).
         """
         rt = runtime(model)
         items = body.rows()
@@ -188,10 +207,10 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
         if problems:
             raise InvalidBatch(problems)
         served = rt.champion.current  # one snapshot for the whole request
-        result = served.predictor.predict_rows([item.features for item in items])
-        now = clock.now()
+        result = _score(served, items)
         records = [
-            PredictionRecord(features=item.features, event_time=now, prediction=value,
+            # event_time None: stamped by the store's clock, so a retry of the same request is a no-op.
+            PredictionRecord(features=item.features, event_time=None, prediction=value,
                              scores=result.scores[i] if result.scores is not None else None,
                              prediction_id=item.prediction_id, model_version=served.version, source="served")
             for i, (item, value) in enumerate(zip(items, result.values, strict=True))
@@ -208,22 +227,22 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
             ],
         })
 
-    @app.exception_handler(NoChampion)
-    async def _no_champion(request: Request, exc: NoChampion) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"error": str(exc)})
-
-    @app.get("/v1/models/{model}/stats", tags=["monitoring"], responses={404: {}, 503: {}})
+    @app.get("/v1/models/{model}/stats", tags=["monitoring"], responses=declared(StatsBody, 404, 503))
     def stats(model: str) -> Any:
-        """Predictions, labeled, coverage, pending, and label-delay percentiles (seconds), as of now."""
+        """Predictions (served / logged / batch, apart from bootstrap reference rows), labeled, coverage, pending,
+        unmatched labels and label-delay percentiles (seconds), as of now."""
         rt = runtime(model)
         return rt.store.label_stats(model, clock.now()).to_dict()
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], responses={200: {"model": HealthBody, "description": "Up."}})
     def healthz() -> Any:
         """The process is up (does not touch the database)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], responses={503: {}})
+    @app.get("/readyz", tags=["operations"],
+             responses={200: {"model": ReadyBody, "description": "Ready."},
+                        503: {"model": NotReadyBody, "description": "A store is unreachable or a required champion "
+                                                                    "is not loaded; `problems` names each model."}})
     def readyz() -> Any:
         """Every model's event store answers, and every model whose policy sets ``serving.require_champion`` has a
         champion loaded (so a load balancer never routes /predict to a replica that would answer 503)."""
@@ -256,10 +275,89 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
     return app
 
 
-def _token_ok(rt: ModelRuntime, request: Request) -> bool:
+def _score(served: ServedModel, items: Sequence[PredictRow]) -> Predictions:
+    """The champion's predictions for validated rows, or 422 naming the rows it cannot score.
+
+    A value the schema allows can still be beyond a model (1e308 and -1e308 in one row make a linear model's score
+    NaN; an allowed infinity makes scikit-learn refuse the row). Such rows are refused, never answered with NaN or a
+    500. When the batch fails but no single row does, the fault is the server's and is raised as such.
+    """
+    rows = [item.features for item in items]
+    try:
+        with np.errstate(all="ignore"):  # overflow is expected here and checked below, not a warning per request
+            result = served.predictor.predict_rows(rows)
+    except (ValueError, ArithmeticError) as exc:
+        problems = []
+        for index, row in enumerate(rows):
+            try:
+                served.predictor.predict_rows([row])
+            except (ValueError, ArithmeticError) as row_exc:
+                problems.append(Problem(index, "features", f"the champion (version {served.version}) cannot score "
+                                                           f"this row: {_first_line(row_exc)}"))
+        if not problems:
+            raise
+        log.info("refused %d row(s) the champion cannot score: %s", len(problems), _first_line(exc))
+        raise InvalidBatch(problems) from exc
+    problems = [
+        Problem(index, "features", f"the champion (version {served.version}) gives no finite prediction for this row "
+                                   "(its values are beyond what the model can score); send values in the range of "
+                                   "the training data")
+        for index, value in enumerate(result.values)
+        if not _finite(value) or (result.scores is not None and not all(map(_finite, result.scores[index].values())))
+    ]
+    if problems:
+        raise InvalidBatch(problems)
+    return result
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _undecodable(cause: BaseException | None) -> str:
+    if cause is None:
+        return "it could not be decoded"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"it is not UTF-8 text ({cause.reason} at byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "it nests arrays or objects too deeply"
+    if "integer string conversion" in str(cause):
+        return "it holds an integer of more than 4300 digits, more than any feature or label can hold"
+    return _first_line(cause)
+
+
+def error_response(status: int, error: str, problems: list[dict[str, Any]] | None = None,
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """An error body (``{"error"}``, plus ``problems`` for 409/422) that always renders: the problems may echo text
+    the client sent (a lone surrogate cannot be encoded as UTF-8), so such text is shown escaped."""
+    content: dict[str, Any] = {"error": error}
+    if problems is not None:
+        content["problems"] = problems
+    try:
+        return JSONResponse(status_code=status, content=content, headers=headers)
+    except UnicodeEncodeError:
+        return JSONResponse(status_code=status, content=_escaped(content), headers=headers)
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
+
+
+def _token_ok(rt: ModelRuntime, authorization: str) -> bool:
     if rt.token is None:
         return True
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    scheme, _, given = authorization.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), rt.token.encode())
 
 
@@ -276,6 +374,10 @@ def _problem_from_pydantic(err: Mapping[str, Any]) -> dict[str, Any]:
         message = "unknown key; see the request schema at /openapi.json"
     elif err["type"] == "json_invalid":
         message = f"body is not valid JSON: {err.get('ctx', {}).get('error', message)}"
+    elif err["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif err["type"] == "bool_type":
+        message = f"expected true or false (a JSON boolean), got {show_value(err.get('input'))}"
     return {"index": index, "field": field, "problem": message}
 
 
@@ -302,26 +404,55 @@ class RequestLatency:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            # A request refused by Admission never reached the router; Admission names its route template.
+            route = getattr(scope.get("route"), "path", None) or scope.get(ROUTE_KEY, "unmatched")
             self.histogram.labels(route, scope["method"], str(status)).observe(time.perf_counter() - started)
 
 
-class BodyLimit:
-    """Refuse bodies over the model's ``api.max_body_bytes`` with 413 before reading them whole.
+ROUTE_KEY = "driftpilot.route"
 
-    Checks Content-Length up front and counts streamed chunks for bodies without one.
+
+class Admission:
+    """The cheap checks, in order, before the app parses a byte of the body: an unknown model (404), a missing or
+    wrong bearer token on a write endpoint (401), a body over the model's ``api.max_body_bytes`` (413; Content-Length
+    is checked up front, streamed chunks are counted). So an unauthenticated caller never gets hints about a body,
+    and a request for a model that does not exist is told so whatever its body holds.
     """
 
-    def __init__(self, app: ASGIApp, limits: Mapping[str, int]) -> None:
+    def __init__(self, app: ASGIApp, runtimes: Mapping[str, ModelRuntime], metrics: ApiMetrics) -> None:
         self.app = app
-        self.limits = limits
-        self.default = max(limits.values(), default=16 * 1024 * 1024)
+        self.runtimes = runtimes
+        self.metrics = metrics
+        self.default = max((rt.policy.config.api.max_body_bytes for rt in runtimes.values()),
+                           default=16 * 1024 * 1024)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self._limit_for(scope["path"])
+        parts = scope["path"].strip("/").split("/")
+        rt = None
+        if len(parts) >= 3 and parts[0] == "v1" and parts[1] == "models":
+            if len(parts) == 4 and parts[3] in MODEL_ROUTES:
+                scope[ROUTE_KEY] = f"/v1/models/{{model}}/{parts[3]}"
+            rt = self.runtimes.get(parts[2])
+            if rt is None:
+                await error_response(404, str(UnknownModel(parts[2], list(self.runtimes))))(scope, receive, send)
+                return
+            if len(parts) == 4 and MODEL_ROUTES.get(parts[3]) and scope["method"] == "POST":
+                headers = dict(scope.get("headers", []))
+                if not _token_ok(rt, headers.get(b"authorization", b"").decode("latin-1")):
+                    kind = "label" if parts[3] == "labels" else "prediction"
+                    self.metrics.rejected.labels(rt.name, kind, "unauthorized").inc()
+                    await error_response(
+                        401, "this endpoint needs 'Authorization: Bearer <token>' with the token from "
+                             f"${rt.policy.config.api.token_env}; nothing was stored",
+                        headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                    return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit = rt.policy.config.api.max_body_bytes if rt is not None else self.default
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _too_large(limit)(scope, receive, send)
@@ -353,19 +484,7 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    def _limit_for(self, path: str) -> int:
-        parts = path.strip("/").split("/")
-        if len(parts) >= 3 and parts[0] == "v1" and parts[1] == "models":
-            return self.limits.get(parts[2], self.default)
-        return self.default
-
-
-class _Unauthorized(Exception):
-    def __init__(self, token_env: str) -> None:
-        self.token_env = token_env
-
 
 def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse(status_code=413, content={
-        "error": f"request body is over the limit of {limit} bytes (api.max_body_bytes); send smaller batches; "
-                 "nothing was stored"})
+    return error_response(413, f"request body is over the limit of {limit} bytes (api.max_body_bytes); send smaller "
+                               "batches; nothing was stored")

@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from controller.api.validation import (
+    ID_RULE,
+    MODEL_VERSION_MAX,
+    check_event_time,
     check_features,
+    check_model_version,
     check_prediction_id,
     check_scores,
     check_target_value,
     check_unique_ids,
     normalize_target,
+    show_value,
 )
 from controller.clock import Clock, ensure_utc
 from controller.config import PolicyConfig
 from controller.errors import InvalidBatch
 from controller.store import EventStore, LabelReceipt, LabelRecord, PredictionRecord
+
+# RFC 3339 date-time (T, t or a space between date and time); without an offset the time is taken as UTC.
+EVENT_TIME_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
+
+
+def _event_time(value: Any) -> Any:
+    """Only a JSON string in RFC 3339 form: pydantic's lax mode would also take numbers and numeric strings as Unix
+    times, and dates without a time."""
+    if isinstance(value, datetime):  # Python callers
+        return value
+    if not isinstance(value, str) or not EVENT_TIME_PATTERN.fullmatch(value):
+        raise ValueError(f"expected an RFC 3339 date-time string such as \"2026-01-31T12:00:00Z\" (no offset = UTC), "
+                         f"got {show_value(value)}")
+    try:
+        return datetime.fromisoformat(value.upper().replace(" ", "T"))
+    except ValueError as exc:
+        raise ValueError(f"{show_value(value)} is not a valid date-time: {exc}") from None
+
+
+EventTime = Annotated[datetime, BeforeValidator(_event_time)]
+PREDICTION_ID_SCHEMA = {"pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", "maxLength": 128}
 
 
 class PredictionIn(BaseModel):
@@ -27,10 +54,13 @@ class PredictionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prediction_id: str | None = Field(None, description="Client id; generated when absent. Labels refer to it.")
-    event_time: datetime | None = Field(None, description="When the prediction was made (ISO-8601; naive = UTC). "
-                                                          "Defaults to the time the server received it.")
-    model_version: str | None = Field(None, description="Registry version that made the prediction, if known.")
+    prediction_id: str | None = Field(None, description=f"Client id ({ID_RULE}); generated when absent. Labels "
+                                                        "refer to it.", json_schema_extra=PREDICTION_ID_SCHEMA)
+    event_time: EventTime | None = Field(None, description="When the prediction was made (RFC 3339; no offset = "
+                                                           "UTC), between 1678 and 2262. Defaults to the time the "
+                                                           "server received it.")
+    model_version: str | None = Field(None, description="Registry version that made the prediction, if known.",
+                                      json_schema_extra={"minLength": 1, "maxLength": MODEL_VERSION_MAX})
     features: dict[str, Any] = Field(description="Feature name -> value, as declared in the policy.")
     prediction: Any = Field(description="The predicted class label, or number for regression.")
     scores: dict[str, Any] | None = Field(None, description="Class probabilities, keyed by class label.")
@@ -41,9 +71,11 @@ class LabelIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prediction_id: str
+    prediction_id: str = Field(description=f"The id of the prediction this label belongs to ({ID_RULE}).",
+                               json_schema_extra=PREDICTION_ID_SCHEMA)
     label: Any = Field(description="The true class label, or number for regression.")
-    overwrite: bool = Field(False, description="Replace a different label already stored (the change is recorded).")
+    overwrite: StrictBool = Field(False, description="Replace a different label already stored (the change is "
+                                                     "recorded). A JSON boolean: \"yes\" or 1 are refused.")
 
 
 class PredictionBatch(BaseModel):
@@ -62,7 +94,8 @@ class PredictRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     features: dict[str, Any] = Field(description="Feature name -> value, as declared in the policy.")
-    prediction_id: str | None = Field(None, description="Client id for later labels; generated when absent.")
+    prediction_id: str | None = Field(None, description="Client id for later labels; generated when absent.",
+                                      json_schema_extra=PREDICTION_ID_SCHEMA)
 
 
 class PredictRequest(BaseModel):
@@ -70,9 +103,10 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    features: dict[str, Any] | None = None
-    prediction_id: str | None = None
-    items: list[PredictRow] | None = None
+    features: dict[str, Any] | None = Field(None, description="One row: feature name -> value.")
+    prediction_id: str | None = Field(None, description="Client id of the one row; generated when absent.",
+                                      json_schema_extra=PREDICTION_ID_SCHEMA)
+    items: list[PredictRow] | None = Field(None, min_length=1, description="A batch of rows (at least one).")
 
     @model_validator(mode="after")
     def _one_shape(self) -> PredictRequest:
@@ -99,6 +133,8 @@ class Ingestor:
         for index, item in enumerate(items):
             if item.prediction_id is not None:
                 problems += check_prediction_id(index, item.prediction_id)
+            problems += check_event_time(index, item.event_time)
+            problems += check_model_version(index, item.model_version)
             problems += check_features(self.policy, index, item.features)
             problems += check_target_value(self.policy, index, "prediction", item.prediction)
             problems += check_scores(self.policy, index, item.scores)

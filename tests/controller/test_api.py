@@ -25,7 +25,7 @@ from controller.api.serving import ChampionHolder
 from controller.clock import ManualClock
 from controller.config import load_policy
 from controller.errors import ConfigError, StoreUnavailable
-from controller.store import EventStore, LabelChange
+from controller.store import EventStore, LabelChange, LabelRecord, PredictionRecord
 from controller.store.db import create_store_engine
 from tests.conftest import T0
 
@@ -192,12 +192,35 @@ def test_stats_count_coverage_pending_and_label_delay_percentiles(api: Api) -> N
         "model": api.model,
         "as_of": (T0 + timedelta(seconds=60)).isoformat(),
         "predictions": 4,
+        "by_source": {"logged": 4},
+        "reference_rows": 0,
         "labeled": 3,
         "pending": 1,
         "unmatched_labels": 1,
         "coverage": 0.75,
         "label_delay_seconds": {"p50": 30.0, "p90": pytest.approx(54.0), "p99": pytest.approx(59.4)},
     }
+
+
+def test_stats_count_bootstrap_reference_rows_apart_from_served_and_logged_predictions(api: Api) -> None:
+    """Issue 10 item 8: reference rows are labeled training data, not traffic; counting them made coverage ~100%."""
+    api.store.add_predictions(api.model, [
+        PredictionRecord(features={"x": 1.0, "c": "red", "b": True}, prediction_id=f"ref-{i}", source="reference")
+        for i in range(5)])
+    api.store.add_labels(api.model, [LabelRecord(f"ref-{i}", "UP") for i in range(5)])  # labeled at once: delay 0
+    api.store.add_predictions(api.model, [
+        PredictionRecord(features={"x": 1.0, "c": "red", "b": True}, prediction_id="s-1", source="served",
+                         prediction="UP", model_version="1")])
+    api.predict(item("p-1"), item("p-2"))
+    api.clock.advance(seconds=40)
+    api.label({"prediction_id": "p-1", "label": "DOWN"}, {"prediction_id": "not-yet", "label": "UP"})
+    stats = api.client.get(f"/v1/models/{api.model}/stats").json()
+    assert {k: stats[k] for k in ("predictions", "by_source", "reference_rows", "labeled", "pending",
+                                  "unmatched_labels", "coverage")} == {
+        "predictions": 3, "by_source": {"logged": 2, "served": 1}, "reference_rows": 5, "labeled": 1, "pending": 2,
+        "unmatched_labels": 1, "coverage": pytest.approx(1 / 3)}
+    # The delays are those of traffic only (the reference rows' zero delays would drag p50 to 0).
+    assert stats["label_delay_seconds"] == {"p50": 40.0, "p90": 40.0, "p99": 40.0}
 
 
 def test_stats_of_an_empty_model_have_no_coverage_and_no_delays(sqlite_api: Api) -> None:
@@ -360,7 +383,7 @@ def test_malformed_json_is_refused_naming_the_body(sqlite_api: Api) -> None:
                                 (None, "labels", "unknown key; see the request schema at /openapi.json")]),
     ("predictions", {"items": [{"prediction": "UP"}]}, [(0, "features", "Field required")]),
     ("labels", {"items": [{"prediction_id": "p-1", "label": "UP", "overwrite": "perhaps"}]},
-     [(0, "overwrite", "Input should be a valid boolean, unable to interpret input")]),
+     [(0, "overwrite", "expected true or false (a JSON boolean), got 'perhaps'")]),
 ])
 def test_request_shape_errors_name_the_item_and_field(sqlite_api: Api, path: str, body: dict,
                                                       expected: list) -> None:
