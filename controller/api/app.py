@@ -207,7 +207,7 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
         if problems:
             raise InvalidBatch(problems)
         served = rt.champion.current  # one snapshot for the whole request
-        result = _score(served, items)
+        result = _score(served, items, rt.policy.config.feature_types)
         records = [
             # event_time None: stamped by the store's clock, so a retry of the same request is a no-op.
             PredictionRecord(features=item.features, event_time=None, prediction=value,
@@ -265,6 +265,24 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document without its default 422 (``HTTPValidationError``): this API never sends that body, and
+        an operation without a body (stats) cannot fail validation at all."""
+        if app.openapi_schema is None:
+            spec = generate_openapi()
+            for operations in spec["paths"].values():
+                for operation in operations.values():
+                    schema = operation["responses"].get("422", {}).get("content", {}).get("application/json", {})
+                    if schema.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                        del operation["responses"]["422"]
+            for name in ("HTTPValidationError", "ValidationError"):
+                spec.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     def _count_rejection(request: Request, reason: str) -> None:
         model = request.path_params.get("model", "unknown")
         if model not in runtimes:
@@ -275,25 +293,25 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
     return app
 
 
-def _score(served: ServedModel, items: Sequence[PredictRow]) -> Predictions:
+def _score(served: ServedModel, items: Sequence[PredictRow], feature_types: Mapping[str, str]) -> Predictions:
     """The champion's predictions for validated rows, or 422 naming the rows it cannot score.
 
     A value the schema allows can still be beyond a model (1e308 and -1e308 in one row make a linear model's score
     NaN; an allowed infinity makes scikit-learn refuse the row). Such rows are refused, never answered with NaN or a
-    500. When the batch fails but no single row does, the fault is the server's and is raised as such.
+    500. A champion that cannot score even a plain row (zeros, missing categories) is broken, not the request: that
+    stays a server error, as does a batch failure that no single row reproduces.
     """
     rows = [item.features for item in items]
     try:
         with np.errstate(all="ignore"):  # overflow is expected here and checked below, not a warning per request
             result = served.predictor.predict_rows(rows)
     except (ValueError, ArithmeticError) as exc:
-        problems = []
-        for index, row in enumerate(rows):
-            try:
-                served.predictor.predict_rows([row])
-            except (ValueError, ArithmeticError) as row_exc:
-                problems.append(Problem(index, "features", f"the champion (version {served.version}) cannot score "
-                                                           f"this row: {_first_line(row_exc)}"))
+        plain_row = {name: {"numeric": 0.0, "boolean": False}.get(kind) for name, kind in feature_types.items()}
+        if _fails(served, plain_row) is not None:
+            raise  # the champion fails whatever it is sent
+        problems = [Problem(index, "features", f"the champion (version {served.version}) cannot score this row: "
+                                               f"{reason}")
+                    for index, row in enumerate(rows) if (reason := _fails(served, row)) is not None]
         if not problems:
             raise
         log.info("refused %d row(s) the champion cannot score: %s", len(problems), _first_line(exc))
@@ -308,6 +326,16 @@ def _score(served: ServedModel, items: Sequence[PredictRow]) -> Predictions:
     if problems:
         raise InvalidBatch(problems)
     return result
+
+
+def _fails(served: ServedModel, row: Mapping[str, Any]) -> str | None:
+    """Why the champion cannot score ``row`` alone, or None when it can."""
+    try:
+        with np.errstate(all="ignore"):
+            served.predictor.predict_rows([row])
+    except (ValueError, ArithmeticError) as exc:
+        return _first_line(exc)
+    return None
 
 
 def _finite(value: Any) -> bool:

@@ -14,9 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sklearn.compose import make_column_transformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
 
 from controller.api.app import ModelRuntime, create_app
 from controller.api.ingest import Ingestor
@@ -27,7 +33,9 @@ from controller.config import load_policy
 from controller.errors import ConfigError, StoreUnavailable
 from controller.store import EventStore, LabelChange, LabelRecord, PredictionRecord
 from controller.store.db import create_store_engine
+from controller.store.tables import labels as labels_table
 from tests.conftest import T0
+from tests.controller.api_kit import ServedApi, open_served_api, toy_rows
 
 FEATURES = ["x", "c", "b", "opt", "z"]
 DECLARED = ", ".join(FEATURES)
@@ -694,3 +702,359 @@ def test_openapi_lists_the_endpoints_and_the_request_schemas(sqlite_api: Api) ->
     assert body["schema"]["$ref"] == "#/components/schemas/PredictionBatch"
     assert {"401", "404", "409", "413", "422", "503"} <= set(
         spec["paths"]["/v1/models/{model}/labels"]["post"]["responses"])
+
+
+# ------------------------------------------------------------------------------------------------ hostile input (issue 9)
+
+
+def big_int_body(path: str, digits: int = 400) -> bytes:
+    """A body whose x is a JSON integer of ``digits`` digits (json.dumps of a Python int that size is refused)."""
+    big = "1" + "0" * (digits - 1)
+    if path == "predict":
+        return f'{{"features": {{"x1": {big}, "x2": 1.0}}}}'.encode()
+    return raw_json([item("p-0"), item("p-1", features={"x": "@BIG"})], {"@BIG": big})
+
+
+def assert_nothing_stored(api: Api) -> None:
+    assert api.stored() == 0
+    with api.store.connection() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(labels_table)
+                            .where(labels_table.c.model == api.model)).scalar_one() == 0
+
+
+HOSTILE_PREDICTIONS = {
+    # Each was a 500 (a traceback) before issue 9, or silently stored something the store or the windows cannot hold.
+    "event time before year 1 in UTC": (
+        item(event_time="0001-01-01T00:00:00+01:00"), "event_time",
+        ("0001-01-01T00:00:00+01:00 is out of range; send a time between 1678-01-01 and 2262-01-01 UTC (the range of "
+        "the timestamps driftpilot's windows hold)")),
+    "event time after year 9999 in UTC": (
+        item(event_time="9999-12-31T23:59:59-01:00"), "event_time",
+        ("9999-12-31T23:59:59-01:00 is out of range; send a time between 1678-01-01 and 2262-01-01 UTC (the range of "
+        "the timestamps driftpilot's windows hold)")),
+    "event time pandas cannot hold": (
+        item(event_time="1500-06-01T00:00:00Z"), "event_time",
+        ("1500-06-01T00:00:00+00:00 is out of range; send a time between 1678-01-01 and 2262-01-01 UTC (the range of "
+        "the timestamps driftpilot's windows hold)")),
+    "event time as a number": (
+        item(event_time=1767225600), "event_time",
+        'expected an RFC 3339 date-time string such as "2026-01-31T12:00:00Z" (no offset = UTC), got 1767225600'),
+    "event time as a numeric string": (
+        item(event_time="1767225600"), "event_time",
+        ("expected an RFC 3339 date-time string such as \"2026-01-31T12:00:00Z\" (no offset = UTC), got "
+        "'1767225600'")),
+    "event time not on the calendar": (
+        item(event_time="2026-02-30T00:00:00Z"), "event_time",
+        "'2026-02-30T00:00:00Z' is not a valid date-time: day is out of range for month"),
+    "NUL in a category": (
+        item(features={"c": "re\u0000d"}), "features.c",
+        "text contains a NUL character (\\u0000), which the event store cannot keep; remove it"),
+    "NUL in a prediction id": (
+        item("p\u00001"), "prediction_id", f"bad id 'p\\x001'; expected {ID_RULE}"),
+    "newline at the end of a prediction id": (
+        item("p-1\n"), "prediction_id", f"bad id 'p-1\\n'; expected {ID_RULE}"),
+    "model version longer than the column": (
+        item(model_version="v" * 65), "model_version",
+        (f"bad model version '{'v' * 59}... (67 characters); expected a string of 1-64 characters, such as the "
+        "registry version \"3\"")),
+    "model version with NUL": (
+        item(model_version="v\u00001"), "model_version",
+        "text contains a NUL character (\\u0000), which the event store cannot keep; remove it"),
+    "class label beyond 64-bit integers": (
+        item(prediction=2**64), "prediction",
+        "integer class label 18446744073709551616 is outside the 64-bit integer range; send it as a string"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_PREDICTIONS))
+def test_hostile_prediction_values_are_422_naming_index_and_field_and_store_nothing(api: Api, case: str) -> None:
+    bad, field, problem = HOSTILE_PREDICTIONS[case]
+    response = api.predict(item("ok-0"), bad)
+    assert response.status_code == 422, response.text
+    assert problems(response) == [{"index": 1, "field": field, "problem": problem}]
+    assert_nothing_stored(api)
+
+
+@pytest.mark.parametrize("where", ["category", "scores key"])
+def test_a_lone_surrogate_is_422_and_the_error_body_still_renders(tmp_path: Path, clock: ManualClock, store_url: str,
+                                                                 model_name: str, where: str) -> None:
+    """Python's JSON parser accepts "\\ud800"; it cannot be encoded as UTF-8, so PostgreSQL (and the error body that
+    echoes a field name) would fail on it."""
+    for api in open_api(tmp_path, store_url, model_name, clock):
+        if where == "category":
+            body, field = raw_json([item(features={"c": "@S"})], {"@S": '"a\\ud800b"'}), "features.c"
+        else:
+            body = raw_json([item(scores={"@K": 0.5}, prediction="UP")], {"@K": '"\\udfff"'})
+            field = "scores.\\udfff"  # the field echoes the key: shown escaped, as text the body can carry
+        assert b"\\ud" in body
+        response = api.raw("predictions", body)
+        assert response.status_code == 422, response.text
+        (problem,) = problems(response)
+        assert problem["field"] == field
+        assert "not valid Unicode" in problem["problem"] or "unknown class" in problem["problem"]
+        assert_nothing_stored(api)
+
+
+def test_integers_too_large_for_a_float_are_422(api: Api) -> None:
+    response = api.raw("predictions", big_int_body("predictions"))
+    assert response.status_code == 422, response.text
+    assert problems(response) == [{
+        "index": 1, "field": "features.x",
+        "problem": "integer <integer of about 400 digits> is too large for a 64-bit float (at most about 1.8e308); "
+                   "send a smaller number"}]
+    assert_nothing_stored(api)
+
+
+def test_a_regression_label_too_large_for_a_float_is_422(tmp_path: Path, clock: ManualClock) -> None:
+    for api in open_api(tmp_path, f"sqlite:///{tmp_path / 'r.db'}", "house", clock):
+        pass
+    path = write_policy(tmp_path, "house", f"sqlite:///{tmp_path / 'r.db'}", task="regression")
+    runtimes = build_runtimes([load_policy(path, environ={})], clock, environ={})
+    client = TestClient(create_app(runtimes, clock))
+    try:
+        response = client.post("/v1/models/house/labels", content=b'{"items": [{"prediction_id": "h-1", "label": 1'
+                               + b"0" * 400 + b"}]}", headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert problems(response)[0]["field"] == "label"
+        assert "too large for a 64-bit float" in problems(response)[0]["problem"]
+        assert runtimes["house"].store.label_history("house", "h-1") == []
+    finally:
+        runtimes["house"].store.dispose()
+
+
+@pytest.mark.parametrize("body, problem", [
+    (b'{"items": [{"features": {}, "prediction": "UP"}]}\xff', "body is not valid JSON: it is not UTF-8 text"),
+    (b'{"items": [' + b"1" * 5000 + b"]}", "body is not valid JSON: it holds an integer of more than 4300 digits"),
+    (b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", ("body is not valid JSON: it nests arrays or objects "
+                                                               "too deeply")),
+], ids=["not utf-8", "5000-digit integer", "nested 100000 deep"])
+def test_bodies_the_json_parser_cannot_decode_are_422_not_400(sqlite_api: Api, body: bytes, problem: str) -> None:
+    response = sqlite_api.raw("predictions", body)
+    assert response.status_code == 422, response.text
+    (found,) = problems(response)
+    assert (found["index"], found["field"]) == (None, "body")
+    assert found["problem"].startswith(problem)
+    assert sqlite_api.stored() == 0
+
+
+@pytest.mark.parametrize("value", ["yes", "true", 1, 0, None, [True]], ids=repr)
+def test_overwrite_must_be_a_json_boolean(api: Api, value: Any) -> None:
+    api.predict(item("p-1"))
+    api.label({"prediction_id": "p-1", "label": "UP"})
+    response = api.label({"prediction_id": "p-1", "label": "DOWN", "overwrite": value})
+    assert response.status_code == 422, response.text
+    assert problems(response) == [{"index": 0, "field": "overwrite",
+                                   "problem": f"expected true or false (a JSON boolean), got {value!r}"}]
+    assert api.store.label_history(api.model, "p-1") == [LabelChange("UP", T0, None)]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"items": [item(prediction_id=7)]}, "prediction_id"),
+    ({"items": [item(model_version=3)]}, "model_version"),
+    ({"items": [item() | {"features": ["x", 1]}]}, "features"),
+    ({"items": {"0": item()}}, "items"),
+], ids=["id as number", "version as number", "features as list", "items as object"])
+def test_other_fields_take_only_their_json_type(sqlite_api: Api, body: dict, field: str) -> None:
+    response = sqlite_api.raw("predictions", json.dumps(body).encode())
+    assert response.status_code == 422, response.text
+    assert [p["field"] for p in problems(response)] == [field]
+    assert sqlite_api.stored() == 0
+
+
+def test_unknown_model_with_a_malformed_body_is_404_first(sqlite_api: Api) -> None:
+    for body in (b'{"items": [', b'{"wrong": "shape"}', b"\xff"):
+        response = sqlite_api.client.post("/v1/models/nope/predictions", content=body,
+                                          headers={"content-type": "application/json"})
+        assert response.status_code == 404, response.text
+        assert response.json() == {"error": f"unknown model 'nope'; this server has policies for: {sqlite_api.model}"}
+
+
+def test_unknown_model_is_404_before_the_token_and_the_token_before_the_body_size(token_api: Api,
+                                                                                  tmp_path: Path) -> None:
+    huge = b'{"items": [' + b" " * 20_000_000 + b"]}"  # over the default 16 MiB limit
+    assert token_api.client.post("/v1/models/nope/labels", content=b"{").status_code == 404
+    response = token_api.client.post(f"/v1/models/{token_api.model}/predictions", content=huge,
+                                     headers={"content-type": "application/json"})
+    assert response.status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+    response = token_api.client.post(f"/v1/models/{token_api.model}/predictions", content=huge, headers=auth)
+    assert response.status_code == 413
+    assert token_api.stored() == 0
+
+
+def test_routes_and_methods_that_do_not_exist_answer_with_an_error_body(sqlite_api: Api) -> None:
+    missing = sqlite_api.client.get(f"/v1/models/{sqlite_api.model}/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": f"Not Found: GET /v1/models/{sqlite_api.model}/nothing-here; see /docs for the "
+                                       "endpoints"}
+    wrong = sqlite_api.client.put(f"/v1/models/{sqlite_api.model}/predictions", json={"items": []})
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "POST"
+    assert wrong.json()["error"].startswith("Method Not Allowed: PUT")
+
+
+# ------------------------------------------------------------------------------------------------ retries and order
+
+
+def test_a_retried_prediction_without_event_time_is_a_no_op(api: Api) -> None:
+    """Issue 9 item 2 (fixed in the store): the server's stamp is not part of what the client sent."""
+    first = api.predict(item("p-1"), item("p-2", event_time="2025-12-31T23:00:00Z"))
+    assert first.status_code == 200, first.text
+    api.clock.advance(minutes=3)
+    retry = api.predict(item("p-1"), item("p-2", event_time="2025-12-31T23:00:00Z"))
+    assert retry.status_code == 200, retry.text
+    assert retry.json() == first.json()
+    assert api.stored() == 2
+    assert api.store.get_prediction(api.model, "p-1")["event_time"] == T0  # the first stamp stays
+    changed = api.predict(item("p-1", features={"x": 2.5}))
+    assert changed.status_code == 409  # other content under the same id is still a conflict
+    assert api.store.get_prediction(api.model, "p-1")["features"]["x"] == 1.5
+
+
+def test_one_label_batch_with_the_same_id_twice_applies_in_order(api: Api) -> None:
+    """Issue 9 item 1 (fixed in the store): a later item with overwrite replaces the earlier one; the earlier value
+    is history that was in force at no instant. Without overwrite the batch is a conflict and nothing is stored."""
+    api.predict(item("p-1"))
+    refused = api.label({"prediction_id": "p-1", "label": "UP"}, {"prediction_id": "p-1", "label": "DOWN"})
+    assert refused.status_code == 409, refused.text
+    assert [(p["index"], p["field"]) for p in problems(refused)] == [(1, "label")]
+    assert api.store.label_history(api.model, "p-1") == []
+    response = api.label({"prediction_id": "p-1", "label": "UP"},
+                         {"prediction_id": "p-1", "label": "DOWN", "overwrite": True})
+    assert response.status_code == 200, response.text
+    assert (response.json()["inserted"], response.json()["overwritten"]) == (1, 1)
+    assert [c.value for c in api.store.label_history(api.model, "p-1")] == ["UP", "DOWN"]
+    assert list(api.store.labeled_window(api.model, api.clock.now()).labels) == ["DOWN"]
+
+
+# ------------------------------------------------------------------------------------------------ /predict
+
+
+@pytest.fixture
+def served(store_url: str, model_name: str, clock: ManualClock, tmp_path: Path) -> Iterator[ServedApi]:
+    """/predict with a real champion (LogisticRegression on toy rows) on SQLite and on PostgreSQL."""
+    served = open_served_api(tmp_path, store_url, model_name, clock)
+    try:
+        yield served
+    finally:
+        served.store.dispose()
+
+
+@pytest.mark.parametrize("body, field, problem", [
+    ({"items": []}, "items", "List should have at least 1 item after validation, not 0"),
+    (None, "features.x1", ("integer <integer of about 400 digits> is too large for a 64-bit float (at most about "
+                          "1.8e308); send a smaller number")),
+    ({"features": {"x1": 1.0, "x2": 2.0}, "items": [{"features": {"x1": 1.0, "x2": 2.0}}]}, "body",
+     'send either {"features": {...}} for one row or {"items": [...]} for a batch'),
+], ids=["empty batch", "huge integer", "both shapes"])
+def test_predict_refuses_hostile_requests_with_422_and_logs_nothing(served: ServedApi, body: Any, field: str,
+                                                                   problem: str) -> None:
+    response = served.post("predict", big_int_body("predict") if body is None else body)
+    assert response.status_code == 422, response.text
+    (found,) = problems(response)
+    assert (found["field"], found["problem"].removeprefix("Value error, ")) == (field, problem)
+    assert served.store.count_predictions(served.model) == 0
+
+
+def test_predict_refuses_rows_the_champion_scores_as_nan(served: ServedApi) -> None:
+    """1e308 and -1e308 are valid numbers, but a linear model's score of that row is inf - inf = NaN."""
+    rows = [{"features": {"x1": 1.0, "x2": 0.5}}, {"features": {"x1": 1e308, "x2": -1e308}}]
+    response = served.post("predict", {"items": rows})
+    assert response.status_code == 422, response.text
+    assert problems(response) == [{
+        "index": 1, "field": "features",
+        "problem": "the champion (version 1) gives no finite prediction for this row (its values are beyond what the "
+                   "model can score); send values in the range of the training data"}]
+    assert served.store.count_predictions(served.model) == 0
+    assert served.post("predict", {"items": rows[:1]}).status_code == 200
+
+
+def frame_model(columns: list[str]) -> Any:
+    """A plain scikit-learn pipeline (not driftpilot's, so it is served through DataFrames) using ``columns``."""
+    rows, labels = toy_rows(100)
+    frame = pd.DataFrame(rows)
+    return make_pipeline(make_column_transformer((SimpleImputer(), columns)), LogisticRegression()).fit(frame, labels)
+
+
+def test_predict_names_the_rows_a_model_refuses_to_score(tmp_path: Path, clock: ManualClock, model_name: str) -> None:
+    """scikit-learn refuses an infinity the policy allows (z: allow_nan); the request is a 422 naming that row."""
+    served = open_served_api(tmp_path, f"sqlite:///{tmp_path / 'inf.db'}", model_name, clock,
+                             champion=frame_model(["x1", "x2", "z"]))
+    try:
+        assert type(served.runtime.champion.current.predictor).__name__ == "FramePredictor"
+        body = raw_json([{"features": {"x1": 1.0, "x2": 2.0}}, {"features": {"x1": 1.0, "x2": 2.0, "z": "@Z"}}],
+                        {"@Z": "Infinity"})
+        response = served.post("predict", body)
+        assert response.status_code == 422, response.text
+        (problem,) = problems(response)
+        assert (problem["index"], problem["field"]) == (1, "features")
+        assert problem["problem"].startswith("the champion (version 1) cannot score this row: Input X contains "
+                                             "infinity")
+        assert served.store.count_predictions(model_name) == 0
+        assert served.post("predict", {"features": {"x1": 1.0, "x2": 2.0, "z": 3.0}}).status_code == 200
+    finally:
+        served.store.dispose()
+
+
+def test_a_champion_that_cannot_score_any_row_is_a_server_error_not_the_clients(tmp_path: Path, clock: ManualClock,
+                                                                                 model_name: str) -> None:
+    """A model fitted on other columns fails on every row: that is not the request's fault, so no 422 blames it."""
+    rows, labels = toy_rows(100)
+    broken = make_pipeline(SimpleImputer(), LogisticRegression()).fit(pd.DataFrame(rows)[["x1", "x2"]], labels)
+    served = open_served_api(tmp_path, f"sqlite:///{tmp_path / 'broken.db'}", model_name, clock, champion=broken)
+    try:
+        with pytest.raises(ValueError, match="feature names should match"):
+            served.post("predict", {"features": {"x1": 1.0, "x2": 2.0}})
+        assert served.store.count_predictions(model_name) == 0
+    finally:
+        served.store.dispose()
+
+
+def test_a_retried_predict_with_the_same_ids_is_a_no_op(served: ServedApi) -> None:
+    body = {"items": [{"features": {"x1": 1.0, "x2": 0.5}, "prediction_id": "q-1"},
+                      {"features": {"x1": -1.0, "x2": 0.5}, "prediction_id": "q-2"}]}
+    first = served.post("predict", body)
+    assert first.status_code == 200, first.text
+    served.clock.advance(seconds=30)
+    again = served.post("predict", body)
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+    assert served.store.count_predictions(served.model) == 2
+
+
+def test_predict_with_a_stored_id_of_other_content_is_a_declared_409(served: ServedApi) -> None:
+    assert served.post("predict", {"features": {"x1": 1.0, "x2": 0.5}, "prediction_id": "q-1"}).status_code == 200
+    response = served.post("predict", {"features": {"x1": -3.0, "x2": 0.5}, "prediction_id": "q-1"})
+    assert response.status_code == 409, response.text
+    assert [(p["index"], p["field"]) for p in problems(response)] == [(0, "prediction_id")]
+    spec = served.client.get("/openapi.json").json()
+    assert "409" in spec["paths"]["/v1/models/{model}/predict"]["post"]["responses"]
+
+
+# ------------------------------------------------------------------------------------------------ the OpenAPI document
+
+
+def test_every_status_is_declared_per_operation_with_its_body_schema(sqlite_api: Api) -> None:
+    spec = sqlite_api.client.get("/openapi.json").json()
+    error, batch_error = "#/components/schemas/ErrorBody", "#/components/schemas/BatchErrorBody"
+    expected = {
+        ("/v1/models/{model}/predictions", "post"): ("PredictionsAccepted", {401, 404, 409, 413, 422, 503}),
+        ("/v1/models/{model}/labels", "post"): ("LabelsAccepted", {401, 404, 409, 413, 422, 503}),
+        ("/v1/models/{model}/predict", "post"): ("PredictResponse", {401, 404, 409, 413, 422, 503}),
+        ("/v1/models/{model}/stats", "get"): ("StatsBody", {404, 503}),
+        ("/healthz", "get"): ("HealthBody", set()),
+        ("/readyz", "get"): ("ReadyBody", {503}),
+    }
+    for (path, method), (ok, errors) in expected.items():
+        responses = spec["paths"][path][method]["responses"]
+        assert set(responses) == {"200", *map(str, errors)}, (path, set(responses))
+        assert responses["200"]["content"]["application/json"]["schema"]["$ref"] == f"#/components/schemas/{ok}"
+        for status in errors:
+            ref = responses[str(status)]["content"]["application/json"]["schema"]["$ref"]
+            if path == "/readyz":
+                assert ref == "#/components/schemas/NotReadyBody"
+            else:
+                assert ref == (batch_error if status in (409, 422) else error), (path, status)
+            assert responses[str(status)]["description"]
+    assert spec["components"]["schemas"]["BatchErrorBody"]["required"] == ["error", "problems"]
+    assert "HTTPValidationError" not in spec["components"]["schemas"]  # FastAPI's default 422 body is never sent
