@@ -228,6 +228,9 @@ def retrain_command(config_path: Path, strategy: str, window: str | None) -> Non
         _fail(f"not retrained: {refused[0]['detail']}")
     if not report.decisions and not report.events:
         _fail(report.skipped or "nothing was started; see `driftpilot decisions`")
+    decision = controller.decisions.get(report.decisions[-1]) if report.decisions else None
+    if decision is not None:
+        click.echo(_outcome(decision))
 
 
 @main.command("promote")
@@ -306,6 +309,23 @@ def _decision_line(d: dict[str, Any]) -> str:
     return (f"{d['created_at'][:19]}  {d['decision_id']:<22} {d['status']:<9} {d['action']:<8} "
             f"{d['trigger']:<16} rule={d.get('rule') or '-'} strategy={d.get('strategy') or '-'} {versions}"
             f"{verdict}{error}")
+
+
+def _outcome(decision: Any) -> str:
+    """One line on where a manual retrain left the model."""
+    if decision.status == "failed":
+        return f"decision {decision.decision_id} failed: {decision.error}"
+    if decision.verdict == "promote":
+        return (f"champion is now version {decision.challenger_version} (was version {decision.champion_version}); "
+                "probation has started")
+    if decision.verdict == "hold":
+        return (f"version {decision.challenger_version} is held: the gate waits for more matured labels; the daemon "
+                "judges it again on later ticks (or run `driftpilot promote` later)")
+    if decision.verdict == "reject":
+        return (f"champion stays version {decision.champion_version}; version {decision.challenger_version} is the "
+                "challenger. Re-judge it later with `driftpilot promote`, or override the gate with "
+                f"`driftpilot promote --version {decision.challenger_version} --force`")
+    return f"decision {decision.decision_id}: {decision.status}"
 
 
 def _since(text: str, now: datetime) -> datetime:

@@ -336,7 +336,12 @@ class Controller(ModelJob):
         else:
             self._log_comparisons(decision, champion, verdicts, rows.rows, rows.fingerprint)
             reasons = "; ".join(f"v{v}: {verdict.reason}" for v, verdict in verdicts.items())
-            self.decisions.update(decision.decision_id, status="done", verdict="reject", evidence=gate_evidence)
+            # The best of the rejected stays `challenger`: visible in MLflow, and `driftpilot promote` re-judges it
+            # on the rows that arrive later (or overrides the gate with --force).
+            best = max(verdicts, key=lambda v: verdicts[v].delta if verdicts[v].delta is not None else float("-inf"))
+            self.registry.set_challenger(self.name, best)
+            self.decisions.update(decision.decision_id, status="done", verdict="reject", challenger_version=best,
+                                  evidence=gate_evidence)
             report.note(decision.decision_id, f"{decision.decision_id}: gate rejects {reasons}")
 
     def _promote(self, now: datetime, decision: Decision, version: str | None, state: LoopState,

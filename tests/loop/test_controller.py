@@ -153,3 +153,22 @@ def test_a_failing_tick_is_recorded_and_retried_with_backoff(tmp_path, mlflow_di
     clock.advance(seconds=20)
     healthy = toy.controller().tick(clock.now())
     assert healthy.error is None and healthy.skipped is None and healthy.champion == "1"
+
+
+def test_a_manual_retrain_that_is_not_better_is_rejected_and_stays_challenger(tmp_path, mlflow_dir,
+                                                                             clock: ManualClock, model_name) -> None:
+    from controller.loop.rules import ManualRequest
+    from controller.loop.state import pending_manual, request_manual
+
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock)
+    controller = toy.controller()
+    toy.traffic(toy_table(300, seed=5), controller=controller)  # the same concept: nothing to gain
+    request_manual(toy.store, model_name, ManualRequest(requested_at=clock.now(), strategy="stateless"))
+    report = controller.tick(clock.advance(minutes=1))
+    assert pending_manual(toy.store, model_name) is None  # consumed
+    decision = DecisionLog(toy.store, clock).get(report.decisions[0])
+    assert (decision.trigger, decision.rule, decision.strategy, decision.status, decision.verdict) == \
+        ("manual", "manual", "stateless", "done", "reject")
+    verdict = decision.evidence["gate"]["verdicts"][decision.challenger_version]
+    assert verdict["delta"] <= 0.0 or verdict["p_value"] >= 0.05
+    assert toy.registry.aliases(model_name) == {"champion": "1", "challenger": decision.challenger_version}
