@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from controller.actions.monitoring import MonitorCycle
+from controller.actions.monitoring import DETECTOR_KEY, MonitorCycle
 from controller.actions.training import LAST_SEQ
 from controller.loop.config import LoopConfig
 from controller.loop.rules import ManualRequest, Observation
@@ -111,15 +111,33 @@ class Observer:
         if state.label_cursor is None:
             state.label_cursor = trained
         state.new_labels = store.labeled_count(model, now, after_seq=_newest(trained, state.last_retrain_seq))[0]
+        self._start_detector(champion.version, trained)
         state.champion = champion.version
         state.traffic_pending = self.loop.data_drift_every_rows  # judge the new champion's reference at once
         state.signals = {}
         self.latest = {}
 
+    def _start_detector(self, version: str, trained: int | None) -> None:
+        """The concept detector of a new champion reads from the end of its training window on: it can have predicted
+        no row before (its rows are filtered by version anyway), so reading from the start of history — what a
+        detector without a stored cursor does — would cost the whole history for nothing. A detector already
+        started for this champion (e.g. by ``driftpilot report drift``) keeps its state and cursor."""
+        store, model = self.cycle.store, self.policy.model
+        saved = store.get_state(model, DETECTOR_KEY)
+        if trained is None or (saved and pickle.loads(saved).get("champion") == version):
+            return
+        detector = self.cycle.monitors.concept_drift
+        detector.reset()
+        store.put_state(model, DETECTOR_KEY, pickle.dumps({"champion": version, "cursor": trained,
+                                                           "detector": detector.dumps()}))
+
     def _performance(self, now: datetime, champion: VersionInfo) -> Any:
         config = self.policy.monitors.performance
-        recent = self.cycle.store.labeled_window(self.policy.model, now, max_rows=config.window_rows * 2,
-                                                 feature_types=self.policy.feature_types)
+        store, rows = self.cycle.store, config.window_rows * 2
+        # The newest rows, read from where they start: the same rows as max_rows alone, without a scan of history.
+        since = store.tail_start(self.policy.model, now, rows)
+        recent = store.labeled_window(self.policy.model, now, since=since, max_rows=rows,
+                                      feature_types=self.policy.feature_types)
         metric = config.metric_for(self.policy.task)
         reference = champion.record.holdout_metrics.get(metric) if champion.record else None
         return self.cycle.monitors.performance.evaluate(recent, reference, model_version=champion.version)
