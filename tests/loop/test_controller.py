@@ -172,3 +172,43 @@ def test_a_manual_retrain_that_is_not_better_is_rejected_and_stays_challenger(tm
     verdict = decision.evidence["gate"]["verdicts"][decision.challenger_version]
     assert verdict["delta"] <= 0.0 or verdict["p_value"] >= 0.05
     assert toy.registry.aliases(model_name) == {"champion": "1", "challenger": decision.challenger_version}
+
+
+RIVER = ("river.linear_model.LogisticRegression", "{optimizer: {class: river.optim.SGD, params: {lr: 0.1}}}")
+LEARN_RULE = """\
+  - name: follow
+    when: {new_labels: {at_least: 50}}
+    do: {strategy: incremental}
+"""
+
+
+def test_a_river_champion_learns_incrementally_and_a_better_checkpoint_is_promoted(tmp_path, mlflow_dir,
+                                                                                   clock: ManualClock,
+                                                                                   model_name) -> None:
+    checkpoints = "retrain: {holdout_fraction: 0.25, min_rows: 40, incremental: {checkpoint: " \
+                  "{every_updates: 200, every_minutes: null}}}\n"
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock, rules=LEARN_RULE, estimator=RIVER)
+    path = toy.loaded.path
+    path.write_text(path.read_text().replace("retrain: {holdout_fraction: 0.25, min_rows: 40}\n", checkpoints))
+    from controller.config import load_policy
+
+    toy.loaded = load_policy(path, environ={})
+    controller = toy.controller()
+    reports = toy.traffic(toy_table(300, seed=5), controller=controller)
+    reports += toy.traffic(toy_table(700, seed=6, concept="b"), controller=controller)
+    assert all(r.error is None for r in reports), [r.error for r in reports]
+    learned = [e for r in reports for e in r.events if e.startswith("incremental: learned")]
+    assert learned  # steps between checkpoints
+    decisions = DecisionLog(toy.store, clock).list(model_name, actions=("learn",))
+    assert decisions, "no checkpoint was judged"
+    assert {d.strategy for d in decisions} == {"incremental"}
+    promoted = [d for d in decisions if d.verdict == "promote"]
+    assert promoted, [(d.verdict, d.evidence["gate"]["verdicts"]) for d in decisions]
+    first = promoted[-1]  # list() is newest first
+    verdict = first.evidence["gate"]["verdicts"][first.challenger_version]
+    assert verdict["challenger_value"] > verdict["champion_value"] and verdict["p_value"] < 0.05
+    assert first.evidence["gate"]["fingerprint"].startswith("prequential-")
+    record = toy.registry.get(model_name, first.challenger_version).record
+    assert (record.strategy, record.parent_version is not None) == ("incremental", True)
+    assert record.chain_depth >= 1
+    assert toy.registry.aliases(model_name)["champion"] == promoted[0].challenger_version
