@@ -9,8 +9,9 @@
   ingestion, ``/predict`` or the other models' ticks.
 * SIGTERM/SIGINT stop it gracefully: the scheduler waits for running ticks, training workers are stopped and their
   decisions marked failed, and the leases are released so another daemon can take over at once.
-* A model whose MLflow is down when the daemon starts does not stop it: its registry connects on first use
-  (:class:`DeferredRegistry`), so only that model's ticks fail (recorded, retried with backoff).
+* A model whose MLflow is down does not stop the daemon nor hold up the other models: its registry connects on first
+  use and pauses after a failure (:class:`DeferredRegistry`), so only that model's ticks fail (recorded, retried
+  with backoff).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from controller.loop.controller import Controller
 from controller.loop.runners import ProcessRunner
 from controller.store import EventStore
 from controller.store.control import DecisionLog, Leases
-from lineage import LineageError
+from lineage import LineageError, LineageUnavailable
 
 log = logging.getLogger("driftpilot.daemon")
 
@@ -154,28 +156,59 @@ class Daemon:
 
 
 class DeferredRegistry:
-    """A model's MLflow registry, connected on first use, and again on every use until connecting works.
+    """A model's MLflow registry, connected on first use, that stops asking an unreachable MLflow for a while.
 
-    Every attribute is the connected :class:`lineage.ModelRegistry`'s; while MLflow is unreachable, each use raises
-    the connection's :class:`lineage.LineageUnavailable`, which fails that model's tick (recorded, retried with
-    backoff) and its ``/predict`` reloads, but not the daemon's start, ingestion or the other models.
+    Every attribute is the connected :class:`lineage.ModelRegistry`'s. While MLflow is unreachable, a use raises
+    :class:`lineage.LineageUnavailable`, which fails that model's tick (recorded, retried with backoff) and its
+    ``/predict`` reloads, but not the daemon's start, ingestion or the other models. After such a failure, uses fail
+    at once for ``pause`` without asking MLflow: lineage runs every MLflow call of the process under one lock, and a
+    call to a dead server holds it for its whole timeout and retries (seconds), so the champion watcher and the
+    ticks of a model whose MLflow is down would otherwise keep every other model from reaching its own MLflow.
     """
 
-    def __init__(self, connect: Callable[[], Any]) -> None:
+    def __init__(self, connect: Callable[[], Any], clock: Clock, *, pause: timedelta = timedelta(seconds=30)) -> None:
         self._connect = connect
+        self._clock = clock
+        self._pause = pause
         self._registry: Any = None
         self._lock = threading.Lock()
+        self._down: tuple[LineageUnavailable, datetime] | None = None  # the last failure, and until when it stands
 
     def connected(self) -> Any:
+        self._fail_while_down()
         with self._lock:
             if self._registry is None:
-                self._registry = self._connect()
+                self._registry = self._guarded(self._connect)
             return self._registry
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(self.connected(), name)
+        attribute = getattr(self.connected(), name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._fail_while_down()
+            return self._guarded(lambda: attribute(*args, **kwargs))
+
+        return call
+
+    def _guarded(self, action: Callable[[], Any]) -> Any:
+        try:
+            result = action()
+        except LineageUnavailable as exc:
+            self._down = (exc, self._clock.now() + self._pause)
+            raise
+        self._down = None
+        return result
+
+    def _fail_while_down(self) -> None:
+        down = self._down
+        if down is not None and self._clock.now() < down[1]:
+            error, until = down
+            raise LineageUnavailable(error.uri, f"{error} [not asked again before {until.isoformat(timespec='seconds')}"
+                                                f", so that it cannot hold up the other models]")
 
 
 def open_registries(policies: Sequence[LoadedPolicy], clock: Clock) -> dict[str, DeferredRegistry]:
@@ -185,7 +218,7 @@ def open_registries(policies: Sequence[LoadedPolicy], clock: Clock) -> dict[str,
 
     registries = {}
     for loaded in policies:
-        registry = DeferredRegistry(lambda loaded=loaded: open_registry(loaded.config, clock))
+        registry = DeferredRegistry(lambda loaded=loaded: open_registry(loaded.config, clock), clock)
         try:
             registry.connected()
         except LineageError as exc:

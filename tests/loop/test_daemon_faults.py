@@ -6,13 +6,23 @@ waits until the test creates the gate file, in a real spawned worker process of 
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.controller.toy import toy_table
-from tests.loop.daemon_kit import GATED_RULES, Daemon, free_port, gated_candidate, make_toy, process_gone, wait_until, worker_pids
+from tests.loop.daemon_kit import (
+    GATED_RULES,
+    Daemon,
+    free_port,
+    gated_candidate,
+    make_toy,
+    process_gone,
+    wait_until,
+    worker_pids,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -87,6 +97,7 @@ def test_sigterm_during_training_stops_gracefully_and_fails_the_decision(tmp_pat
 
     code, took = daemon.terminate(timeout_s=30)
     assert code == 0, daemon.output()
+    assert took < 15, f"the graceful stop took {took:.1f} s"
     stopped = toy.decision(training.decision_id)
     assert stopped.status == "failed"
     assert stopped.error == "stopped: the daemon was shut down while it trained"
@@ -118,6 +129,21 @@ def test_a_model_whose_mlflow_is_unreachable_does_not_stop_the_other_model(tmp_p
     retrain = daemon.wait_until(lambda: [d for d in good.decisions(("retrain",)) if d.verdict is not None],
                                 "the healthy model's retrain judged by the gate", 90)[0]
     assert retrain.trigger == "data_volume"
-    failed = daemon.wait_until(lambda: (ticks := down.decisions(("tick",))) and len(ticks) >= 3 and ticks,
-                               "three failed ticks of the model whose MLflow is down", 60)
-    print(failed)
+    assert retrain.owner.split(":")[-2] == str(daemon.pid)
+    served = httpx.post(f"{daemon.url}/v1/models/{good.name}/predict", timeout=10,
+                        json={"features": {"x1": 0.5, "x2": 0.1, "color": "red"}})
+    assert served.status_code == 200, served.text
+
+    ticks = daemon.wait_until(lambda: len(t := down.decisions(("tick",))) >= 3 and t,
+                              "three failed ticks of the model whose MLflow is down", 60)[::-1]  # oldest first
+    assert all(t.status == "failed" and t.error.startswith("LineageUnavailable: MLflow at http://127.0.0.1:")
+               for t in ticks), [t.error for t in ticks]
+    assert [t.evidence["failures"] for t in ticks] == list(range(1, len(ticks) + 1))
+    retry_at = [datetime.fromisoformat(t.evidence["retry_at"]) for t in ticks]
+    for k in range(1, len(ticks)):
+        assert ticks[k].created_at >= retry_at[k - 1]  # never retried before its backoff ended
+        delay = min(2 * 2 ** k, 8)  # loop.backoff {initial: 2s, max: 8s}, doubling per failure
+        assert (retry_at[k] - retry_at[k - 1]).total_seconds() >= delay
+    # The healthy model never failed a tick and is still ticking.
+    assert good.decisions(("tick",)) == []
+    daemon.wait_until(lambda: good.state().last_tick > ticks[-1].created_at, "another tick of the healthy model")
