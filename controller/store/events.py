@@ -579,7 +579,9 @@ class EventStore:
 
     def transaction(self) -> Any:
         """A connection in a committed-on-exit transaction, with the store's error mapping (StoreUnavailable);
-        for the store's other tables (decisions, leases in ``controller.store.control``)."""
+        for the store's other tables (decisions, leases in ``controller.store.control``). It is a write transaction:
+        on SQLite it holds the database's write lock from its first statement (``BEGIN IMMEDIATE``), so a
+        read-then-write inside it is not raced by another process."""
         return self._transaction()
 
     def connection(self) -> Any:
