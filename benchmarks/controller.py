@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/controller.py                 # full: 10k vs 1M rows of history, 100 models (~10 min)
     .venv/bin/python benchmarks/controller.py --quick         # 10k vs 100k rows, 20 models (~1 min)
-    .venv/bin/python benchmarks/controller.py --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
+    .venv/bin/python benchmarks/controller.py --backend postgresql   # the event stores on PostgreSQL (127.0.0.1)
 
 Part 1, history. One model, one policy (all three monitors on; rules that do not fire on the stationary stream, so no
 tick retrains), built twice side by side in one process: with a small and a large history. History = a bootstrap
@@ -269,13 +269,17 @@ def load_average() -> str:
 
 
 def git_commit() -> str:
+    """HEAD, and which files that a tick runs differ from it in the working tree (a shared tree: other engineers'
+    uncommitted work is part of what was measured)."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_REPO, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "controller", "lineage", "monitors",
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "controller", "lineage", "monitors", "trainers",
                                 "benchmarks/controller.py"], cwd=_REPO, capture_output=True, text=True,
-                               check=False).stdout
-        return head + (" (+ uncommitted changes in the working tree)" if dirty.strip() else "")
+                               check=False).stdout.split("\n")
+        changed = sorted(line[3:] for line in dirty if line.strip())
+        return f"`{head}`" + (f" with uncommitted changes in the working tree to {', '.join(changed)}" if changed
+                              else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -727,8 +731,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None, help="repetitions of each measured tick")
     parser.add_argument("--models", type=int, default=None, help="models in part 2")
     parser.add_argument("--rounds", type=int, default=None, help="idle rounds in part 2")
-    parser.add_argument("--postgres", default=None, metavar="URL",
-                        help="also run on PostgreSQL (fresh databases created through this admin URL, dropped after)")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite",
+                        help="event store backend(s) to measure (MLflow stays on a local SQLite file)")
+    parser.add_argument("--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test", metavar="URL",
+                        help="admin URL: fresh databases are created through it and dropped at the end")
     parser.add_argument("--skip", choices=["history", "many"], default=None)
     parser.add_argument("--out", type=Path, default=_REPO / "docs" / "benchmarks-controller.md")
     args = parser.parse_args()
@@ -742,7 +748,8 @@ def main() -> None:
     import monitors.evidently_adapter  # noqa: F401 - Evidently's ~3 s import is paid here, not in a measured tick
     load_start = load_average()
     started = time.perf_counter()
-    backends = [Backend("sqlite")] + ([Backend("postgresql", args.postgres)] if args.postgres else [])
+    backends = ([Backend("sqlite")] if args.backend in ("sqlite", "both") else []) + \
+        ([Backend("postgresql", args.postgres_url)] if args.backend in ("postgresql", "both") else [])
     counter = StatementCounter()
     history: list[HistoryResult] = []
     many: list[ManyResult] = []
