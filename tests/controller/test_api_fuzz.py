@@ -7,10 +7,11 @@ Two generators, each checked the same way on every response: no 5xx, the status 
 * **schemathesis** generates requests from the OpenAPI document itself, schema-conforming (positive) and violating
   (negative) ones; a negative request must be refused with a 4xx (its check ``negative_data_rejection``). Most go to
   the served model, some to generated model names (404).
-* **A policy-aware generator** builds near-valid items for the served model's own features and mixes in what
-  clients get wrong: integers beyond a float, NaN and infinities, NUL and lone surrogates, times near the ends of the
-  calendar with offsets, numbers where strings belong and the reverse, duplicate ids. Half its requests are valid, so
-  the write paths and /predict really run.
+* **A policy-aware generator** builds items for the served model's own features and puts exactly one thing clients
+  get wrong at a chosen site of most requests: integers beyond a float, NaN and infinities, NUL and lone surrogates,
+  times near the ends of the calendar with offsets, numbers where strings belong and the reverse, lax booleans. Such
+  a request must be a 422. The rest of each request is valid, and some requests are clean, so the write paths and
+  /predict really run; at the end, everything accepted must read back through the windows.
 
 Both are deterministic (``derandomize``) and bounded: ``DRIFTPILOT_FUZZ_EXAMPLES`` examples per generator and store
 (default 150). Run them longer outside the suite with, e.g.,
