@@ -97,6 +97,7 @@ class Tally:
                                    f"{case.body!r:.300}")
 
     def assert_clean(self, *, must_see: set[tuple[str, int]]) -> None:
+        print(f"{sum(self.statuses.values())} requests; statuses: {dict(sorted(self.statuses.items()))}")
         assert not self.violations, f"{len(self.violations)} violation(s):\n" + "\n".join(self.violations[:20])
         missing = must_see - set(self.statuses)
         # The generator must reach the paths that matter, or a clean run proves nothing.
