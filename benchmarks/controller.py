@@ -74,6 +74,7 @@ from controller.store.control import DecisionLog, Leases
 from lineage import ModelRegistry
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+ANALYSIS_MARKER = "<!-- analysis: written by hand, kept by benchmarks/controller.py when it rewrites the tables -->"
 BATCH = 10_000
 LABEL_DELAY = timedelta(minutes=30)
 NUMERIC = [f"x{i}" for i in range(6)]
@@ -223,23 +224,62 @@ def build_history(bench: Bench, history: int, bar: tqdm) -> None:
 # -------------------------------------------------------------------------------------------- counting queries
 
 
+# What a store statement is, by its text: (label, substrings that must all be in it), first match wins.
+STATEMENT_KINDS = [
+    ("labeled_window after a cursor (concept drift, monitoring.py)",
+     ("SELECT labels.seq, labels.prediction_id", "ORDER BY labels.seq", "!DESC")),
+    ("labeled_window, newest rows (performance, observe.py)", ("SELECT labels.seq, labels.prediction_id", "DESC")),
+    ("labeled_count", ("SELECT count(*) AS count_1, max(labels.seq)",)),
+    ("tail_start", ("SELECT labels.arrived_at", "JOIN predictions")),
+    ("arrival of the cursor row (labeled_count)", ("SELECT labels.arrived_at", "labels.seq =")),
+    ("traffic_since", ("max(predictions.event_time)",)),
+    ("predictions_frame (data-drift current window)", ("SELECT predictions.features",)),
+    ("controller_state (loop state, detector, reference, manual)", ("controller_state",)),
+    ("leases", ("leases",)),
+    ("decisions", ("decisions",)),
+]
+
+
+def statement_kind(statement: str) -> str:
+    for label, parts in STATEMENT_KINDS:
+        if all((part[1:] not in statement) if part.startswith("!") else (part in statement) for part in parts):
+            return label
+    return "other (" + " ".join(statement.split())[:40] + ")"
+
+
 class StatementCounter:
-    """SQL statements executed per database (the event store vs MLflow's own engines), for the breakdowns."""
+    """SQL statements executed per database (the event store vs MLflow's own engines), and the event store's
+    statements timed by kind, for the breakdowns."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        event.listen(sa.engine.Engine, "before_cursor_execute", self._count)
+        self.seconds: Counter[str] = Counter()
+        event.listen(sa.engine.Engine, "before_cursor_execute", self._before)
+        event.listen(sa.engine.Engine, "after_cursor_execute", self._after)
 
-    def _count(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        url = conn.engine.url
-        self.counts["mlflow" if "mlflow" in (url.database or "") else "store"] += 1
+    @staticmethod
+    def _database(conn: Any) -> str:
+        return "mlflow" if "mlflow" in (conn.engine.url.database or "") else "store"
+
+    def _before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, *_: Any) -> None:
+        self.counts[self._database(conn)] += 1
+        if context is not None:
+            context._bench_started = time.perf_counter()
+
+    def _after(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, *_: Any) -> None:
+        started = getattr(context, "_bench_started", None)
+        if started is not None and self._database(conn) == "store":
+            self.seconds[statement_kind(statement)] += time.perf_counter() - started
 
     @contextmanager
     def measure(self) -> Iterator[Counter[str]]:
-        before = Counter(self.counts)
+        """Statements per database, plus ``sql:<kind>`` seconds of the store's statements, within the block."""
+        before, before_seconds = Counter(self.counts), Counter(self.seconds)
         found: Counter[str] = Counter()
         yield found
         found.update({k: v - before.get(k, 0) for k, v in self.counts.items()})
+        found.update({f"sql:{k}": v - before_seconds.get(k, 0) for k, v in self.seconds.items()
+                      if v - before_seconds.get(k, 0) > 0})
 
 
 # -------------------------------------------------------------------------------------------------- helpers
@@ -326,6 +366,7 @@ class HistoryResult:
     idle_ratio: list[float]
     active_ratio: list[float]
     statements: dict[tuple[int, str], Counter]
+    sql: dict[tuple[int, str], list[Counter]]
     one_time: dict[int, dict[str, float]]
     reference_rows: dict[int, int]
     new_champion_window: dict[int, int]
@@ -379,6 +420,7 @@ def part_history(backend: Backend, folder: Path, sizes: tuple[int, int], reps: i
     idle: dict[int, list[float]] = {size: [] for size in sizes}
     active: dict[int, list[float]] = {size: [] for size in sizes}
     statements: dict[tuple[int, str], Counter] = {}
+    sql: dict[tuple[int, str], list[Counter]] = {(size, kind): [] for size in sizes for kind in ("idle", "active")}
     small, large = sizes
     idle_ratio, active_ratio = [], []
     for rep in tqdm(range(reps), desc=f"{backend.name}: ticks", leave=False):
@@ -389,6 +431,7 @@ def part_history(backend: Backend, folder: Path, sizes: tuple[int, int], reps: i
                 elapsed, _ = benches[size].tick()
             idle[size].append(elapsed)
             statements[(size, "idle")] = found
+            sql[(size, "idle")].append(found)
         pending = {size: benches[size].serve(1_000) for size in sizes}
         clock.advance(seconds=LABEL_DELAY.total_seconds())
         for size in sizes:
@@ -400,6 +443,7 @@ def part_history(backend: Backend, folder: Path, sizes: tuple[int, int], reps: i
                 raise SystemExit(f"an active tick skipped a monitor: {report.to_dict()}")
             active[size].append(elapsed)
             statements[(size, "active")] = found
+            sql[(size, "active")].append(found)
         idle_ratio.append(idle[large][-1] / idle[small][-1])
         active_ratio.append(active[large][-1] / active[small][-1])
 
@@ -426,7 +470,7 @@ def part_history(backend: Backend, folder: Path, sizes: tuple[int, int], reps: i
         one_time[size]["new champion: the idle tick after"] = elapsed
     for bench in benches.values():
         bench.store.dispose()
-    return HistoryResult(backend.name, sizes, build, idle, active, idle_ratio, active_ratio, statements, one_time,
+    return HistoryResult(backend.name, sizes, build, idle, active, idle_ratio, active_ratio, statements, sql, one_time,
                          reference_rows, window_rows)
 
 
@@ -623,7 +667,11 @@ def write_report(path: Path, args: argparse.Namespace, command: str, history: li
         report_history(out, args, history)
     if many:
         report_many(out, many)
-    path.write_text("\n".join(out) + "\n")
+    # The hand-written reading of the numbers below the marker survives a re-run; re-read it against the new tables.
+    kept = ""
+    if path.is_file() and ANALYSIS_MARKER in path.read_text():
+        kept = path.read_text()[path.read_text().index(ANALYSIS_MARKER):]
+    path.write_text("\n".join(out) + "\n" + kept)
 
 
 def report_history(out: list[str], args: argparse.Namespace, history: list[HistoryResult]) -> None:
@@ -657,6 +705,29 @@ def report_history(out: list[str], args: argparse.Namespace, history: list[Histo
     out.append("")
     out.append(f"Repetitions: {args.reps} per size and kind. Building the histories (not a tick cost): " + "; ".join(
         f"{h.backend} {rows_label(s)} in {h.build_seconds[s]:.0f} s" for h in history for s in h.sizes) + ".")
+    out.append("")
+    out.append("### Where the store's SQL time of a tick goes")
+    out.append("")
+    out.append("The event store's statements of the measured ticks, timed by kind (cursor execute only: fetching "
+               "and decoding rows is not included), median ms per tick over the repetitions, small vs large "
+               "history. MLflow's statements are counted above, not timed here.")
+    out.append("")
+    out.append("| backend | tick | statement | " + " | ".join(f"{rows_label(s)} ms" for s in history[0].sizes)
+               + " | large − small ms |")
+    out.append("|---|---|---|" + "---:|" * (len(history[0].sizes) + 1))
+    for h in history:
+        small, large = h.sizes
+        for kind in ("idle", "active"):
+            kinds = sorted({k for c in h.sql[(large, kind)] + h.sql[(small, kind)] for k in c if k.startswith("sql:")})
+            rows = []
+            for key in kinds:
+                values = [median([c.get(key, 0.0) for c in h.sql[(size, kind)]]) for size in h.sizes]
+                rows.append((values[-1] - values[0], key, values))
+            for delta, key, values in sorted(rows, reverse=True):
+                if max(values) < 0.0001:
+                    continue
+                out.append(f"| {h.backend} | {'idle' if kind == 'idle' else '1,000 new rows'} | {key[4:]} | "
+                           + " | ".join(ms(v) for v in values) + f" | {ms(delta)} |")
     out.append("")
     out.append("### One-time costs (single runs, seconds)")
     out.append("")
