@@ -95,6 +95,10 @@ class Controller(ModelJob):
                                  [self.policy.rule_name(i) for i in range(len(self.policy.rules))])
         self.gate = PromotionGate(self.policy.gate, self.policy.task)
         self.models = ModelCache(lambda version: self.registry.load(self.name, version=version))
+        # A version's lineage never changes: read it from MLflow once. Alias moves made here are counted, so a tick
+        # re-reads the champion only when it moved it.
+        self._versions: dict[str, VersionInfo] = {}
+        self._alias_moves = 0
 
     @property
     def name(self) -> str:
@@ -138,10 +142,11 @@ class Controller(ModelJob):
             report.skipped = "no champion yet (run `driftpilot bootstrap`)"
             return
         report.champion = champion.version
+        moves = self._alias_moves
         self._advance(now, champion, state, report)
-        champion = self._champion() or champion  # the gate may have promoted
-        self._probation(now, champion, state, report)
-        champion = self._champion() or champion  # probation may have rolled back
+        self._probation(now, self._champion() if self._alias_moves != moves else champion, state, report)
+        if self._alias_moves != moves:  # the gate promoted, or probation rolled back
+            champion = self._champion() or champion
         manual = pending_manual(self.store, self.policy.model)
         obs = self.observer.observe(now, champion, state, manual)
         report.signals = {k: v for k, v in state.signals.items() if v.get("at") == now.isoformat()}
@@ -350,6 +355,7 @@ class Controller(ModelJob):
         previous = decision.champion_version
         self.registry.promote(self.name, version, decision_id=decision.decision_id,
                               reason=f"gate verdict of decision {decision.decision_id}")
+        self._alias_moves += 1
         self.decisions.update(decision.decision_id, status="done")
         if self.policy.probation.enabled and previous is not None and previous != version:
             # Probation judges the rows that mature after this moment: both versions are scored on them.
@@ -382,6 +388,10 @@ class Controller(ModelJob):
             state.probation = None
             return
         config = self.policy.probation
+        fresh = (state.label_cursor or 0) - (probation.checked_seq or probation.since_seq or 0)
+        if now < probation.until and fresh < max(1, config.min_rows // 4):
+            return  # too little new since the last check to change its verdict
+        probation.checked_seq = state.label_cursor
         rows = self.store.labeled_window(self.policy.model, now, after_seq=probation.since_seq,
                                          max_rows=config.window_rows, feature_types=self.policy.feature_types)
         if rows.rows >= config.min_rows:
@@ -412,6 +422,7 @@ class Controller(ModelJob):
                   f"v{probation.previous} {evidence['previous']:.4f} on {evidence['rows']} matured rows "
                   f"(drop > probation.max_drop {evidence['max_drop']})")
         self.registry.rollback(self.name, decision_id=decision_id, reason=reason)
+        self._alias_moves += 1
         self.decisions.open(self.policy.model, trigger="performance_drop", action="rollback", rule="probation",
                             status="done", champion_version=probation.version,
                             challenger_version=probation.previous, verdict="rollback",
@@ -551,4 +562,8 @@ class Controller(ModelJob):
 
     def _champion(self) -> VersionInfo | None:
         version = self.registry.champion_version(self.name)
-        return self.registry.get(self.name, version) if version is not None else None
+        if version is None:
+            return None
+        if version not in self._versions:
+            self._versions[version] = self.registry.get(self.name, version)
+        return self._versions[version]

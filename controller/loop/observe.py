@@ -1,7 +1,8 @@
 """The monitors on what arrived since the last tick: a tick's cost follows the new events, not the history.
 
 * Labeled rows are counted incrementally from a cursor (``EventStore.labeled_count``); the concept-drift detector
-  and the performance monitor run only when new labeled rows arrived (the detector keeps its own cursor).
+  runs when new labeled rows arrived (it keeps its own cursor), the performance monitor after a tenth of its
+  ``window_rows`` arrived since its last run.
 * Data drift runs when ``loop.data_drift_every_rows`` new predictions arrived since the last check. Its reference —
   a seeded sample (``monitors.data_drift.sample_cap`` rows) of the champion's training window — is built once per
   champion, kept in memory and in the store (``loop.reference``), so neither a tick nor a restart re-reads the
@@ -64,7 +65,11 @@ class Observer:
         concept = performance = data = None
         if new_rows:
             concept = self.cycle._concept_drift(champion.version, now)
+            state.labels_pending += new_rows
+        # The live metric over the newest window moves little per row: recomputed after a tenth of a window.
+        if state.labels_pending >= max(1, self.policy.monitors.performance.window_rows // 10):
             performance = self._performance(now, champion)
+            state.labels_pending = 0
         traffic, newest_time = store.traffic_since(model, now, state.traffic_after)
         state.traffic_pending += traffic
         state.traffic_after = newest_time or state.traffic_after
@@ -114,6 +119,7 @@ class Observer:
         self._start_detector(champion.version, trained)
         state.champion = champion.version
         state.traffic_pending = self.loop.data_drift_every_rows  # judge the new champion's reference at once
+        state.labels_pending = self.policy.monitors.performance.window_rows  # and its live metric
         state.signals = {}
         self.latest = {}
 

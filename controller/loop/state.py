@@ -25,6 +25,7 @@ class Probation:
     previous: str
     since_seq: int | None       # rows after this seq were served/matured after the promotion
     until: datetime
+    checked_seq: int | None = None   # the label cursor at the last check (a check needs new rows)
 
 
 @dataclass
@@ -38,6 +39,7 @@ class LoopState:
     last_retrain_seq: int | None = None
     traffic_after: datetime | None = None  # newest prediction event time seen by the data-drift check
     traffic_pending: int = 0               # predictions since the last data-drift check
+    labels_pending: int = 0                # labeled rows since the last performance check
     failures: int = 0
     retry_at: datetime | None = None
     last_error: str | None = None
@@ -62,7 +64,8 @@ class LoopState:
             label_cursor=body.get("label_cursor"), unlearned=body.get("unlearned", 0),
             new_labels=body.get("new_labels", 0),
             last_retrain_seq=body.get("last_retrain_seq"), traffic_after=_time(body.get("traffic_after")),
-            traffic_pending=body.get("traffic_pending", 0), failures=body.get("failures", 0),
+            traffic_pending=body.get("traffic_pending", 0), labels_pending=body.get("labels_pending", 0),
+            failures=body.get("failures", 0),
             retry_at=_time(body.get("retry_at")), last_error=body.get("last_error"),
             probation=_probation(body.get("probation")), deferred=body.get("deferred"),
             last_tick=_time(body.get("last_tick")),

@@ -1,0 +1,196 @@
+"""Streams to replay: synthetic scenarios with known change points, Elec2, and a user's own file.
+
+Scenarios (River's generators, seeded; one row per minute of simulated time, labels ``label_delay`` later):
+
+=======================  ==============  ==========================================================================
+name                     task            what changes
+=======================  ==============  ==========================================================================
+``sea-abrupt``           classification  SEA variant 0 -> 3 at the middle row (a new decision threshold), 10 % noise
+``sea-gradual``          classification  SEA 0 -> 3 over a 1,500-row transition around the middle (ConceptDriftStream)
+``sea-recurring``        classification  SEA 0 -> 3 -> 0 -> 3 in four equal segments (recurring concepts)
+``hyperplane-incremental`` classification  a rotating hyperplane: every row moves the boundary a little (no step)
+``agrawal-abrupt``       classification  Agrawal function 0 -> 2 at the middle row (numeric + categorical features)
+``friedman-gradual``     regression      Friedman's function, gradual global drift between two positions
+=======================  ==============  ==========================================================================
+
+``elec2`` replays ``../shared/data/ELEC.arff.zip`` (45,312 half-hourly rows) in its order, each label arriving with
+the next row (its natural 30-minute delay). A user file (CSV or Parquet) needs the policy's feature columns, the
+target, ``event_time`` and either ``label_time`` or a ``--label-delay``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from controller.backtest.result import EVENT_TIME, LABEL_TIME, ReplayStream, StreamSpec
+from controller.errors import DriftpilotError
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+ROW_INTERVAL = timedelta(minutes=1)
+ELEC2 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ELEC.arff.zip"
+
+
+class StreamError(DriftpilotError):
+    """A stream cannot be built; the message says why and what is accepted."""
+
+
+def _sea(variant: int, seed: int) -> Iterator[tuple[dict, Any]]:
+    from river import datasets
+
+    return iter(datasets.synth.SEA(variant=variant, noise=0.1, seed=seed))
+
+
+def _segments(parts: Iterable[tuple[Iterator, int]]) -> list[tuple[dict, Any]]:
+    return [row for stream, n in parts for row in itertools.islice(stream, n)]
+
+
+def _sea_abrupt(rows: int, seed: int) -> tuple[list, tuple[int, ...]]:
+    half = rows // 2
+    return _segments([(_sea(0, seed), half), (_sea(3, seed + 1), rows - half)]), (half,)
+
+
+def _sea_gradual(rows: int, seed: int) -> tuple[list, tuple[int, ...]]:
+    from river import datasets
+
+    half = rows // 2
+    # width must exceed ~position/170 or River overflows (docs: api-notes pitfall 6); 1,500 rows is gradual here.
+    stream = datasets.synth.ConceptDriftStream(
+        stream=datasets.synth.SEA(variant=0, noise=0.1, seed=seed),
+        drift_stream=datasets.synth.SEA(variant=3, noise=0.1, seed=seed + 1),
+        position=half, width=1500, seed=seed)
+    return list(itertools.islice(stream, rows)), (half,)
+
+
+def _sea_recurring(rows: int, seed: int) -> tuple[list, tuple[int, ...]]:
+    quarter = rows // 4
+    parts = [(_sea(0, seed), quarter), (_sea(3, seed + 1), quarter), (_sea(0, seed + 2), quarter),
+             (_sea(3, seed + 3), rows - 3 * quarter)]
+    return _segments(parts), (quarter, 2 * quarter, 3 * quarter)
+
+
+def _hyperplane(rows: int, seed: int) -> tuple[list, tuple[int, ...]]:
+    from river import datasets
+
+    stream = datasets.synth.Hyperplane(seed=seed, n_features=5, n_drift_features=3, mag_change=0.002,
+                                       noise_percentage=0.05)
+    return list(itertools.islice(stream, rows)), ()
+
+
+def _agrawal(rows: int, seed: int) -> tuple[list, tuple[int, ...]]:
+    from river import datasets
+
+    half = rows // 2
+    parts = [(iter(datasets.synth.Agrawal(classification_function=0, seed=seed, perturbation=0.05)), half),
+             (iter(datasets.synth.Agrawal(classification_function=2, seed=seed + 1, perturbation=0.05)),
+              rows - half)]
+    return _segments(parts), (half,)
+
+
+def _friedman(rows: int, seed: int) -> tuple[list, tuple[int, ...]]:
+    from river import datasets
+
+    first, second = rows // 3, 2 * rows // 3
+    stream = datasets.synth.FriedmanDrift(drift_type="gra", position=(first, second), seed=seed)
+    return list(itertools.islice(stream, rows)), (first, second)
+
+
+# name -> (builder, task, feature types or None for "all numeric", description)
+SCENARIOS: dict[str, tuple[Any, str, dict[str, str] | None, str]] = {
+    "sea-abrupt": (_sea_abrupt, "classification", None, "SEA 0 -> 3 at the middle row"),
+    "sea-gradual": (_sea_gradual, "classification", None, "SEA 0 -> 3 over a 1,500-row transition"),
+    "sea-recurring": (_sea_recurring, "classification", None, "SEA 0 -> 3 -> 0 -> 3"),
+    "hyperplane-incremental": (_hyperplane, "classification", None, "a rotating hyperplane (no step)"),
+    "agrawal-abrupt": (_agrawal, "classification",
+                       {"salary": "numeric", "commission": "numeric", "age": "numeric", "elevel": "categorical",
+                        "car": "categorical", "zipcode": "categorical", "hvalue": "numeric", "hyears": "numeric",
+                        "loan": "numeric"}, "Agrawal function 0 -> 2 at the middle row"),
+    "friedman-gradual": (_friedman, "regression", None, "Friedman, gradual global drift"),
+}
+
+
+def scenario(name: str, *, rows: int = 10_000, seed: int = 0,
+             label_delay: timedelta = timedelta(minutes=10)) -> ReplayStream:
+    """A synthetic scenario (see the module docstring), one row per minute, labels ``label_delay`` later."""
+    if name not in SCENARIOS:
+        raise StreamError(f"unknown scenario {name!r}; scenarios: {', '.join(SCENARIOS)}, elec2, or a .csv/.parquet "
+                          "file")
+    builder, task, types, description = SCENARIOS[name]
+    pairs, change_points = builder(rows, seed)
+    frame = pd.DataFrame([x for x, _ in pairs])
+    frame.columns = [f"x{c}" if isinstance(c, int) else str(c) for c in frame.columns]
+    features = types or {c: "numeric" for c in frame.columns}
+    for column, kind in features.items():
+        if kind == "categorical":
+            frame[column] = frame[column].astype(str)
+    target = [y for _, y in pairs]
+    if task == "classification":
+        frame["y"] = [int(y) for y in target]
+        classes: tuple | None = (0, 1)
+    else:
+        frame["y"] = [float(y) for y in target]
+        classes = None
+    times = pd.Series(pd.date_range(START, periods=len(frame), freq=ROW_INTERVAL, tz="UTC"))
+    frame[EVENT_TIME] = times
+    frame[LABEL_TIME] = times + label_delay
+    spec = StreamSpec(name=name, task=task, features=features, target="y", classes=classes,
+                      change_points=change_points, description=description)
+    return ReplayStream(spec, frame)
+
+
+def elec2(path: Path = ELEC2, *, rows: int | None = None) -> ReplayStream:
+    """Elec2 in its order, one row per 30 minutes; each label arrives with the next row."""
+    from controller.actions.datafiles import read_table
+
+    if not path.is_file():
+        raise StreamError(f"Elec2 is not at {path}; pass --stream with the path of ELEC.arff.zip")
+    frame = read_table(path)
+    if rows is not None:
+        frame = frame.iloc[:rows]
+    frame = frame.reset_index(drop=True)
+    features = {"date": "numeric", "day": "categorical", "period": "numeric", "nswprice": "numeric",
+                "nswdemand": "numeric", "vicprice": "numeric", "vicdemand": "numeric", "transfer": "numeric"}
+    frame["day"] = frame["day"].astype(str)
+    times = pd.Series(pd.date_range(START, periods=len(frame), freq=timedelta(minutes=30), tz="UTC"))
+    frame[EVENT_TIME] = times
+    frame[LABEL_TIME] = times + timedelta(minutes=30)
+    spec = StreamSpec(name="elec2", task="classification", features=features, target="class",
+                      classes=("UP", "DOWN"), description="Elec2, labels with the next row (30 minutes)")
+    return ReplayStream(spec, frame)
+
+
+def from_file(path: Path, *, features: dict[str, str], target: str, task: str,
+              classes: tuple | None = None, label_delay: timedelta | None = None) -> ReplayStream:
+    """A user's CSV/Parquet file: the policy's feature columns, the target, ``event_time`` and ``label_time`` (or a
+    fixed ``label_delay``)."""
+    from controller.actions.datafiles import read_table
+
+    frame = read_table(path)
+    needed = [*features, target, EVENT_TIME]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise StreamError(f"{path}: missing column(s) {missing}; a replay file needs the policy's features, the "
+                          f"target {target!r}, {EVENT_TIME!r} and {LABEL_TIME!r} (or --label-delay)")
+    frame[EVENT_TIME] = pd.to_datetime(frame[EVENT_TIME], utc=True)
+    if LABEL_TIME in frame.columns:
+        frame[LABEL_TIME] = pd.to_datetime(frame[LABEL_TIME], utc=True)
+    elif label_delay is not None:
+        frame[LABEL_TIME] = frame[EVENT_TIME] + label_delay
+    else:
+        raise StreamError(f"{path}: no {LABEL_TIME!r} column; add one (when each label arrived) or pass "
+                          "--label-delay (e.g. 30m)")
+    frame = frame.sort_values(EVENT_TIME, kind="stable").reset_index(drop=True)
+    for column, kind in features.items():
+        if kind == "categorical":
+            frame[column] = frame[column].astype(str)
+    spec = StreamSpec(name=path.stem, task=task, features=dict(features), target=target, classes=classes,
+                      description=f"replay of {path.name}")
+    try:
+        return ReplayStream(spec, frame)
+    except ValueError as exc:
+        raise StreamError(f"{path}: {exc}") from None
