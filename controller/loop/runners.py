@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -144,14 +145,15 @@ class ProcessRunner:
             if running.conn.poll():
                 try:
                     message = running.conn.recv()
-                except EOFError:
-                    message = {"status": "failed", "error": "the worker closed its pipe without a result"}
+                except EOFError:  # the worker died: its end of the pipe closed without a result
+                    running.process.join(timeout=5)
+                    message = {"status": "failed", "error": _died(running.process.exitcode)}
                 self._finish(decision_id)
                 return JobState(message["status"], message.get("results", []), message.get("error"))
             if not running.process.is_alive():
                 code = running.process.exitcode
                 self._finish(decision_id)
-                return JobState("failed", error=f"the training worker exited with code {code} before reporting")
+                return JobState("failed", error=_died(code))
             elapsed = self.clock.now() - running.started
             if elapsed > running.timeout:
                 running.process.kill()
@@ -189,6 +191,15 @@ class ProcessRunner:
         running = self._running.pop(decision_id)
         running.process.join(timeout=5)
         running.conn.close()
+
+
+def _died(exitcode: int | None) -> str:
+    """Why a worker ended without a result, in words (a SIGKILL from the kernel's OOM killer is the usual one)."""
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (is it out of memory? the kernel's OOM killer sends SIGKILL)" if name == "SIGKILL" else ""
+        return f"the training worker was killed by {name} before reporting{hint}"
+    return f"the training worker exited with code {exitcode} before reporting"
 
 
 def _worker_main(job: TrainingJob, loaded: LoadedPolicy, conn: Any, parent_pid: int) -> None:

@@ -94,6 +94,17 @@ candidates:
 """
 
 
+_SHARED: dict[str, Path] = {}
+
+
+def shared_mlflow_dir(tmp_path_factory: Any) -> Path:
+    """One MLflow store for all daemon tests of a session (each test has its own model name): setting up MLflow's
+    schema on a fresh SQLite file costs seconds."""
+    if "mlflow" not in _SHARED:
+        _SHARED["mlflow"] = tmp_path_factory.mktemp("daemon-mlflow")
+    return _SHARED["mlflow"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:  # bound then released: nothing listens there afterwards
         sock.bind(("127.0.0.1", 0))

@@ -14,13 +14,14 @@ import pandas as pd
 import pytest
 
 from tests.controller.toy import toy_table
-from tests.loop.daemon_kit import DRIFTPILOT, Daemon, make_toy
+from tests.loop.daemon_kit import DRIFTPILOT, Daemon, make_toy, shared_mlflow_dir
 
 
 @pytest.mark.slow
-def test_a_drifting_stream_through_the_api_is_detected_retrained_gated_and_promoted(tmp_path: Path,
-                                                                                    model_name: str) -> None:
-    toy = make_toy(tmp_path, model_name)  # v1 learned concept "a"; rule: concept drift -> strategy auto
+def test_a_drifting_stream_through_the_api_is_detected_retrained_gated_and_promoted(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, model_name: str) -> None:
+    # v1 learned concept "a"; the rule: concept drift -> strategy auto
+    toy = make_toy(tmp_path, model_name, mlflow_dir=shared_mlflow_dir(tmp_path_factory))
     daemon = Daemon(tmp_path, [toy.path], api=True)
     try:
         daemon.wait_http("/readyz")

@@ -20,6 +20,7 @@ from tests.loop.daemon_kit import (
     gated_candidate,
     make_toy,
     process_gone,
+    shared_mlflow_dir,
     wait_until,
     worker_pids,
 )
@@ -42,9 +43,10 @@ def daemons():
         daemon.cleanup()
 
 
-def test_kill_9_in_a_retrain_then_restart_then_sigterm_in_the_next_one(tmp_path: Path, daemons,
-                                                                       model_name: str) -> None:
-    toy = make_toy(tmp_path, model_name, rules=GATED_RULES, extra=gated_candidate(tmp_path), lease_ttl="4s")
+def test_kill_9_in_a_retrain_then_restart_then_sigterm_in_the_next_one(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, daemons, model_name: str) -> None:
+    toy = make_toy(tmp_path, model_name, rules=GATED_RULES, extra=gated_candidate(tmp_path), lease_ttl="4s",
+                   mlflow_dir=shared_mlflow_dir(tmp_path_factory))
     toy.stream(toy_table(200, seed=5))  # matured rows the champion has not learned: a retrain may start
     first = daemons(tmp_path, [toy.path], label="first")
     first.wait_until(lambda: first.owns(getattr(toy.lease(), "holder", None)), "the first daemon's lease")
@@ -112,9 +114,9 @@ VOLUME_RULE = """\
 """
 
 
-def test_a_model_whose_mlflow_is_unreachable_does_not_stop_the_other_model(tmp_path: Path, daemons,
-                                                                           model_name: str) -> None:
-    good = make_toy(tmp_path, f"{model_name}-ok", rules=VOLUME_RULE)
+def test_a_model_whose_mlflow_is_unreachable_does_not_stop_the_other_model(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, daemons, model_name: str) -> None:
+    good = make_toy(tmp_path, f"{model_name}-ok", rules=VOLUME_RULE, mlflow_dir=shared_mlflow_dir(tmp_path_factory))
     down = make_toy(tmp_path, f"{model_name}-down", tracking=f"http://127.0.0.1:{free_port()}",
                     do_bootstrap=False)
     daemon = daemons(tmp_path, [good.path, down.path], label="daemon", api=True)

@@ -10,14 +10,15 @@ import pandas as pd
 import pytest
 
 from tests.controller.toy import toy_table
-from tests.loop.daemon_kit import Daemon, make_toy, wait_until
+from tests.loop.daemon_kit import Daemon, make_toy, shared_mlflow_dir, wait_until
 
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_two_daemons_on_one_postgres_store_retrain_once_and_hand_over_on_sigterm(tmp_path: Path, postgres_url: str,
-                                                                                  model_name: str) -> None:
-    toy = make_toy(tmp_path, model_name, storage=postgres_url, lease_ttl="60s")
+def test_two_daemons_on_one_postgres_store_retrain_once_and_hand_over_on_sigterm(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, postgres_url: str, model_name: str) -> None:
+    toy = make_toy(tmp_path, model_name, storage=postgres_url, lease_ttl="60s",
+                   mlflow_dir=shared_mlflow_dir(tmp_path_factory))
     daemons = [Daemon(tmp_path, [toy.path], label=label, scheduler_db=f"sqlite:///{tmp_path / label}-jobs.db",
                       log_level="DEBUG")  # DEBUG: the ticks skipped on the lease are logged
                for label in ("a", "b")]
