@@ -8,6 +8,11 @@ Public API::
     registry.set_challenger("fraud", info.version); registry.promote("fraud"); registry.rollback("fraud")
     loaded = registry.load("fraud")            # LoadedModel(model=<sklearn or River object>, version, record)
     registry.tree("fraud"); registry.ancestors("fraud", "3"); registry.aliases("fraud")
+    registry.log_comparison("fraud", comparison_id=..., champion_version="3", challenger_version="4", ...)
+    registry.alias_history("fraud")            # every promote / rollback, oldest first
+    registry.log_decision("fraud", decision_id=..., metrics={...}, tags={...}, artifacts=[...])
+
+Where runs go (training, comparisons, decisions) and what the MLflow UI shows: see :mod:`lineage.runs`.
 """
 
 from lineage.errors import LineageError, LineageNotFound, LineageUnavailable
@@ -21,6 +26,7 @@ from lineage.flavors import (
 )
 from lineage.gateway import HttpLimits, MlflowGateway, RegistrySettings
 from lineage.record import (
+    RECORD_ARTIFACT,
     STRATEGIES,
     TAG_PREFIX,
     TRIGGERS,
@@ -37,16 +43,19 @@ from lineage.registry import (
     ModelRegistry,
     VersionInfo,
 )
+from lineage.runs import AliasEvent
 
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
     "FLAVORS",
     "PREVIOUS",
+    "RECORD_ARTIFACT",
     "STRATEGIES",
     "TAG_PREFIX",
     "TRIGGERS",
     "AliasChange",
+    "AliasEvent",
     "Clock",
     "Flavor",
     "HttpLimits",

@@ -11,10 +11,12 @@ is a single MLflow call, ``previous`` is set before ``champion`` moves, and ``ch
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -30,7 +32,16 @@ from mlflow.exceptions import MlflowException
 from lineage.errors import LineageError, LineageNotFound
 from lineage.flavors import Flavor, flavor_for, flavor_named
 from lineage.gateway import MlflowGateway, RegistrySettings, absolute_artifact_location, setup_lock
-from lineage.record import STATEFUL_STRATEGIES, TAG_PREFIX, LineageRecord, has_record
+from lineage.record import (
+    RECORD_ARTIFACT,
+    SCHEMA_VERSION,
+    STATEFUL_STRATEGIES,
+    TAG_PREFIX,
+    TAGS_SCHEMA,
+    LineageRecord,
+    record_schema,
+    time_range,
+)
 from lineage.runs import (
     ALIAS_EVENT_KIND,
     COMPARISON_KIND,
@@ -131,6 +142,7 @@ class ModelRegistry:
         # Injected, never read from the wall here: the controller's clock is simulated in backtests.
         self._clock = clock
         self._side_experiments: dict[str, str] = {}
+        self._records: dict[tuple[str, str, str], LineageRecord] = {}
         self._kind_checked = False
 
     @classmethod
@@ -210,7 +222,7 @@ class ModelRegistry:
             self._ensure_main_kind(client)
             self._ensure_registered_model(client, name)
             self._check_parent(client, name, record)
-            record_tags = record.to_tags()
+            record_tags = record.summary_tags()
             run = client.create_run(
                 self.experiment_id,
                 run_name=f"pending-{record.strategy}",
@@ -256,23 +268,30 @@ class ModelRegistry:
         input_example: Any,
     ) -> str:
         now = self._now_ms()
-        metrics = [Metric(k, v, now, 0) for k, v in record.holdout_metrics.items()]
-        metrics += [Metric(f"champion_{k}", v, now, 0) for k, v in record.champion_metrics.items()]
+        # "holdout." says these numbers are this version's own holdout: different versions' holdouts differ, so
+        # they are not comparable across training runs. The fair pair is a comparison run (log_comparison).
+        metrics = [Metric(f"holdout.{k}", v, now, 0) for k, v in record.holdout_metrics.items()]
+        run_params = {**dict(params or {}), "strategy": record.strategy, "trigger": record.trigger}
         client.log_batch(
-            run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in (params or {}).items()]
+            run_id, metrics=metrics, params=[Param(k, v) for k, v in params_text(run_params).items()]
         )
-        record_tags = record.to_tags()
+        # The full record; the version and the run carry only its summary tags.
+        client.log_text(run_id, record.to_json(), RECORD_ARTIFACT)
+        record_tags = record.summary_tags()
+        window_tags = {
+            "window_start": record.window_start.isoformat(),
+            "window_end": record.window_end.isoformat(),
+            "maturity_cut": record.maturity_cut.isoformat(),
+        }
+        if record.event_time_start is not None:
+            window_tags["event_time_start"] = record.event_time_start.isoformat()
+            window_tags["event_time_end"] = record.event_time_end.isoformat()
         # Metrics logged above are copied onto the LoggedModel by log_model, so the model page shows them too.
         with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_INTEGER_HINT)
             if training_data is not None:
                 mlflow.log_input(
-                    _window_dataset(record, *training_data),
-                    context="training",
-                    tags={
-                        k: record_tags[TAG_PREFIX + k]
-                        for k in ("window_start", "window_end", "maturity_cut")
-                    },
+                    _window_dataset(record, *training_data), context="training", tags=window_tags
                 )
             if input_example is None and training_data is not None:
                 # A few real rows give the logged model a signature (input schema) in the MLflow UI.
@@ -317,9 +336,8 @@ class ModelRegistry:
         parent = self._model_version(client, name, record.parent_version, role="parent version")
         if record.strategy not in STATEFUL_STRATEGIES:
             return
-        parent_depth = (
-            LineageRecord.from_tags(parent.tags).chain_depth if has_record(parent.tags) else 0
-        )
+        # Both tag layouts carry chain_depth; a version registered outside driftpilot starts a chain.
+        parent_depth = int((parent.tags or {}).get(TAG_PREFIX + "chain_depth", 0))
         if record.chain_depth != parent_depth + 1:
             raise LineageError(
                 f"chain_depth {record.chain_depth} does not continue parent version {record.parent_version} of "
@@ -514,36 +532,49 @@ class ModelRegistry:
         """Record one controller decision as a finished run (``decision-<id>``); returns the run id.
 
         The controller decides the content; this adds ``driftpilot.kind=decision``, the model name and the id.
+        The run goes to ``<experiment>/decisions``, apart from the training runs.
         """
-        files = [Path(a) for a in artifacts]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise LineageError(
-                f"decision {decision_id}: artifact file(s) not found: {', '.join(missing)}"
-            )
-        with self._gateway.scope(f"record decision {decision_id} of {name!r}") as client:
-            now = self._now_ms()
-            run = client.create_run(
+        _check_files(decision_id, artifacts)
+        with self.decision_run(name, decision_id=decision_id, tags=tags) as run:
+            run.log(metrics=metrics, params=params, artifacts=artifacts)
+        return run.run_id
+
+    @contextmanager
+    def decision_run(
+        self,
+        name: str,
+        *,
+        decision_id: str,
+        tags: Mapping[str, str] | None = None,
+        run_name: str | None = None,
+    ) -> Iterator[DecisionRun]:
+        """A decision run that is open while the decision is being made: FINISHED when the block ends, FAILED (with
+        the error as tag ``driftpilot.error``) when it raises. Log to it with :meth:`DecisionRun.log`."""
+        with self._gateway.scope(f"start decision {decision_id} of {name!r}") as client:
+            run_id = client.create_run(
                 self._side_experiment(client, DECISIONS),
-                run_name=f"decision-{decision_id}",
-                start_time=now,
+                run_name=run_name or f"decision-{decision_id}",
+                start_time=self._now_ms(),
                 tags={
                     **{k: str(v) for k, v in (tags or {}).items()},
                     KIND_TAG: "decision",
                     MODEL_TAG: name,
                     DECISION_TAG: decision_id,
                 },
-            )
-            run_id = run.info.run_id
-            client.log_batch(
-                run_id,
-                metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-                params=[Param(k, str(v)) for k, v in (params or {}).items()],
-            )
-            for f in files:
-                client.log_artifact(run_id, str(f))
+            ).info.run_id
+        run = DecisionRun(self, name, decision_id, run_id)
+        try:
+            yield run
+        except BaseException as exc:
+            try:
+                with self._gateway.scope(f"mark decision {decision_id} of {name!r} failed") as client:
+                    client.set_tag(run_id, TAG_PREFIX + "error", _clip(f"{type(exc).__name__}: {exc}", 5000))
+                    client.set_terminated(run_id, "FAILED", end_time=self._now_ms())
+            except Exception as cleanup:  # noqa: BLE001 - the store may be what failed; keep the first error
+                exc.add_note(f"driftpilot could not mark run {run_id} FAILED either: {cleanup}")
+            raise
+        with self._gateway.scope(f"finish decision {decision_id} of {name!r}") as client:
             client.set_terminated(run_id, "FINISHED", end_time=self._now_ms())
-            return run_id
 
     def log_comparison(
         self,
@@ -837,7 +868,7 @@ class ModelRegistry:
         version = str(mv.version)
         tags = {str(k): str(v) for k, v in (mv.tags or {}).items()}
         try:
-            record = LineageRecord.from_tags(tags) if has_record(tags) else None
+            record = self._record(client, name, mv, tags)
         except LineageError as exc:
             raise LineageError(f"version {version} of {name!r}: {exc}") from exc
         return VersionInfo(
@@ -852,11 +883,87 @@ class ModelRegistry:
             tags=tags,
         )
 
+    def _record(
+        self, client: MlflowClient, name: str, mv: ModelVersion, tags: Mapping[str, str]
+    ) -> LineageRecord | None:
+        schema = record_schema(tags)
+        if schema is None:
+            return None  # registered outside driftpilot
+        if schema == TAGS_SCHEMA:
+            return LineageRecord.from_tags(tags)  # registered by an older driftpilot: the record is the tags
+        if schema != SCHEMA_VERSION:
+            raise LineageError(
+                f"its lineage schema {schema!r} is unknown to this driftpilot (it reads {TAGS_SCHEMA} and "
+                f"{SCHEMA_VERSION}); upgrade driftpilot"
+            )
+        key = (name, str(mv.version), str(mv.run_id))
+        if key not in self._records:  # a registered version's record never changes
+            if not mv.run_id:
+                raise LineageError(f"it has no run, so its lineage record {RECORD_ARTIFACT} cannot be read")
+            with tempfile.TemporaryDirectory(prefix="driftpilot-lineage-") as tmp:
+                try:
+                    path = client.download_artifacts(mv.run_id, RECORD_ARTIFACT, tmp)
+                except MlflowException as exc:
+                    raise LineageError(
+                        f"its lineage record {RECORD_ARTIFACT} is missing from run {mv.run_id}: {exc.message}"
+                    ) from exc
+                self._records[key] = LineageRecord.from_json(Path(path).read_text(encoding="utf-8"))
+        return self._records[key]
+
     def _now_ms(self) -> int:
         return int(self._clock.now().timestamp() * 1000)
 
     def _now_iso(self) -> str:
         return self._clock.now().astimezone(UTC).isoformat()
+
+
+class DecisionRun:
+    """An open decision run (see :meth:`ModelRegistry.decision_run`): log metrics, params, tags, files, versions."""
+
+    def __init__(self, registry: ModelRegistry, name: str, decision_id: str, run_id: str) -> None:
+        self._registry = registry
+        self.name = name
+        self.decision_id = decision_id
+        self.run_id = run_id
+
+    def log(
+        self,
+        *,
+        metrics: Mapping[str, float | None] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        artifacts: Sequence[str | Path] = (),
+        versions: Sequence[str] = (),
+    ) -> None:
+        """Add to the run. ``None`` metrics are skipped (undefined); ``versions`` link those versions' logged models
+        as the run's model inputs, so the run page shows which model it judged."""
+        _check_files(self.decision_id, artifacts)
+        registry = self._registry
+        with registry._gateway.scope(f"record decision {self.decision_id} of {self.name!r}") as client:
+            now = registry._now_ms()
+            client.log_batch(
+                self.run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None],
+                params=[Param(k, v) for k, v in params_text(params or {}).items()],
+                tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+            )
+            for f in artifacts:
+                client.log_artifact(self.run_id, str(f))
+            model_ids = [
+                _logged_model_id(registry._model_version(client, self.name, _version_str(v))) for v in versions
+            ]
+            if any(model_ids):
+                client.log_inputs(self.run_id, models=[LoggedModelInput(m) for m in model_ids if m])
+
+
+def _check_files(decision_id: str, artifacts: Sequence[str | Path]) -> None:
+    missing = [str(a) for a in artifacts if not Path(a).is_file()]
+    if missing:
+        raise LineageError(f"decision {decision_id}: artifact file(s) not found: {', '.join(missing)}")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _window_dataset(record: LineageRecord, features: pd.DataFrame, labels: pd.Series) -> Any:
@@ -882,31 +989,44 @@ def _describe(name: str, record: LineageRecord, experiment_id: str, run_id: str)
             f"**{record.strategy}** from parent [version {record.parent_version}]"
             f"(#/models/{model}/versions/{record.parent_version})"
         )
-    metrics = (
-        ", ".join(
-            f"{k} {v:.4f}"
-            + (
-                f" (champion {record.champion_metrics[k]:.4f})"
-                if k in record.champion_metrics
-                else ""
-            )
-            for k, v in sorted(record.holdout_metrics.items())
-        )
-        or "none"
-    )
+    holdout_rows = record.extra.get("holdout_rows")
+    own = ", ".join(f"{k} {v:.4f}" for k, v in sorted(record.holdout_metrics.items())) or "none"
+    holdout = f"Holdout{f' ({holdout_rows:,} rows)' if isinstance(holdout_rows, int) else ''}: {own}"
+    if record.champion_metrics and record.parent_version is not None:
+        theirs = ", ".join(f"{k} {v:.4f}" for k, v in sorted(record.champion_metrics.items()))
+        holdout += f" · champion v{record.parent_version} at the time, on the same rows: {theirs}"
+    if record.event_time_start is not None:
+        events = f"events {time_range(record.event_time_start, record.event_time_end)} (the data's own time)"
+    else:
+        events = "event times not recorded"
+    arrival = time_range(record.window_start, record.window_end)
     return "\n\n".join(
         [
             f"{origin} · trigger `{record.trigger}` · chain depth {record.chain_depth}",
             f"Training run: [{run_id}](#/experiments/{experiment_id}/runs/{run_id})",
             (
-                f"Data window: {record.window_start.isoformat()} → {record.window_end.isoformat()}, "
-                f"{record.window_rows} rows, fingerprint `{record.window_fingerprint[:12]}`, "
-                f"labels as of {record.maturity_cut.isoformat()}"
+                f"Data window: {record.window_rows:,} rows · {events} · labels arrived {arrival} "
+                f"({_span(record.window_end - record.window_start)}) · fingerprint `{record.window_fingerprint[:12]}`"
+                f" · labels as of {record.maturity_cut.isoformat(timespec='seconds')}"
             ),
-            f"Holdout: {metrics}",
-            f"Decision `{record.decision_id}` · policy `{record.policy_hash[:12]}`",
+            holdout,
+            (
+                f"Decision `{record.decision_id}` · policy `{record.policy_hash[:12]}` · full lineage record: "
+                f"`{RECORD_ARTIFACT}` in the training run"
+            ),
         ]
     )
+
+
+def _span(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def _version_str(version: str | int) -> str:

@@ -4,6 +4,9 @@ The file's rows are first recorded in the event store as the labeled reference w
 ``reference`` plus their labels), then read back through ``labeled_window`` — the same accessor every later training
 uses — so the first version's data window is as traceable as any other. Reference rows get deterministic ids
 (``ref-<file digest>-<row>``), so re-running the same file stores nothing twice.
+
+``holdback_rows`` keeps the newest rows of the file out of the bootstrap: they are what later traffic replays (the
+demo of a stream like Elec2), and the champion's lineage records where they start (``source_rows_used``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from controller.actions.run_params import training_params
 from controller.actions.training import FIRST_SEQ, LAST_SEQ, plain, training_context
 from controller.clock import Clock
 from controller.config import LoadedPolicy
@@ -40,6 +44,12 @@ class BootstrapResult:
     holdout_rows: int
     holdout_metrics: dict[str, float]
     window_fingerprint: str
+    holdback_rows: int = 0
+
+    @property
+    def source_rows_used(self) -> int:
+        """The file's first rows that were bootstrapped on; the rows after them were held back."""
+        return self.rows_stored
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -55,9 +65,13 @@ def bootstrap(
     clock: Clock,
     event_times: pd.Series | None = None,
     force: bool = False,
+    holdback_rows: int = 0,
     progress: Callable[[int], None] = lambda _rows: None,
 ) -> BootstrapResult:
-    """Store the rows as the reference window, fit the policy's estimator on its older part, register, promote."""
+    """Store the rows as the reference window, fit the policy's estimator on its older part, register, promote.
+
+    The newest ``holdback_rows`` rows are left out entirely (not stored, not trained on): traffic to replay later.
+    """
     policy = loaded.config
     name = policy.registered_model
     context = training_context(policy, str(loaded.path))
@@ -65,8 +79,16 @@ def bootstrap(
     if champion is not None and not force:
         raise BootstrapError(f"model {name!r} already has a champion (version {champion}); bootstrap makes the "
                              "first version. Use --force to bootstrap a new lineage root anyway.")
+    if not 0 <= holdback_rows < len(features):
+        raise BootstrapError(f"cannot hold back {holdback_rows} of the file's {len(features)} rows; hold back fewer "
+                             "rows (or a fraction below 1, e.g. --holdback 0.5)")
+    if holdback_rows:
+        keep = len(features) - holdback_rows
+        features, target = features.iloc[:keep], target.iloc[:keep]
+        event_times = event_times.iloc[:keep] if event_times is not None else None
     if len(features) < 10:
-        raise BootstrapError(f"bootstrap needs at least 10 labeled rows, the file has {len(features)}")
+        raise BootstrapError(f"bootstrap needs at least 10 labeled rows, the file has {len(features)}"
+                             + (f" after holding back {holdback_rows}" if holdback_rows else ""))
 
     stored = _store_reference_rows(policy.model, features, target, store, clock, event_times, progress)
     window = store.labeled_window(policy.model, clock.now(), feature_types=policy.feature_types)
@@ -76,17 +98,19 @@ def bootstrap(
     result = get_trainer("stateless").train(train, NO_PARENT, context)
     metrics = evaluate(result.model, holdout.features, holdout.labels, policy.task)
     decision_id = f"bootstrap-{uuid.uuid4().hex[:12]}"
-    record = _lineage_record(loaded, train, metrics, decision_id, result.report.details)
+    extra = {"holdout_rows": holdout.rows, "holdout_fingerprint": holdout.fingerprint,
+             "source_rows_used": stored, "holdback_rows": holdback_rows}
+    record = _lineage_record(loaded, train, metrics, decision_id, {**result.report.details, **extra})
     info = registry.register(
         name, result.model, record,
-        params={"estimator": policy.estimator.describe(), "holdout_rows": holdout.rows,
-                **{f"param.{k}": v for k, v in policy.estimator.params.items()}},
+        params=training_params(policy.estimator, "bootstrap", seed=policy.bootstrap.seed,
+                               extra={"train_rows": train.rows, **extra}),
         training_data=(train.features, train.labels),
     )
-    registry.promote(name, info.version)
+    registry.promote(name, info.version, decision_id=decision_id, reason="bootstrap: the first version")
     return BootstrapResult(version=str(info.version), rows_stored=stored, train_rows=train.rows,
                            holdout_rows=holdout.rows, holdout_metrics=metrics,
-                           window_fingerprint=train.fingerprint)
+                           window_fingerprint=train.fingerprint, holdback_rows=holdback_rows)
 
 
 def _store_reference_rows(model: str, features: pd.DataFrame, target: pd.Series, store: EventStore, clock: Clock,
@@ -119,10 +143,10 @@ def _lineage_record(loaded: LoadedPolicy, train: LabeledWindow, metrics: dict[st
         holdout_metrics=metrics, champion_metrics={}, chain_depth=0,
         policy_hash=loaded.sha256, decision_id=decision_id,
         extra={**{k: plain(v) for k, v in details.items()},
-               FIRST_SEQ: int(train.label_seqs.iloc[0]), LAST_SEQ: int(train.label_seqs.iloc[-1]),
-               # Arrival times say when labels matured; event times say which period of the world the rows cover.
-               "event_time_start": train.event_times.min().isoformat() if train.rows else None,
-               "event_time_end": train.event_times.max().isoformat() if train.rows else None},
+               FIRST_SEQ: int(train.label_seqs.iloc[0]), LAST_SEQ: int(train.label_seqs.iloc[-1])},
+        # Arrival times say when labels matured; event times say which period of the world the rows cover.
+        event_time_start=train.event_times.min().to_pydatetime() if train.rows else None,
+        event_time_end=train.event_times.max().to_pydatetime() if train.rows else None,
     )
 
 

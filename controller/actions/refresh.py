@@ -7,8 +7,9 @@ Rows are split by label sequence, as of one maturity cut:
                                            [ training rows (finetune) ] [ holdout: newest % ]
 
 The holdout is the newest share of the rows the champion never trained on; neither model trains on it, so the two
-sets of metrics are a fair, paired comparison. Promotion is a separate step (``driftpilot promote`` today, the gate of
-the controller loop later).
+sets of metrics are a fair, paired comparison, recorded in MLflow as a comparison run (both versions under the same
+metric keys, the holdout's rows and fingerprint). Promotion is a separate step (the controller's gate, or
+``driftpilot promote``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.actions.model_job import ModelJob
+from controller.actions.run_params import training_params
 from controller.actions.training import CANDIDATE, FIRST_SEQ, LAST_SEQ, candidate_of, plain
 from controller.config import Candidate
 from controller.errors import DriftpilotError
@@ -57,6 +59,8 @@ class RefreshOutcome:
     details: dict[str, Any] = field(default_factory=dict)
     holdout_first_seq: int | None = None   # the holdout is every matured row from this label seq on
     candidate: str | None = None
+    holdout_fingerprint: str | None = None
+    comparison_run_id: str | None = None   # the MLflow evaluation run of challenger vs champion on the holdout
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -68,9 +72,10 @@ class Refresher(ModelJob):
     def retrain(self, strategy: str, *, trigger: str = "manual", drift_at: datetime | None = None,
                 decision_id: str | None = None, window: WindowConfig | None = None,
                 candidate: Candidate | None = None, as_of: datetime | None = None,
-                mark_challenger: bool = True) -> RefreshOutcome:
+                mark_challenger: bool = True, comparison: bool = True) -> RefreshOutcome:
         """Train a challenger with ``stateless`` or ``finetune`` as of ``as_of`` (default now), register it and (unless
-        ``mark_challenger=False``) mark it challenger.
+        ``mark_challenger=False``) mark it challenger. With ``comparison`` (default) the challenger-vs-champion scores
+        on the holdout are logged as an MLflow comparison run (id ``<decision_id>-retrain-v<version>``).
 
         ``window`` overrides the policy's stateless window; ``candidate`` trains a member of the candidate pool
         instead of the policy's estimator (a candidate of another family than the champion cannot fine-tune it, so it
@@ -139,15 +144,30 @@ class Refresher(ModelJob):
             holdout_metrics=challenger_metrics, champion_metrics=champion_metrics,
             chain_depth=result.report.chain_depth, policy_hash=self.loaded.sha256, decision_id=decision_id,
             extra=extra,
+            event_time_start=_event_time(train_window, min), event_time_end=_event_time(train_window, max),
         )
+        name = self.policy.registered_model
         info = self.registry.register(
-            self.policy.registered_model, result.model, record,
-            params={"estimator": (estimator or self.policy.estimator).describe(), "strategy": strategy_used,
-                    "holdout_rows": holdout.rows, **({"candidate": candidate.name} if candidate else {})},
+            name, result.model, record,
+            params=training_params(
+                estimator or self.policy.estimator, strategy_used, seed=self.policy.bootstrap.seed,
+                extra={"requested_strategy": strategy, "train_rows": train_window.rows, "holdout_rows": holdout.rows,
+                       "holdout_fingerprint": holdout.fingerprint,
+                       **({"candidate": candidate.name} if candidate else {})}),
             training_data=(train_window.features, train_window.labels),
         )
+        comparison_run_id = None
+        if comparison:
+            comparison_run_id = self.registry.log_comparison(
+                name, comparison_id=f"{decision_id}-retrain-v{info.version}", champion_version=champion.version,
+                challenger_version=str(info.version), champion_metrics=champion_metrics,
+                challenger_metrics=challenger_metrics, holdout_rows=holdout.rows,
+                holdout_fingerprint=holdout.fingerprint,
+                params={"decision_id": decision_id, "trigger": trigger, "strategy": strategy_used,
+                        "stage": "retrain holdout"},
+                tags={"driftpilot.stage": "retrain"})
         if mark_challenger:
-            self.registry.set_challenger(self.policy.registered_model, info.version)
+            self.registry.set_challenger(name, info.version)
         return RefreshOutcome(
             version=str(info.version), strategy=strategy_used, requested_strategy=strategy,
             parent_version=champion.version, train_rows=train_window.rows, holdout_rows=holdout.rows,
@@ -155,6 +175,7 @@ class Refresher(ModelJob):
             chain_depth=result.report.chain_depth, decision_id=decision_id, fallback_reason=fallback,
             details=dict(result.report.details), holdout_first_seq=int(holdout.label_seqs.iloc[0]),
             candidate=candidate.name if candidate is not None else None,
+            holdout_fingerprint=holdout.fingerprint, comparison_run_id=comparison_run_id,
         )
 
     # ------------------------------------------------------------------------------------------------ helpers
@@ -184,6 +205,12 @@ class Refresher(ModelJob):
                                "wait for more natural labels")
         config = getattr(self.policy.retrain, strategy)
         return get_trainer(strategy, config).train(window, parent, self.training_context(estimator))
+
+
+def _event_time(window: LabeledWindow, pick: Any) -> datetime | None:
+    """The oldest (``min``) or newest (``max``) event time of the window: the period of the world its rows cover."""
+    times = window.event_times.dropna()
+    return pick(times).to_pydatetime() if len(times) else None
 
 
 def _last_seq(version: LoadedModel) -> int | None:

@@ -146,10 +146,17 @@ SINGLE_CONFIG = click.option("--config", "config_path", required=True,
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Labeled training file: .csv, .parquet, or .arff / .zip holding one .arff.")
 @click.option("--time-column", default=None, help="Column with each row's event time (default: now).")
+@click.option("--time-start", default=None,
+              help="Event time of the file's first row, for files without a time column whose rows come at a fixed "
+                   "step (with --time-step), e.g. Elec2: --time-start 1996-05-07 --time-step 30min.")
+@click.option("--time-step", default=None, help="Time between consecutive rows (pandas syntax: 30min, 1h, 1D).")
+@click.option("--holdback", default="0", show_default=True,
+              help="Keep the file's newest rows out of the bootstrap, for traffic to replay later: a fraction "
+                   "(0.5 = the newer half) or a number of rows.")
 @click.option("--force", is_flag=True, help="Bootstrap even if the model already has a champion.")
 @click.option("--if-missing", is_flag=True, help="Do nothing (exit 0) if the model already has a champion.")
-def bootstrap_command(config_path: Path, data_path: Path, time_column: str | None, force: bool,
-                      if_missing: bool) -> None:
+def bootstrap_command(config_path: Path, data_path: Path, time_column: str | None, time_start: str | None,
+                      time_step: str | None, holdback: str, force: bool, if_missing: bool) -> None:
     """Train the first version from a labeled file, register it with lineage and make it champion."""
     from tqdm import tqdm
 
@@ -162,11 +169,13 @@ def bootstrap_command(config_path: Path, data_path: Path, time_column: str | Non
     loaded = _load_one(config_path)
     policy = loaded.config
     clock = SystemClock()
-    with _clear_errors():
+    with _clear_errors(), _bad_input_file():
         table = read_table(data_path)
-        features = features_from_table(table, policy, str(data_path))
+        features = features_from_table(table, policy, str(data_path),
+                                       extra_columns=[time_column] if time_column else ())
         target = target_from_table(table, policy, str(data_path))
-        times = pd_to_utc(table[time_column]) if time_column else None
+        times = _event_times(table, time_column, time_start, time_step)
+        holdback_rows = _holdback_rows(holdback, len(table))
         store = EventStore.from_url(policy.storage.url, clock)
         registry = open_registry(policy, clock)
         champion = registry.champion_version(policy.registered_model)
@@ -175,26 +184,30 @@ def bootstrap_command(config_path: Path, data_path: Path, time_column: str | Non
             return
         with tqdm(total=len(features), desc="storing reference rows", unit="row", disable=None) as bar:
             result = bootstrap(loaded, features, target, store=store, registry=registry, clock=clock,
-                               event_times=times, force=force, progress=bar.update)
+                               event_times=times, force=force, holdback_rows=holdback_rows, progress=bar.update)
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.holdout_metrics.items())
     click.echo(f"{policy.registered_model} version {result.version} is champion: trained on {result.train_rows} "
                f"rows, holdout {result.holdout_rows} rows ({metrics}); {result.rows_stored} reference rows stored")
+    if result.holdback_rows:
+        click.echo(f"held back the newest {result.holdback_rows} rows of {data_path} (rows {result.rows_stored} to "
+                   f"{result.rows_stored + result.holdback_rows - 1}, counting from 0) for traffic to replay")
 
 
 @main.command("lineage")
 @SINGLE_CONFIG
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a tree.")
 def lineage_command(config_path: Path, as_json: bool) -> None:
-    """Print the lineage tree: version, parent, strategy, trigger, window, rows, holdout metric, aliases."""
+    """Print the lineage tree (version, parent, strategy, trigger, event-time and arrival windows, rows, holdout
+    metrics beside the champion's at the time, aliases) and the alias history (every promote and rollback)."""
     from controller.actions.model_registry import open_registry
-    from controller.cli.lineage_view import lineage_rows, render_tree
+    from controller.cli.lineage_view import lineage_document, render_document
     from controller.clock import SystemClock
 
     policy = _load_one(config_path).config
     with _clear_errors():
         registry = open_registry(policy, SystemClock())
-        rows = lineage_rows(registry, policy.registered_model)
-    click.echo(json.dumps(rows, indent=2) if as_json else render_tree(rows))
+        document = lineage_document(registry, policy.registered_model)
+    click.echo(json.dumps(document, indent=2) if as_json else render_document(document))
 
 
 @main.command("predict")
@@ -218,7 +231,7 @@ def predict_command(config_path: Path, input_path: Path, output_path: Path, log_
 
     policy = _load_one(config_path).config
     clock = SystemClock()
-    with _clear_errors():
+    with _clear_errors(), _bad_input_file():
         registry = open_registry(policy, clock)
         store = EventStore.from_url(policy.storage.url, clock) if log_predictions else None
         with tqdm(desc="scoring", unit="row", disable=None) as bar:
@@ -277,10 +290,53 @@ def report_drift(config_path: Path, output_path: Path | None) -> None:
     click.echo(json.dumps(result.to_dict(), indent=2, default=str))
 
 
-def pd_to_utc(column):
+def _event_times(table, time_column: str | None, time_start: str | None, time_step: str | None):
+    """Each row's event time from a column, or from a start and a fixed step; None: the rows get 'now'."""
     import pandas as pd
 
-    return pd.Series(pd.to_datetime(column, utc=True)).reset_index(drop=True)
+    from controller.errors import DriftpilotError
+
+    if time_column and (time_start or time_step):
+        raise DriftpilotError("--time-column and --time-start/--time-step both give event times; pass one of them")
+    if time_column:
+        if time_column not in table.columns:
+            raise DriftpilotError(f"--time-column {time_column!r} is not a column of the file; its columns are "
+                                  f"{list(table.columns)}")
+        return pd_to_utc(table[time_column])
+    if bool(time_start) != bool(time_step):
+        raise DriftpilotError("--time-start and --time-step go together (e.g. --time-start 1996-05-07 "
+                              "--time-step 30min)")
+    if not time_start:
+        return None
+    try:
+        start, step = pd.Timestamp(time_start), pd.Timedelta(time_step)
+    except ValueError as exc:
+        raise DriftpilotError(f"cannot read --time-start {time_start!r} / --time-step {time_step!r}: {exc}; use an "
+                              "ISO date like 1996-05-07 and a step like 30min, 1h or 1D") from None
+    if step <= pd.Timedelta(0):
+        raise DriftpilotError(f"--time-step must be positive, got {time_step!r}")
+    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+    return pd.Series(start + step * pd.RangeIndex(len(table)))
+
+
+def _holdback_rows(text: str, rows: int) -> int:
+    """--holdback as rows: a fraction in [0, 1) of the file, or a whole number of rows."""
+    from controller.errors import DriftpilotError
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0 or (value >= 1 and not value.is_integer()):
+        raise DriftpilotError(f"--holdback must be a fraction in [0, 1) (0.5 = the newer half) or a whole number of "
+                              f"rows, got {text!r}")
+    return round(rows * value) if value < 1 else int(value)
+
+
+def pd_to_utc(column):
+    from controller.actions.datafiles import times_from_column
+
+    return times_from_column(column, f"time column {column.name!r}")
 
 
 @contextmanager
@@ -320,3 +376,31 @@ def _fail(message: str) -> None:
 
 # The decision loop's commands (run, status, decisions, retrain, promote, rollback) register on `main` too.
 from controller.cli import loop_commands  # noqa: F401
+
+
+@contextmanager
+def _bad_input_file() -> Iterator[None]:
+    """For the commands that read a data file (bootstrap, predict): a file that cannot be used (corrupt, truncated,
+    unknown or missing columns, values out of range) ends the command with one line and exit code 2, like a bad policy
+    file. Anything else unexpected ends it with one line and exit code 1, its traceback logged at DEBUG, never a
+    traceback on the terminal. Used inside ``_clear_errors()``, which handles driftpilot's other errors."""
+    from controller.actions.datafiles import DataFileError
+    from controller.api.serving import NoChampion
+    from lineage import LineageError
+    from trainers import TrainerError
+
+    try:
+        yield
+    except DataFileError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except NoChampion as exc:
+        _fail(str(exc))
+    except (DriftpilotError, LineageError, TrainerError, click.ClickException, click.exceptions.Exit):
+        raise
+    except Exception as exc:  # a user-facing command ends in one line; the traceback goes to the log
+        logging.getLogger("driftpilot").debug("unexpected failure", exc_info=True)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        click.echo(f"error: unexpected {type(exc).__name__}{': ' + reason if reason else ''}; this is a bug, please "
+                   "report it (rerun with --log-level DEBUG for the traceback)", err=True)
+        sys.exit(1)

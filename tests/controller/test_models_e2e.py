@@ -177,7 +177,7 @@ def test_cli_bootstrap_lineage_and_batch_predict(tmp_path: Path, mlflow_dir: Pat
 
     tree = runner.invoke(main, ["lineage", "--config", str(policy_path)])
     assert tree.exit_code == 0 and tree.output.startswith("v1 [champion]  bootstrap (bootstrap)  rows=300")
-    rows = json.loads(runner.invoke(main, ["lineage", "--config", str(policy_path), "--json"]).output)
+    rows = json.loads(runner.invoke(main, ["lineage", "--config", str(policy_path), "--json"]).output)["versions"]
     assert [(r["version"], r["parent"], r["aliases"]) for r in rows] == [("1", None, ["champion"])]
 
     to_score = tmp_path / "score.csv"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import doctest
+import json
+import math
 from datetime import UTC, datetime, timedelta, timezone
 from importlib import metadata
 
@@ -109,8 +111,58 @@ def test_invalid_records_are_refused_with_a_teaching_message(overrides, expected
 
 
 def test_oversized_extra_is_refused_with_the_limit_and_a_way_out():
-    with pytest.raises(LineageError, match="at most 8000.*run artifact"):
-        make_record(extra={"evidence": "x" * 9000})
+    make_record(extra={"evidence": "x" * 9000})  # longer than an MLflow tag: fine, the record is an artifact
+    with pytest.raises(LineageError, match="at most 64000.*run artifact"):
+        make_record(extra={"evidence": "x" * 65_000})
+
+
+def test_json_round_trip_is_exact_including_event_times_and_nan():
+    record = make_record(
+        parent_version="7", strategy="finetune", trigger="concept_drift", chain_depth=3,
+        holdout_metrics={"accuracy": 0.1 + 0.2, "roc_auc": math.nan, "denormal": 5e-324},
+        champion_metrics={"accuracy": 2 / 3},
+        extra={"reason": "ADWIN fired at 5087", "long": "x" * 9000, "nested": {"k": [1, 2.5, True, None]}},
+        event_time_start=datetime(1996, 5, 7, tzinfo=UTC),
+        event_time_end=datetime(1997, 8, 20, 23, 30, tzinfo=UTC),
+    )
+    back = LineageRecord.from_json(record.to_json())
+    assert math.isnan(back.holdout_metrics["roc_auc"])
+    assert {k: v for k, v in back.holdout_metrics.items() if k != "roc_auc"} == {
+        "accuracy": 0.30000000000000004, "denormal": 5e-324}
+    assert back.champion_metrics == {"accuracy": 2 / 3}
+    assert (back.event_time_start, back.event_time_end) == (record.event_time_start, record.event_time_end)
+    clean = make_record(event_time_start=datetime(1996, 5, 7, tzinfo=UTC), event_time_end=datetime(1996, 6, 1))
+    assert LineageRecord.from_json(clean.to_json()) == clean
+    assert LineageRecord.from_tags(clean.to_tags()) == clean  # the old tag layout carries them too
+
+
+def test_summary_tags_are_a_handful_of_short_values():
+    record = make_record(parent_version="3", strategy="stateless", trigger="data_drift",
+                         event_time_start=datetime(1996, 5, 7, tzinfo=UTC),
+                         event_time_end=datetime(1997, 8, 20, 23, 30, tzinfo=UTC))
+    assert record.summary_tags() == {
+        "driftpilot.schema": "2",
+        "driftpilot.parent_version": "3",
+        "driftpilot.strategy": "stateless",
+        "driftpilot.trigger": "data_drift",
+        "driftpilot.window": "1996-05-07 00:00 → 1997-08-20 23:30",
+        "driftpilot.window_rows": "300",
+        "driftpilot.chain_depth": "0",
+        "driftpilot.decision_id": "dec-0001",
+    }
+    # Without event times the window is the label-arrival range.
+    assert make_record().summary_tags()["driftpilot.window"] == "2026-02-22 12:00 → 2026-03-01 10:59"
+
+
+def test_event_times_go_in_pairs_and_json_names_a_foreign_document():
+    with pytest.raises(LineageError, match="event_time_start and event_time_end go together"):
+        make_record(event_time_start=datetime(1996, 5, 7, tzinfo=UTC))
+    with pytest.raises(LineageError, match="no driftpilot lineage record of schema 2"):
+        LineageRecord.from_json('{"schema": "1"}')
+    with pytest.raises(LineageError, match="lacks the field 'strategy'"):
+        body = json.loads(make_record().to_json())
+        del body["strategy"]
+        LineageRecord.from_json(json.dumps(body))
 
 
 def test_from_tags_names_what_is_missing_or_foreign():

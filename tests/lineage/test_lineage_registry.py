@@ -125,14 +125,32 @@ def test_lineage_tags_round_trip_and_the_description_links_the_parent(
 
     assert info.version == "2" and info.flavor == "sklearn"
     fetched = registry.get(name, "2")
-    assert fetched.record == record  # exact round trip through the store
+    assert fetched.record == record  # exact round trip through the store (the JSON artifact)
+    # A handful of short, filterable tags on the version; the full record is the artifact.
+    assert {k: v for k, v in fetched.tags.items() if k.startswith("driftpilot.")} == {
+        **record.summary_tags(),
+        "driftpilot.flavor": "sklearn",
+    }
     assert fetched.tags["driftpilot.parent_version"] == "1"
-    assert fetched.tags["driftpilot.window_fingerprint"] == record.window_fingerprint
     assert fetched.tags["driftpilot.chain_depth"] == "1"
     assert f"[version 1](#/models/{name}/versions/1)" in fetched.description
     assert f"#/experiments/{registry.experiment_id}/runs/{info.run_id}" in fetched.description
-    assert "accuracy 0.8125 (champion 0.7500)" in fetched.description
+    assert "Holdout: accuracy 0.8125, log_loss 0.3000 · champion v1 at the time, on the same rows: accuracy 0.7500" in (
+        fetched.description
+    )
+    assert "300 rows · event times not recorded · labels arrived 2026-02-22 12:00 → 2026-03-01 10:59 (7.0 days)" in (
+        fetched.description
+    )
     assert registry.get(name, "1").record.parent_version is None
+
+
+def test_versions_of_the_old_tag_layout_are_still_read(sqlite_registry: ModelRegistry, model_name: str, tmp_path):
+    old = make_record(extra={"method": "full_refit", "first_label_seq": 1})
+    client = MlflowClient(sqlite_registry.tracking_uri)
+    client.create_registered_model(model_name)
+    client.create_model_version(model_name, source=str(tmp_path), tags=old.to_tags())  # schema-1 tags
+    assert sqlite_registry.get(model_name, 1).record == old
+    assert sqlite_registry.tree(model_name)[0].record == old
 
 
 def test_the_training_run_holds_params_metrics_tags_and_the_data_window(
@@ -144,11 +162,14 @@ def test_the_training_run_holds_params_metrics_tags_and_the_data_window(
 
     assert run.info.run_name == "v1-bootstrap"
     assert run.info.status == "FINISHED"
-    assert run.data.params == {"C": "1.0"}
-    assert run.data.metrics == {"accuracy": 0.8125, "log_loss": 0.1 + 0.2, "champion_accuracy": 0.5}
+    assert run.data.params == {"C": "1.0", "strategy": "bootstrap", "trigger": "bootstrap"}
+    # The version's own holdout, named so: training runs of different versions are not a comparison.
+    assert run.data.metrics == {"holdout.accuracy": 0.8125, "holdout.log_loss": 0.1 + 0.2}
     assert run.data.tags["driftpilot.version"] == "1"
     assert run.data.tags["driftpilot.registered_model"] == model_name
-    assert {k: v for k, v in run.data.tags.items() if k in record.to_tags()} == record.to_tags()
+    assert {k: v for k, v in run.data.tags.items() if k in record.summary_tags()} == record.summary_tags()
+    artifacts = {a.path for a in MlflowClient(registry.tracking_uri).list_artifacts(info.run_id)}
+    assert "driftpilot-lineage.json" in artifacts
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "window-" + record.window_fingerprint[:12]
     assert '"num_rows": 300' in dataset_input.dataset.profile
