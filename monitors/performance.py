@@ -3,7 +3,9 @@
 Classification: accuracy; F1 (binary: of the positive class; more classes: macro over the classes present);
 ROC AUC (binary: the positive class's score; more classes: one-vs-rest macro over classes present in the
 labels) and log loss, both only when class probabilities were logged. Regression: MAE, RMSE, R².
-Every metric that can be computed is carried; ``metric`` decides the verdict.
+Every metric that can be computed is carried; ``metric`` decides the verdict. Accuracy and log loss need no
+positive class: when binary labels name none (``UP``/``DOWN``) and ``positive_class`` is not set, F1 and ROC AUC are
+left undefined (None) and only a verdict on one of them says so.
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ def classification_metrics(
     positive_class: object = None,
 ) -> tuple[dict[str, float | None], int | None]:
     """accuracy, f1, roc_auc, log_loss (None when undefined) and the number of rows with usable scores."""
+    metrics, scored_rows, _ = _classification(labels, predictions, scores, positive_class)
+    return metrics, scored_rows
+
+
+def _classification(
+    labels: pd.Series,
+    predictions: pd.Series,
+    scores: pd.DataFrame | None,
+    positive_class: object,
+) -> tuple[dict[str, float | None], int | None, str | None]:
+    """The metrics, the rows with scores, and why binary F1/ROC AUC are undefined (no positive class), if so."""
     y = labels.to_numpy(dtype=object)
     p = predictions.to_numpy(dtype=object)
     seen = pd.unique(np.concatenate([y, p])).tolist()
@@ -56,8 +69,13 @@ def classification_metrics(
     }
 
     binary = len(classes) <= 2
-    positive = resolve_positive_class(classes, positive_class) if binary else None
-    if not len(y):
+    positive, no_positive = None, None
+    if binary:
+        try:
+            positive = resolve_positive_class(classes, positive_class)
+        except ValueError as exc:  # only F1 and ROC AUC need it; accuracy and log loss are still defined
+            no_positive = str(exc)
+    if not len(y) or no_positive:
         metrics["f1"] = None
     elif binary:
         pos = classes.index(positive)
@@ -75,9 +93,10 @@ def classification_metrics(
         scored_rows = int(have.sum())
         if scored_rows:
             metrics["log_loss"] = float(np.mean(log_loss_rows(labels[have], scores.loc[have])))
-            targets = [positive] if binary else [classes[i] for i in np.unique(y_code[have])]
-            metrics["roc_auc"] = _roc_auc(y_code[have], scores.loc[have], classes, targets)
-    return metrics, scored_rows
+            if not no_positive:
+                targets = [positive] if binary else [classes[i] for i in np.unique(y_code[have])]
+                metrics["roc_auc"] = _roc_auc(y_code[have], scores.loc[have], classes, targets)
+    return metrics, scored_rows, no_positive
 
 
 def _roc_auc(
@@ -108,7 +127,7 @@ def resolve_positive_class(classes: Sequence, positive_class: object) -> object:
             return positive_class  # the class did not occur in this window
         raise ValueError(
             f"positive_class {positive_class!r} is not one of the classes in the window {list(classes)}; "
-            "set performance.positive_class to one of them"
+            "set monitors.performance.positive_class to one of them"
         )
     for candidate in (True, 1, "1", "true", "True"):
         for c in classes:
@@ -117,7 +136,8 @@ def resolve_positive_class(classes: Sequence, positive_class: object) -> object:
     if len(classes) < 2:
         return classes[0] if classes else None
     raise ValueError(
-        f"cannot tell the positive class among {list(classes)}; set performance.positive_class to one of them"
+        f"cannot tell the positive class among {list(classes)} for binary F1 / ROC AUC; set "
+        "monitors.performance.positive_class in the policy to one of them (accuracy and log_loss need none)"
     )
 
 
@@ -160,10 +180,10 @@ class PerformanceMonitor:
         labels = rows.labels.iloc[index].reset_index(drop=True)
         predictions = rows.predictions.iloc[index].reset_index(drop=True)
         times = rows.label_times.iloc[index]
-        scored_rows = None
+        scored_rows = no_positive = None
         if self.task == "classification":
             scores = None if rows.scores is None else rows.scores.iloc[index].reset_index(drop=True)
-            metrics, scored_rows = classification_metrics(
+            metrics, scored_rows, no_positive = _classification(
                 labels, predictions, scores, config.positive_class
             )
         else:
@@ -179,7 +199,11 @@ class PerformanceMonitor:
             )
         elif value is None:
             verdict = "undefined_metric"
-            reason = f"{self.metric} is undefined on these rows (e.g. one class only, or no scores logged)"
+            reason = (
+                f"{self.metric} is undefined: {no_positive}"
+                if no_positive and self.metric in ("f1", "roc_auc")
+                else f"{self.metric} is undefined on these rows (e.g. one class only, or no scores logged)"
+            )
         elif reference_metric is None:
             verdict = "no_reference"
             reason = "no reference metric recorded for the champion: nothing to compare with"

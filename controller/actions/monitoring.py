@@ -7,13 +7,19 @@
   state lives in the store: it survives restarts and is reset when the champion changes.
 * Performance scores the newest matured labels of the champion's predictions against the metric recorded on the
   champion's holdout.
+
+A cycle that is asked for its report (``driftpilot report drift``), or that finds a drifted feature, is recorded in
+MLflow as a decision run (``<experiment>/decisions``): per-feature drift scores, the three verdicts, the judged
+champion version (linked as the run's model input), the HTML report. An on-demand run is opened before the monitors
+run, so a cycle that fails leaves a FAILED run with the error, never a FINISHED one.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,7 @@ from controller.errors import DriftpilotError
 from controller.store import EventStore
 from lineage import ModelRegistry, VersionInfo
 from monitors import LastDuration, Monitors, build_monitors
+from monitors.data_drift import NoReportYet
 
 log = logging.getLogger("driftpilot.monitoring")
 
@@ -51,12 +58,14 @@ class MonitorReport:
     reference_rows: int
     current_rows: int
     html_report: str | None = None
+    notes: tuple[str, ...] = field(default=())  # what a person should know (e.g. too little traffic for a report)
+    mlflow_run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model, "as_of": self.as_of.isoformat(), "champion_version": self.champion_version,
             "reference_rows": self.reference_rows, "current_rows": self.current_rows,
-            "html_report": self.html_report,
+            "html_report": self.html_report, "notes": list(self.notes), "mlflow_run_id": self.mlflow_run_id,
             "signals": {s.to_dict()["kind"]: s.to_dict()
                         for s in (self.data_drift, self.concept_drift, self.performance)},
         }
@@ -75,26 +84,45 @@ class MonitorCycle(ModelJob):
 
     def run(self, *, html: bool = False) -> MonitorReport:
         """One cycle as of the clock's now. The data-drift HTML report is saved and logged to MLflow when a feature
-        drifts, and with ``html=True`` (on demand) even when none does."""
+        drifts, and with ``html=True`` (on demand) even when none does; too little current traffic for a report is
+        a note of the result, not an error."""
         as_of = self.clock.now()
         champion = self._champion()
+        name = self.policy.registered_model
+        # On demand, the run exists before the monitors run, so a failure marks it FAILED; otherwise a run is logged
+        # only when there is evidence (a drifted feature).
+        opened = (self.registry.decision_run(
+            name, decision_id=f"drift_check-{as_of:%Y%m%dT%H%M%S}-v{champion.version}",
+            run_name=f"drift check of v{champion.version}",
+            tags={"driftpilot.signal": "data_drift_report", "driftpilot.champion": champion.version})
+            if html else nullcontext())
+        with opened as run:
+            report = self._cycle(as_of, champion)
+            drifted = bool(getattr(report.data_drift, "drifted_features", ()))
+            html_path = self._save_html(champion.version, as_of) if html or drifted else None
+            if run is None and drifted:
+                with self.registry.decision_run(
+                        name, decision_id=f"data_drift-{as_of:%Y%m%dT%H%M%S}-v{champion.version}",
+                        run_name=f"data drift on v{champion.version}",
+                        tags={"driftpilot.champion": champion.version}) as evidence:
+                    self._log(evidence, report, champion, html_path)
+                return replace(report, html_report=_str(html_path), mlflow_run_id=evidence.run_id)
+            if run is not None:
+                self._log(run, report, champion, html_path)
+                return replace(report, html_report=_str(html_path), mlflow_run_id=run.run_id)
+            return replace(report, html_report=_str(html_path))
+
+    def _cycle(self, as_of: datetime, champion: VersionInfo) -> MonitorReport:
         reference = self.reference_features(champion)
         current = self.current_features(as_of)
         data_drift = self.monitors.data_drift.run(reference, current, self.policy.feature_types)
-        # Any drifted feature is worth its evidence, even below the dataset-level drift share.
-        html_path, drifted = None, bool(getattr(data_drift, "drifted_features", ()))
-        if html or drifted:
-            html_path = self._save_html(champion.version, as_of)
-        if html_path is not None:
-            # The evidence goes next to the versions in MLflow, where people look: on drift, and on demand.
-            kind = "data_drift" if drifted else "data_drift_report"
-            self.registry.log_decision(
-                self.policy.registered_model, decision_id=f"{kind}-{as_of:%Y%m%dT%H%M%S}-v{champion.version}",
-                metrics={"drift_share": data_drift.drift_share},
-                tags={"driftpilot.signal": kind, "driftpilot.champion": champion.version,
-                      "driftpilot.drifted_features": ",".join(data_drift.drifted_features)},
-                artifacts=[html_path])
-
+        notes = []
+        if getattr(data_drift, "verdict", None) == "insufficient_rows":
+            minimum = self.policy.monitors.data_drift.min_rows
+            notes.append(
+                f"too little current traffic for a data-drift report: {len(current)} logged prediction(s) as of "
+                f"{as_of.isoformat(timespec='seconds')} (and {len(reference)} reference rows); each side needs "
+                f"monitors.data_drift.min_rows={minimum}. Log or serve more predictions, then run it again.")
         concept_drift = self._concept_drift(champion.version, as_of)
         stats = self.store.label_stats(self.policy.model, as_of)
         recent = self.store.labeled_window(self.policy.model, as_of,
@@ -105,10 +133,49 @@ class MonitorCycle(ModelJob):
         performance = self.monitors.performance.evaluate(
             recent, reference_metric, model_version=champion.version, label_coverage=stats.coverage,
             label_delay=stats.delay_seconds)
+        if getattr(performance, "reason", None):
+            notes.append(f"performance: {performance.reason}")
         return MonitorReport(model=self.policy.model, as_of=as_of, champion_version=champion.version,
                              data_drift=data_drift, concept_drift=concept_drift, performance=performance,
-                             reference_rows=len(reference), current_rows=len(current),
-                             html_report=str(html_path) if html_path else None)
+                             reference_rows=len(reference), current_rows=len(current), notes=tuple(notes))
+
+    def _log(self, run: Any, report: MonitorReport, champion: VersionInfo, html_path: Path | None) -> None:
+        """The evidence of one cycle on its decision run: what a person compares across drift checks."""
+        data, concept, perf = report.data_drift, report.concept_drift, report.performance
+        features = getattr(data, "features", ())
+        metrics: dict[str, float | None] = {
+            "drift_share": getattr(data, "drift_share", None),
+            "drifted_features": float(sum(f.drifted for f in features)),
+            "reference_rows": float(report.reference_rows), "current_rows": float(report.current_rows),
+            **{f"drift.{f.feature}": f.score for f in features},
+        }
+        if getattr(concept, "enabled", False):
+            metrics.update({"concept_drift.detected": float(concept.drift), "concept_drift.warning":
+                            float(concept.warning), "concept_drift.batch_loss_mean": concept.batch_loss_mean,
+                            "concept_drift.rows_seen": float(concept.rows_seen)})
+        if getattr(perf, "enabled", False):
+            metrics.update({f"performance.{k}": v for k, v in perf.metrics.items()})
+            metrics.update({"performance.reference": perf.reference, "performance.drop": perf.drop,
+                            "performance.rows": float(perf.rows)})
+        params = {f"method.{f.feature}": f"{f.method} (drift if {'<' if f.score_kind == 'p_value' else '>='} "
+                                         f"{f.threshold})" for f in features}
+        params.update({"champion_version": champion.version, "as_of": report.as_of.isoformat()})
+        if getattr(perf, "enabled", False):
+            params.update({"performance.metric": perf.metric, "performance.max_drop": f"{perf.max_drop} "
+                                                                                      f"({perf.drop_kind})"})
+        drifted = [f.feature for f in features if f.drifted]
+        verdicts = {
+            "driftpilot.data_drift": getattr(data, "verdict", "disabled"),
+            "driftpilot.concept_drift": (("drift" if concept.drift else "warning" if concept.warning else "none")
+                                         if getattr(concept, "enabled", False) else "disabled"),
+            "driftpilot.performance": getattr(perf, "verdict", "disabled"),
+        }
+        signal = "data_drift" if drifted else "data_drift_report"
+        run.log(metrics=metrics, params=params, versions=[champion.version],
+                artifacts=[html_path] if html_path is not None else [],
+                tags={**verdicts, "driftpilot.signal": signal, "driftpilot.drifted_features": ",".join(drifted),
+                      "mlflow.note.content": _note(self.policy.registered_model, champion.version, verdicts,
+                                                   drifted, report)})
 
     # ------------------------------------------------------------------------------------------------ windows
 
@@ -167,8 +234,29 @@ class MonitorCycle(ModelJob):
         return signal
 
     def _save_html(self, version: str, as_of: datetime) -> Path | None:
+        """The Evidently report, or None when the monitor made none (too few rows, nothing testable, disabled)."""
         folder = self.report_dir or Path(".driftpilot") / "reports"
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{self.policy.model}-v{version}-data-drift-{as_of:%Y%m%dT%H%M%S}.html"
-        self.monitors.data_drift.save_html(path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.monitors.data_drift.save_html(path)
+        except NoReportYet:
+            return None
         return path if path.is_file() else None  # a disabled monitor writes nothing
+
+
+def _str(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
+
+
+def _note(name: str, version: str, verdicts: dict[str, str], drifted: list[str], report: MonitorReport) -> str:
+    from urllib.parse import quote
+
+    link = f"[version {version}](#/models/{quote(name, safe='')}/versions/{version})"
+    lines = [(f"Drift check of champion {link} as of {report.as_of.isoformat(timespec='seconds')}: "
+              f"{report.current_rows} current rows vs {report.reference_rows} rows of its training window."),
+             "", "| monitor | verdict |", "|---|---|"]
+    lines += [f"| {key.removeprefix('driftpilot.')} | {value} |" for key, value in verdicts.items()]
+    lines += ["", f"Drifted features: {', '.join(drifted) or 'none'} (per-feature scores: metrics `drift.<feature>`)."]
+    lines += [f"Note: {note}" for note in report.notes]
+    return "\n".join(lines)

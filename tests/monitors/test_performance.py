@@ -111,8 +111,21 @@ def test_binary_f1_uses_the_configured_positive_class():
     ham = monitor(metric="f1", positive_class="ham").evaluate(window, 0.9)
     assert spam.value == pytest.approx(f1_score(labels, predictions, pos_label="spam"))
     assert ham.value == pytest.approx(f1_score(labels, predictions, pos_label="ham"))
-    with pytest.raises(ValueError, match="set performance.positive_class"):
-        monitor(metric="f1").evaluate(window, 0.9)
+    # Without a positive class, a verdict on F1 is undefined and says what to set; it is no crash.
+    unset = monitor(metric="f1").evaluate(window, 0.9)
+    assert unset.verdict == "undefined_metric" and unset.value is None and not unset.triggered
+    assert "set monitors.performance.positive_class in the policy to one of them" in unset.reason
+
+
+def test_accuracy_of_binary_labels_without_a_positive_class_needs_none():
+    # The Elec2 case: UP/DOWN, no positive_class in the policy, metric accuracy (the default).
+    labels = ["UP", "DOWN"] * 10
+    predictions = ["UP", "DOWN"] * 8 + ["DOWN", "UP"] * 2
+    scores = pd.DataFrame({"UP": [0.7, 0.2] * 10, "DOWN": [0.3, 0.8] * 10})
+    signal = monitor().evaluate(make_window(labels, predictions, scores), reference_metric=0.82)
+    assert signal.metric == "accuracy" and signal.value == 0.8 and signal.verdict == "ok"
+    assert signal.metrics["f1"] is None and signal.metrics["roc_auc"] is None
+    assert signal.metrics["log_loss"] == pytest.approx(-np.mean(np.log([0.7, 0.8] * 10)))
 
 
 def test_undefined_metric_gives_no_verdict():
