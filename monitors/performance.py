@@ -237,7 +237,12 @@ class PerformanceMonitor:
             min_labels=config.min_labels,
             window_rows=config.window_rows,
             label_coverage=label_coverage,
-            label_delay=None if label_delay is None else DelayPercentiles.from_mapping(label_delay),
+            # No matured label of a served prediction yet (only reference rows): the percentiles are None.
+            label_delay=(
+                DelayPercentiles.from_mapping(label_delay)
+                if label_delay is not None and all(v is not None for v in label_delay.values())
+                else None
+            ),
             reason=reason,
             start=times.iloc[0].to_pydatetime() if len(times) else None,
             end=times.iloc[-1].to_pydatetime() if len(times) else None,

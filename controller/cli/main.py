@@ -288,6 +288,10 @@ def report_drift(config_path: Path, output_path: Path | None) -> None:
         Path(result.html_report).replace(output_path)
         result = replace(result, html_report=str(output_path))
     click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    for note in result.notes:  # e.g. too little current traffic for a report: said plainly, not a traceback
+        click.echo(f"note: {note}", err=True)
+    if result.html_report is None:
+        click.echo("no HTML report was written (see the notes above)", err=True)
 
 
 def _event_times(table, time_column: str | None, time_start: str | None, time_step: str | None):

@@ -117,6 +117,13 @@ def test_binary_f1_uses_the_configured_positive_class():
     assert "set monitors.performance.positive_class in the policy to one of them" in unset.reason
 
 
+def test_unknown_label_delays_are_carried_as_none():
+    # Right after a bootstrap the store knows no delay of a served prediction: every percentile is None.
+    window, *_ = binary_window(rows=20)
+    signal = monitor().evaluate(window, 0.9, label_delay={"p50": None, "p90": None, "p99": None})
+    assert signal.label_delay is None and signal.verdict == "ok"
+
+
 def test_accuracy_of_binary_labels_without_a_positive_class_needs_none():
     # The Elec2 case: UP/DOWN, no positive_class in the policy, metric accuracy (the default).
     labels = ["UP", "DOWN"] * 10
