@@ -196,7 +196,7 @@ def test_cli_bootstrap_lineage_and_batch_predict(tmp_path: Path, mlflow_dir: Pat
     assert logged["source"] == "batch" and store.count_predictions("toy") == 450
 
     missing = runner.invoke(main, ["bootstrap", "--config", str(policy_path), "--data", str(tmp_path / "no.csv")])
-    assert missing.exit_code == 1 and "no such file" in missing.output
+    assert missing.exit_code == 2 and "no such file" in missing.output  # a data file problem: exit code 2
 
 
 def test_readyz_can_wait_for_a_champion(env, clock) -> None:
