@@ -1,8 +1,8 @@
 """The monitors on what arrived since the last tick: a tick's cost follows the new events, not the history.
 
-* Labeled rows are counted incrementally from a cursor (``EventStore.labeled_count``); the concept-drift detector
-  runs when new labeled rows arrived (it keeps its own cursor), the performance monitor after a tenth of its
-  ``window_rows`` arrived since its last run.
+* One read per tick: the labeled rows after the cursor. They advance the counters, feed the concept-drift detector
+  (state per champion in the store) and join the newest ``2 x window_rows`` rows the performance monitor reads,
+  kept in memory; the live metric is recomputed after a tenth of its window arrived.
 * Data drift runs when ``loop.data_drift_every_rows`` new predictions arrived since the last check. Its reference —
   a seeded sample (``monitors.data_drift.sample_cap`` rows) of the champion's training window — is built once per
   champion, kept in memory and in the store (``loop.reference``), so neither a tick nor a restart re-reads the
@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from controller.actions.training import LAST_SEQ
 from controller.loop.config import LoopConfig
 from controller.loop.rules import ManualRequest, Observation
 from controller.loop.state import LoopState
+from controller.store import LabeledWindow
 from lineage import VersionInfo
 
 log = logging.getLogger("driftpilot.loop.observe")
@@ -45,6 +47,7 @@ class Observer:
         self.cycle = cycle
         self.loop = loop
         self._reference: tuple[str, pd.DataFrame] | None = None
+        self._recent: LabeledWindow | None = None
         # The newest signal object of each monitor in this process (strategy auto reads their details).
         self.latest: dict[str, Any] = {}
 
@@ -57,18 +60,20 @@ class Observer:
         store, model = self.cycle.store, self.policy.model
         if state.champion != champion.version:
             self._rebase(now, champion, state)
-        new_rows, newest = store.labeled_count(model, now, after_seq=state.label_cursor)
-        if new_rows:
-            state.label_cursor = newest
-            state.unlearned += new_rows
-            state.new_labels += new_rows
+        # One read per tick: the labeled rows after the cursor feed the counters, the detector and the live metric.
+        previous = state.label_cursor
+        rows = store.labeled_window(model, now, after_seq=previous, feature_types=self.policy.feature_types)
         concept = performance = data = None
-        if new_rows:
-            concept = self.cycle._concept_drift(champion.version, now)
-            state.labels_pending += new_rows
+        if rows.rows:
+            state.label_cursor = rows.last_seq
+            state.unlearned += rows.rows
+            state.new_labels += rows.rows
+            state.labels_pending += rows.rows
+            concept = self._detect(champion.version, now, rows, previous)
+        self._remember(now, rows)
         # The live metric over the newest window moves little per row: recomputed after a tenth of a window.
         if state.labels_pending >= max(1, self.policy.monitors.performance.window_rows // 10):
-            performance = self._performance(now, champion)
+            performance = self._performance(champion)
             state.labels_pending = 0
         traffic, newest_time = store.traffic_since(model, now, state.traffic_after)
         state.traffic_pending += traffic
@@ -83,6 +88,40 @@ class Observer:
                 state.signals[kind] = {"at": now.isoformat(), **signal.to_dict()}
         return Observation(now=now, data_drift=data, concept_drift=concept, performance=performance,
                            unlearned_rows=state.unlearned, new_labels=state.new_labels, manual=manual)
+
+    def _detect(self, version: str, now: datetime, rows: LabeledWindow, previous: int | None) -> Any:
+        """Feed the champion's losses on the new rows to its detector (state and cursor kept in the store, in the
+        same blob ``driftpilot report drift`` uses). Rows between the detector's cursor and this tick's are read
+        once when the detector lags (a new champion's detector starts at the end of its training window)."""
+        store, model = self.cycle.store, self.policy.model
+        detector = self.cycle.monitors.concept_drift
+        saved = store.get_state(model, DETECTOR_KEY)
+        blob = pickle.loads(saved) if saved else None
+        if blob is not None and blob["champion"] == version:
+            detector.loads(blob["detector"])
+            cursor = blob["cursor"]
+        else:
+            detector.reset()
+            cursor = None
+        if cursor is None or previous is None or cursor < previous:
+            lagging = store.labeled_window(model, now, after_seq=cursor, through_seq=previous,
+                                           feature_types=self.policy.feature_types)
+            detector.update_rows(lagging, model_version=version)
+        signal = detector.update_rows(rows, model_version=version)
+        store.put_state(model, DETECTOR_KEY, pickle.dumps(
+            {"champion": version, "cursor": rows.last_seq if rows.rows else cursor, "detector": detector.dumps()}))
+        return signal
+
+    def _remember(self, now: datetime, rows: LabeledWindow) -> None:
+        """The newest ``2 x performance.window_rows`` labeled rows, kept in memory (read once after a start)."""
+        keep = self.policy.monitors.performance.window_rows * 2
+        if self._recent is None:
+            store = self.cycle.store
+            since = store.tail_start(self.policy.model, now, keep)
+            self._recent = _without_features(store.labeled_window(self.policy.model, now, since=since,
+                                                                  max_rows=keep))
+        elif rows.rows:
+            self._recent = _tail(self._recent, _without_features(rows), keep)
 
     def reference(self, champion: VersionInfo) -> pd.DataFrame:
         """The champion's training window as a seeded sample: memory, then the store, then rebuilt once."""
@@ -137,16 +176,36 @@ class Observer:
         store.put_state(model, DETECTOR_KEY, pickle.dumps({"champion": version, "cursor": trained,
                                                            "detector": detector.dumps()}))
 
-    def _performance(self, now: datetime, champion: VersionInfo) -> Any:
+    def _performance(self, champion: VersionInfo) -> Any:
         config = self.policy.monitors.performance
-        store, rows = self.cycle.store, config.window_rows * 2
-        # The newest rows, read from where they start: the same rows as max_rows alone, without a scan of history.
-        since = store.tail_start(self.policy.model, now, rows)
-        recent = store.labeled_window(self.policy.model, now, since=since, max_rows=rows,
-                                      feature_types=self.policy.feature_types)
         metric = config.metric_for(self.policy.task)
         reference = champion.record.holdout_metrics.get(metric) if champion.record else None
-        return self.cycle.monitors.performance.evaluate(recent, reference, model_version=champion.version)
+        return self.cycle.monitors.performance.evaluate(self._recent, reference, model_version=champion.version)
+
+
+def _without_features(window: LabeledWindow) -> LabeledWindow:
+    """A window without its feature columns: the live metric reads labels, predictions and scores only."""
+    return replace(window, features=pd.DataFrame(index=pd.RangeIndex(window.rows)), fingerprint="")
+
+
+def _tail(old: LabeledWindow, new: LabeledWindow, keep: int) -> LabeledWindow:
+    """The newest ``keep`` rows of ``old`` followed by ``new``."""
+    def cat(a: Any, b: Any) -> Any:
+        if a is None and b is None:
+            return None
+        joined = pd.concat([x for x in (a, b) if x is not None], ignore_index=True)
+        return joined.iloc[-keep:].reset_index(drop=True)
+
+    rows = min(keep, old.rows + new.rows)
+    scores = None if old.scores is None and new.scores is None else cat(
+        old.scores if old.scores is not None else pd.DataFrame(index=pd.RangeIndex(old.rows)),
+        new.scores if new.scores is not None else pd.DataFrame(index=pd.RangeIndex(new.rows)))
+    return replace(
+        new, features=pd.DataFrame(index=pd.RangeIndex(rows)), labels=cat(old.labels, new.labels),
+        predictions=cat(old.predictions, new.predictions), scores=scores,
+        prediction_ids=cat(old.prediction_ids, new.prediction_ids), event_times=cat(old.event_times, new.event_times),
+        label_times=cat(old.label_times, new.label_times), model_versions=cat(old.model_versions, new.model_versions),
+        label_seqs=cat(old.label_seqs, new.label_seqs), fingerprint="")
 
 
 def _newest(*seqs: int | None) -> int | None:

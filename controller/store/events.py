@@ -381,6 +381,12 @@ class EventStore:
         else:
             query = query.order_by(labels.c.seq)
         with self._connection() as conn:
+            if after_seq is not None and since is None:
+                # Implied by seq > after_seq (arrival never decreases along a model's seq); stated so the index reads
+                # only the rows after the cursor, not the model's whole history (see _arrival_floor).
+                floor = self._arrival_floor(conn, model, after_seq)
+                if floor is not None:
+                    query = query.where(labels.c.arrived_at >= floor)
             rows = conn.execute(query).all()
         if max_rows is not None:
             rows.reverse()
