@@ -141,7 +141,7 @@ def replay(loaded: LoadedPolicy, stream: ReplayStream, workdir: Path, *, bootstr
     result = BacktestResult(spec=spec, policy_name=name or str(loaded.path), bootstrap_rows=bootstrap_rows,
                             served=served_frame, decisions=decisions, ticks=ticks,
                             wall_seconds=time.perf_counter() - started, controller_seconds=tick_seconds,
-                            metric=metric, detections=detections)
+                            metric=metric, detections=detections, workdir=str(workdir))
     store.dispose()
     return result
 

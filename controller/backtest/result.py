@@ -67,6 +67,7 @@ class BacktestResult:
     controller_seconds: float = 0.0             # inside Controller.tick (monitors, training, gate), summed
     metric: str = "accuracy"                    # accuracy (higher is better) or mae (lower is better)
     detections: list[int] = field(default_factory=list)   # row positions of the ticks that saw a concept drift
+    workdir: str | None = None                  # the throwaway store and MLflow store (events.db, mlflow.db)
 
     @property
     def value(self) -> float:
