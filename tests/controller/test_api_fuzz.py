@@ -168,8 +168,8 @@ BAD_COLOR = st.one_of(KILLER_TEXT, st.booleans(), st.integers(), st.floats(), CO
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 GOOD_IDS = st.from_regex(r"\A[a-z][a-z0-9]{0,2}\Z").map(lambda s: f"f-{s}")  # few, so retries and repeats happen
 BAD_IDS = st.one_of(KILLER_TEXT.map(lambda t: f"f-{t}"), st.sampled_from(["p-1\n", "x" * 129, "-x", "a b", ""]),
-                    st.text(max_size=5).filter(lambda t: not ID_PATTERN.fullmatch(t)), st.integers(), st.none(),
-                    CONTAINERS)
+                    st.text(max_size=5).filter(lambda t: not ID_PATTERN.fullmatch(t)), st.integers(), CONTAINERS)
+BAD_LABEL_IDS = BAD_IDS | st.none()  # a prediction without an id gets one; a label cannot
 BAD_CLASSES = st.one_of(BEYOND_INT64, st.integers().filter(lambda v: v not in (0, 1)), TEXT, st.floats(),
                         st.booleans(), st.none(), CONTAINERS)
 GOOD_TIMES = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
@@ -243,7 +243,7 @@ def prediction_item(draw: st.DrawFn, fault: Fault) -> dict[str, Any]:
 
 @st.composite
 def label_item(draw: st.DrawFn, fault: Fault) -> dict[str, Any]:
-    out = {"prediction_id": draw(pick("prediction_id", GOOD_IDS, BAD_IDS, fault)),
+    out = {"prediction_id": draw(pick("prediction_id", GOOD_IDS, BAD_LABEL_IDS, fault)),
            "label": draw(pick("label", st.sampled_from([0, 1]), BAD_CLASSES, fault))}
     if (fault.site == "overwrite" and not fault.placed) or draw(st.booleans()):
         out["overwrite"] = draw(pick("overwrite", st.booleans(), BAD_OVERWRITE, fault))
