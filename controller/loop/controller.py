@@ -158,7 +158,7 @@ class Controller(ModelJob):
         waiting = f"deferred:{state.deferred['rule']}" if state.deferred else None
         hygiene = Hygiene(in_flight=in_flight.decision_id if in_flight else waiting,
                           last_retrain_at=retrains[0].created_at if retrains else None,
-                          retrains_last_day=len(retrains))
+                          retrains_last_day=len(retrains), river_champion=champion.flavor == "river")
         evaluation = self.engine.evaluate(obs, state.rules, hygiene)
         state.rules = evaluation.state
         for held in evaluation.suppressed:

@@ -8,8 +8,9 @@ nothing new arrived) and the previous :class:`RuleState`; the engine returns the
   which that monitor did not run neither counts nor breaks the streak.
 * Hygiene, in order: single flight (a decision is in flight), minimum matured rows, cooldown, daily budget.
   One decision per tick: another rule that fires on the same tick is recorded as ``superseded``.
-  A manual request skips cooldown and budget (a person asked); strategy ``incremental`` skips all but single flight
-  (continual learning is cheap and meant to run often).
+  A manual request skips cooldown and budget (a person asked); strategy ``incremental`` — and ``auto`` while the
+  champion is a River model, which auto keeps learning — skips all but single flight (continual learning is cheap
+  and meant to run often).
 * Schedules fire once when their due time has passed (missed runs while the daemon was down coalesce into one).
 """
 
@@ -62,6 +63,7 @@ class Hygiene:
     in_flight: str | None = None           # id of the in-flight decision, if any
     last_retrain_at: datetime | None = None
     retrains_last_day: int = 0
+    river_champion: bool = False           # strategy auto keeps a River champion learning (incremental)
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ class RuleEngine:
     def _hygiene(self, rule: Rule, action: Action, obs: Observation, h: Hygiene) -> tuple[str, str] | None:
         if h.in_flight is not None:
             return "in_flight", f"decision {h.in_flight} is in flight (one challenger at a time)"
-        if action.strategy == "incremental":
+        if action.strategy == "incremental" or (action.strategy == "auto" and h.river_champion):
             return None
         if obs.unlearned_rows < self.loop.min_matured_rows:
             return ("min_matured_rows", (f"{obs.unlearned_rows} matured rows the champion has not learned < "

@@ -156,3 +156,11 @@ def test_manual_requests_bypass_cooldown_and_budget_and_bring_their_strategy() -
 def test_rule_state_round_trips_through_json() -> None:
     state = RuleState(streaks={"a": 2}, next_due={"n": T0}, drift_at=T0 - timedelta(hours=1))
     assert RuleState.from_dict(state.to_dict()) == state
+
+
+def test_auto_on_a_river_champion_learns_as_often_as_incremental() -> None:
+    e = engine({"when": {"new_labels": {"at_least": 1}}, "do": {"strategy": "auto"}})
+    busy = Hygiene(last_retrain_at=T0, retrains_last_day=99)
+    assert e.evaluate(obs(rows=5), RuleState(), busy).proposal is None
+    assert e.evaluate(obs(rows=5), RuleState(), Hygiene(last_retrain_at=T0, retrains_last_day=99,
+                                                        river_champion=True)).proposal is not None
