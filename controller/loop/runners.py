@@ -75,7 +75,8 @@ def train_candidates(job: TrainingJob, loaded: LoadedPolicy, store: EventStore, 
         try:
             outcome = refresher.retrain(job.strategy, trigger=job.trigger, drift_at=job.drift_at,
                                         decision_id=job.decision_id, window=window, candidate=pool[name],
-                                        as_of=job.as_of, mark_challenger=False)
+                                        as_of=job.as_of, mark_challenger=False,
+                                        comparison=False)  # the gate logs the comparison, on the same rows
         except (RefreshError, TrainerError) as exc:
             results.append({"candidate": name, "ok": False, "error": str(exc)})
             continue
