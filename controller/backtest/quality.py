@@ -66,7 +66,7 @@ def promotion_impacts(result: BacktestResult, stream: ReplayStream, load: Callab
         old, new = decision.get("champion_version"), decision.get("challenger_version")
         if old is None or new is None or old == new:
             continue
-        start = decision["position"] + 1
+        start = decision.get("verdict_position", decision["position"]) + 1  # a held challenger is promoted later
         rows = frame.iloc[start:start + horizon]
         if rows.empty:
             continue

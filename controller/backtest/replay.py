@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from controller.actions.bootstrap import bootstrap
 from controller.actions.model_registry import open_registry
@@ -35,6 +36,9 @@ class BacktestError(DriftpilotError):
 
 def policy_for_stream(loaded: LoadedPolicy, spec: StreamSpec, workdir: Path) -> LoadedPolicy:
     """The policy with the stream's schema, and its store and MLflow store in ``workdir`` (never the real ones)."""
+    if loaded.config.task != spec.task:
+        raise BacktestError(f"{loaded.path}: a {loaded.config.task} policy cannot replay stream {spec.name!r}, which "
+                            f"is a {spec.task} stream; pick a {loaded.config.task} stream or a {spec.task} policy")
     body = loaded.config.model_dump(mode="json", by_alias=True, exclude_none=True)
     same_schema = loaded.config.feature_types == spec.features and loaded.config.target.name == spec.target
     if not same_schema:
@@ -47,9 +51,10 @@ def policy_for_stream(loaded: LoadedPolicy, spec: StreamSpec, workdir: Path) -> 
                       "artifact_location": str((workdir / "mlartifacts").resolve())}
     try:
         config = PolicyConfig.model_validate(body)
-    except ValueError as exc:
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'policy'}: {e['msg']}" for e in exc.errors())
         raise BacktestError(f"{loaded.path}: the policy does not fit stream {spec.name!r} "
-                            f"({spec.task}, features {list(spec.features)}): {exc}") from None
+                            f"({spec.task}, features {list(spec.features)}): {problems}") from None
     return loaded._replace(config=config)
 
 
@@ -138,6 +143,9 @@ def replay(loaded: LoadedPolicy, stream: ReplayStream, workdir: Path, *, bootstr
     decisions = [d.to_dict() for d in reversed(DecisionLog(store, clock).list(policy.model, limit=None))]
     for decision in decisions:
         decision["position"] = _position_at(frame, decision["created_at"])
+        # A held challenger is judged on later ticks: its verdict (and a promotion) comes at the gate's last as_of.
+        judged = (decision.get("evidence") or {}).get("gate", {}).get("as_of")
+        decision["verdict_position"] = _position_at(frame, judged) if judged else decision["position"]
     result = BacktestResult(spec=spec, policy_name=name or str(loaded.path), bootstrap_rows=bootstrap_rows,
                             served=served_frame, decisions=decisions, ticks=ticks,
                             wall_seconds=time.perf_counter() - started, controller_seconds=tick_seconds,

@@ -54,7 +54,9 @@ class BacktestResult:
 
     ``served`` has one row per prediction after the bootstrap: ``position`` (row of the stream), ``event_time``,
     ``label``, ``prediction``, ``version`` (the champion that served it), ``score`` (1/0 correctness for
-    classification, absolute error for regression). ``decisions`` are the decision log's rows (dicts, oldest first).
+    classification, absolute error for regression). ``decisions`` are the decision log's rows (dicts, oldest first)
+    plus ``position`` (the stream row at which the decision was made) and ``verdict_position`` (the row of the gate's
+    last verdict: later than ``position`` when the challenger was held for matured labels first).
     """
 
     spec: StreamSpec
