@@ -1,0 +1,198 @@
+"""Every command of the README's CLI reference runs on each example policy, and none ends in a traceback (issue 10,
+item 1): on an empty store, right after the bootstrap, with traffic, and for the user's mistakes.
+
+The example policies are used as shipped, with their relative `.driftpilot/` paths anchored in a temporary folder
+(as if run from there). The classification example bootstraps from Elec2 the way `make run` does (BOOTSTRAP_ARGS of
+the Makefile: the newer half held back as traffic); the regression example from a seeded synthetic file.
+`serve` and `run` start as real processes, polled on their health endpoint with a bounded timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from controller.cli.main import main
+from controller.clock import SystemClock
+from controller.config import load_policy
+from controller.store import EventStore, LabelRecord
+from tests.conftest import ELEC2_ZIP, EXAMPLE_CLASSIFICATION, EXAMPLE_REGRESSION, REPO
+
+pytestmark = pytest.mark.slow
+
+
+def readme_commands() -> set[str]:
+    """The commands of the README's CLI reference table (`config validate`, `report drift`, `run`, ...)."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## CLI reference"):]
+    section = section[: section.index("\n## ", 1)]
+    return {m.group(1) for m in re.finditer(r"^\| `driftpilot ([a-z]+(?: [a-z]+)?)", section, re.MULTILINE)}
+
+
+def makefile_bootstrap_args() -> list[str]:
+    match = re.search(r"^BOOTSTRAP_ARGS \?= (.*)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert match, "the Makefile defines BOOTSTRAP_ARGS for the Elec2 bootstrap of `make run`"
+    return shlex.split(match.group(1))
+
+
+def _anchored(example: Path, folder: Path) -> Path:
+    """The example policy with its relative .driftpilot/ paths under ``folder`` (nothing else changed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / example.name
+    path.write_text(example.read_text().replace(".driftpilot/", f"{folder}/.driftpilot/"))
+    return path
+
+
+def _house_prices(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    area = rng.uniform(40, 200, rows)
+    rooms = np.round(area / 30 + rng.normal(0, 0.5, rows)).clip(1)
+    district = rng.choice(["north", "south", "centre"], rows)
+    garden = rng.random(rows) < 0.4
+    year = np.where(rng.random(rows) < 0.9, rng.integers(1900, 2024, rows), np.nan)
+    price = 3000 * area + 20000 * rooms + np.where(district == "centre", 80000, 0) + 15000 * garden
+    return pd.DataFrame({"area_m2": area, "rooms": rooms, "district": district, "has_garden": garden,
+                         "year_built": year, "price": price + rng.normal(0, 20000, rows)})
+
+
+class Cli:
+    def __init__(self) -> None:
+        self.ran: set[str] = set()
+
+    def __call__(self, *args: str, expect: int | tuple[int, ...] = 0) -> str:
+        words = [a for a in args if not a.startswith("-")][:2]
+        self.ran.add(" ".join(words[:2]) if words[0] in ("config", "db", "report") else words[0])
+        result = CliRunner().invoke(main, ["--log-level", "WARNING", *args])
+        assert "Traceback" not in result.output and not (
+            result.exception and not isinstance(result.exception, SystemExit)), (
+            f"`driftpilot {' '.join(args)}` ended in a traceback:\n{result.output}")
+        codes = expect if isinstance(expect, tuple) else (expect,)
+        assert result.exit_code in codes, f"`driftpilot {' '.join(args)}` exited {result.exit_code}:\n{result.output}"
+        return result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _daemon(cli: Cli, command: str, policy: Path, folder: Path) -> None:
+    """`driftpilot serve|run` as a real process: healthy, ready, then a graceful stop on SIGTERM."""
+    cli.ran.add(command)
+    port = _free_port()
+    log = folder / f"{command}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("driftpilot")), "--log-level", "WARNING",
+                                 command, "--config", str(policy), "--port", str(port)],
+                                cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                    ready = json.loads(response.read())
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"`driftpilot {command}` did not become ready:\n{log.read_text()[-3000:]}")
+            try:
+                proc.wait(timeout=0.25)
+            except subprocess.TimeoutExpired:
+                pass
+        assert ready and "Traceback" not in log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    # `run` exits 0; `serve` is plain uvicorn, which re-raises SIGTERM after its graceful shutdown.
+    allowed = (0,) if command == "run" else (0, -signal.SIGTERM)
+    assert proc.returncode in allowed, f"`driftpilot {command}` did not stop cleanly:\n{log.read_text()[-3000:]}"
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def _lifecycle(policy: Path, folder: Path, data: Path, bootstrap_args: list[str], traffic: pd.DataFrame,
+               target: str) -> set[str]:
+    cli = Cli()
+    P = ("--config", str(policy))
+    assert "OK" in cli("config", "validate", str(policy))
+    json.loads(cli("config", "schema"))
+    cli("db", "upgrade", *P)
+    # An empty store: each command says what to do first.
+    assert "run `driftpilot bootstrap` first" in cli("report", "drift", *P, expect=1)
+    assert "no registered model" in cli("lineage", *P, expect=1)
+    cli("stats", *P)
+
+    cli("bootstrap", *P, "--data", str(data), *bootstrap_args)
+    # Right after the bootstrap: too little current traffic is said plainly.
+    assert "too little current traffic for a data-drift report" in cli("report", "drift", *P)
+
+    to_score = folder / "traffic.csv"
+    traffic.drop(columns=[target]).to_csv(to_score, index=False)
+    scored = folder / "scored.parquet"
+    cli("predict", *P, "--input", str(to_score), "--output", str(scored), "--log")
+    config = load_policy(policy, environ={}).config
+    store = EventStore.from_url(config.storage.url, SystemClock())
+    ids = pd.read_parquet(scored)["prediction_id"]
+    store.add_labels(config.model, [LabelRecord(pid, value.item() if hasattr(value, "item") else value)
+                                    for pid, value in zip(ids, traffic[target], strict=True)])
+    store.dispose()
+    stats = json.loads(cli("stats", *P))
+    assert stats["labeled"] == len(traffic)
+    report = json.loads(cli("report", "drift", *P, "--output", str(folder / "drift.html")).split("\nnote:")[0])
+    assert report["html_report"] == str(folder / "drift.html")
+
+    cli("retrain", *P, "--strategy", "stateless", expect=(0, 1))
+    cli("decisions", *P)
+    cli("status", *P)
+    cli("promote", *P, expect=(0, 1))
+    cli("rollback", *P, expect=(0, 1))
+    assert "River" in cli("learn", *P, expect=1)
+    assert "Alias history" in cli("lineage", *P)
+    json.loads(cli("lineage", *P, "--json"))
+    _daemon(cli, "serve", policy, folder)
+    _daemon(cli, "run", policy, folder)
+    return cli.ran
+
+
+def test_the_readme_lists_the_commands_this_test_runs():
+    assert readme_commands() >= {"bootstrap", "report drift", "lineage", "run", "serve"}
+
+
+@pytest.mark.skipif(not ELEC2_ZIP.is_file(), reason=f"Elec2 is not at {ELEC2_ZIP} (see ../shared/data/README.md)")
+def test_every_readme_command_runs_on_the_classification_example(tmp_path: Path):
+    policy = _anchored(EXAMPLE_CLASSIFICATION, tmp_path)
+    args = makefile_bootstrap_args()
+    # Traffic: the first held-back rows of Elec2 (the newer half that `make run` keeps out of the bootstrap).
+    from controller.actions.datafiles import read_table
+
+    traffic = read_table(ELEC2_ZIP).iloc[22656:23656].reset_index(drop=True)
+    ran = _lifecycle(policy, tmp_path, ELEC2_ZIP, args, traffic, "class")
+    assert ran >= readme_commands(), f"README commands not run: {readme_commands() - ran}"
+
+
+def test_every_readme_command_runs_on_the_regression_example(tmp_path: Path):
+    policy = _anchored(EXAMPLE_REGRESSION, tmp_path)
+    data = tmp_path / "houses.csv"
+    _house_prices(600, seed=0).to_csv(data, index=False)
+    ran = _lifecycle(policy, tmp_path, data, ["--holdback", "0.2"], _house_prices(300, seed=1), "price")
+    assert ran >= readme_commands(), f"README commands not run: {readme_commands() - ran}"
