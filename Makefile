@@ -1,13 +1,13 @@
 # The two commands of the README. Each creates .venv and installs driftpilot into it when needed.
-#   make run   - bootstrap the example model from Elec2 (first time), then run the daemon (API + decision loop) on
-#                the embedded default
-#                (SQLite event store, local SQLite MLflow store)
-#   make test  - run the test suite (needs PostgreSQL on 127.0.0.1:5432, database `test`, trust auth)
+#   make run    - `driftpilot demo`: the whole loop in about two minutes on the embedded default (SQLite event store,
+#                 local SQLite MLflow store in .driftpilot/demo): bootstrap, daemon, drifting traffic, retrain, gate
+#   make test   - run the test suite (needs PostgreSQL on 127.0.0.1:5432, database `test`, trust auth)
+#   make daemon - bootstrap the example model from Elec2 (first time), then run the daemon (API + decision loop)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 POLICY ?= config/example-classification.yaml
-# The Elec2 stream bootstraps the example model on the first `make run` (skipped when the file is absent).
+# The Elec2 stream bootstraps the example model on the first `make daemon` (skipped when the file is absent).
 DATA ?= ../shared/data/ELEC.arff.zip
 # Elec2 is half-hourly from 1996-05-07: bootstrap on its older half (event times reconstructed) and keep the newer
 # half back as traffic to replay (rows 22656..45311). Empty BOOTSTRAP_ARGS bootstraps on the whole file.
@@ -16,7 +16,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: run test install clean
+.PHONY: run daemon test install clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
+	$(VENV)/bin/driftpilot --log-level WARNING demo
+
+daemon: install
 	@if [ -n "$(DATA)" ] && [ -f "$(DATA)" ]; then \
 	  $(VENV)/bin/driftpilot --log-level WARNING bootstrap --config $(POLICY) --data $(DATA) $(BOOTSTRAP_ARGS) \
 	    --if-missing; \

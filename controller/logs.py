@@ -28,6 +28,7 @@ def configure(level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    # Alembic announces every plugin it sets up at INFO, APScheduler every job run: noise unless debugging.
-    for noisy in ("alembic", "apscheduler"):
+    # Alembic announces every plugin it sets up at INFO, APScheduler every job run, httpx every request: noise
+    # unless debugging.
+    for noisy in ("alembic", "apscheduler", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))

@@ -88,13 +88,18 @@ class Refresher(ModelJob):
         champion = self._champion()
         estimator = candidate.estimator if candidate is not None else None
         champion_last_seq = _last_seq(champion)
-        fresh = self._window(as_of, after_seq=champion_last_seq)
+        bounds = window_bounds(window or self.policy.retrain.stateless.window, as_of, drift_at)
+        # A stateless retrain on a recent window (since a drift, the last days) is held out on the newest share of
+        # that window: rows of the old concept would only dilute the comparison, and would shrink what it trains on.
+        since = bounds.since if strategy == "stateless" else None
+        fresh = self._window(as_of, after_seq=champion_last_seq, since=since)
         holdout_rows = round(fresh.rows * self.policy.retrain.holdout_fraction)
         if fresh.rows < self.policy.retrain.min_rows or holdout_rows < 1:
             raise RefreshError(
                 f"only {fresh.rows} labeled rows matured since champion version {champion.version}'s window (label "
-                f"seq > {champion_last_seq}); retrain.min_rows is {self.policy.retrain.min_rows}. Wait for more "
-                "natural labels, or lower retrain.min_rows.")
+                f"seq > {champion_last_seq}{f', arrived since {since.isoformat()}' if since else ''}); "
+                f"retrain.min_rows is {self.policy.retrain.min_rows}. Wait for more natural labels, or lower "
+                "retrain.min_rows.")
         holdout = fresh.slice(fresh.rows - holdout_rows)
         cut = int(holdout.label_seqs.iloc[0]) - 1  # training rows end just before the holdout
 
@@ -118,7 +123,6 @@ class Refresher(ModelJob):
         else:
             strategy_used = "stateless"
         if strategy_used == "stateless":
-            bounds = window_bounds(window or self.policy.retrain.stateless.window, as_of, drift_at)
             train_window = self._window(as_of, since=bounds.since, max_rows=bounds.max_rows, through_seq=cut)
             result = self._train("stateless", train_window, NO_PARENT, estimator)
 

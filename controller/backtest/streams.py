@@ -15,7 +15,8 @@ name                     task            what changes
 
 ``elec2`` replays ``../shared/data/ELEC.arff.zip`` (45,312 half-hourly rows) in its order, each label arriving with
 the next row (its natural 30-minute delay). A user file (CSV or Parquet) needs the policy's feature columns, the
-target, ``event_time`` and either ``label_time`` or a ``--label-delay``.
+target, ``event_time`` and either ``label_time`` or a ``--label-delay``; its values are checked like a bootstrap
+file's.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from controller.backtest.result import EVENT_TIME, LABEL_TIME, ReplayStream, StreamSpec
+from controller.config import PolicyConfig
 from controller.errors import DriftpilotError
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -50,8 +52,8 @@ def _segments(parts: Iterable[tuple[Iterator, int]]) -> list[tuple[dict, Any]]:
     return [row for stream, n in parts for row in itertools.islice(stream, n)]
 
 
-def _sea_abrupt(rows: int, seed: int) -> tuple[list, tuple[int, ...]]:
-    half = rows // 2
+def _sea_abrupt(rows: int, seed: int, change_at: float = 0.5) -> tuple[list, tuple[int, ...]]:
+    half = int(rows * change_at)
     return _segments([(_sea(0, seed), half), (_sea(3, seed + 1), rows - half)]), (half,)
 
 
@@ -82,10 +84,10 @@ def _hyperplane(rows: int, seed: int) -> tuple[list, tuple[int, ...]]:
     return list(itertools.islice(stream, rows)), ()
 
 
-def _agrawal(rows: int, seed: int) -> tuple[list, tuple[int, ...]]:
+def _agrawal(rows: int, seed: int, change_at: float = 0.5) -> tuple[list, tuple[int, ...]]:
     from river import datasets
 
-    half = rows // 2
+    half = int(rows * change_at)
     parts = [(iter(datasets.synth.Agrawal(classification_function=0, seed=seed, perturbation=0.05)), half),
              (iter(datasets.synth.Agrawal(classification_function=2, seed=seed + 1, perturbation=0.05)),
               rows - half)]
@@ -114,14 +116,21 @@ SCENARIOS: dict[str, tuple[Any, str, dict[str, str] | None, str]] = {
 }
 
 
-def scenario(name: str, *, rows: int = 10_000, seed: int = 0,
-             label_delay: timedelta = timedelta(minutes=10)) -> ReplayStream:
-    """A synthetic scenario (see the module docstring), one row per minute, labels ``label_delay`` later."""
+def scenario(name: str, *, rows: int = 10_000, seed: int = 0, label_delay: timedelta = timedelta(minutes=10),
+             change_at: float | None = None) -> ReplayStream:
+    """A synthetic scenario (see the module docstring), one row per minute, labels ``label_delay`` later.
+    ``change_at`` moves the change of the single-change scenarios (sea-abrupt, agrawal-abrupt): a share of ``rows``."""
     if name not in SCENARIOS:
         raise StreamError(f"unknown scenario {name!r}; scenarios: {', '.join(SCENARIOS)}, elec2, or a .csv/.parquet "
                           "file")
     builder, task, types, description = SCENARIOS[name]
-    pairs, change_points = builder(rows, seed)
+    if change_at is not None:
+        if name not in ("sea-abrupt", "agrawal-abrupt") or not 0.0 < change_at < 1.0:
+            raise StreamError(f"change_at applies to sea-abrupt and agrawal-abrupt, as a share in (0, 1); got "
+                              f"{change_at!r} for {name!r}")
+        pairs, change_points = builder(rows, seed, change_at)
+    else:
+        pairs, change_points = builder(rows, seed)
     frame = pd.DataFrame([x for x, _ in pairs])
     frame.columns = [f"x{c}" if isinstance(c, int) else str(c) for c in frame.columns]
     features = types or {c: "numeric" for c in frame.columns}
@@ -164,33 +173,43 @@ def elec2(path: Path = ELEC2, *, rows: int | None = None) -> ReplayStream:
     return ReplayStream(spec, frame)
 
 
-def from_file(path: Path, *, features: dict[str, str], target: str, task: str,
-              classes: tuple | None = None, label_delay: timedelta | None = None) -> ReplayStream:
-    """A user's CSV/Parquet file: the policy's feature columns, the target, ``event_time`` and ``label_time`` (or a
-    fixed ``label_delay``)."""
-    from controller.actions.datafiles import read_table
+def from_file(path: Path, policy: PolicyConfig, *, label_delay: timedelta | None = None) -> ReplayStream:
+    """A user's CSV/Parquet file under ``policy``: the policy's feature columns and target (typed and checked as
+    ``driftpilot bootstrap`` checks them), ``event_time`` (when each prediction was made) and ``label_time`` (when its
+    label arrived) or a fixed ``label_delay``. Rows are replayed in event-time order. A file that cannot be used
+    raises :class:`~controller.actions.datafiles.DataFileError` naming the file, the column and the row."""
+    from controller.actions.datafiles import (
+        DataFileError,
+        features_from_table,
+        read_table,
+        target_from_table,
+        times_from_column,
+    )
 
-    frame = read_table(path)
-    needed = [*features, target, EVENT_TIME]
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise StreamError(f"{path}: missing column(s) {missing}; a replay file needs the policy's features, the "
-                          f"target {target!r}, {EVENT_TIME!r} and {LABEL_TIME!r} (or --label-delay)")
-    frame[EVENT_TIME] = pd.to_datetime(frame[EVENT_TIME], utc=True)
-    if LABEL_TIME in frame.columns:
-        frame[LABEL_TIME] = pd.to_datetime(frame[LABEL_TIME], utc=True)
-    elif label_delay is not None:
-        frame[LABEL_TIME] = frame[EVENT_TIME] + label_delay
+    source = str(path)
+    table = read_table(path).reset_index(drop=True)
+    needs = (f"a replay file needs the policy's features {list(policy.features)}, the target "
+             f"{policy.target.name!r}, {EVENT_TIME!r} (when each prediction was made) and {LABEL_TIME!r} (when its "
+             "label arrived, or pass --label-delay)")
+    if EVENT_TIME not in table.columns:
+        raise DataFileError(f"{source}: no {EVENT_TIME!r} column; {needs}")
+    if LABEL_TIME not in table.columns and label_delay is None:
+        raise DataFileError(f"{source}: no {LABEL_TIME!r} column; add one (when each label arrived) or pass "
+                            "--label-delay (e.g. 30m)")
+    frame = features_from_table(table, policy, source, extra_columns=(EVENT_TIME, LABEL_TIME))
+    frame[policy.target.name] = target_from_table(table, policy, source).to_numpy()
+    frame[EVENT_TIME] = times_from_column(table[EVENT_TIME], f"{source}: column {EVENT_TIME!r}")
+    if LABEL_TIME in table.columns:
+        frame[LABEL_TIME] = times_from_column(table[LABEL_TIME], f"{source}: column {LABEL_TIME!r}")
     else:
-        raise StreamError(f"{path}: no {LABEL_TIME!r} column; add one (when each label arrived) or pass "
-                          "--label-delay (e.g. 30m)")
+        frame[LABEL_TIME] = frame[EVENT_TIME] + label_delay
+    early = (frame[LABEL_TIME] < frame[EVENT_TIME]).to_numpy()
+    if early.any():
+        row = int(early.argmax())
+        raise DataFileError(f"{source}: row {row} has its label_time {frame[LABEL_TIME][row].isoformat()} before its "
+                            f"event_time {frame[EVENT_TIME][row].isoformat()}; a label arrives after its prediction")
     frame = frame.sort_values(EVENT_TIME, kind="stable").reset_index(drop=True)
-    for column, kind in features.items():
-        if kind == "categorical":
-            frame[column] = frame[column].astype(str)
-    spec = StreamSpec(name=path.stem, task=task, features=dict(features), target=target, classes=classes,
-                      description=f"replay of {path.name}")
-    try:
-        return ReplayStream(spec, frame)
-    except ValueError as exc:
-        raise StreamError(f"{path}: {exc}") from None
+    classes = policy.target.classes
+    spec = StreamSpec(name=path.stem, task=policy.task, features=policy.feature_types, target=policy.target.name,
+                      classes=tuple(classes) if classes else None, description=f"replay of {path.name}")
+    return ReplayStream(spec, frame)

@@ -408,3 +408,5 @@ def _bad_input_file() -> Iterator[None]:
         click.echo(f"error: unexpected {type(exc).__name__}{': ' + reason if reason else ''}; this is a bug, please "
                    "report it (rerun with --log-level DEBUG for the traceback)", err=True)
         sys.exit(1)
+import controller.cli.backtest_commands  # noqa: F401 - registers `driftpilot backtest` on `main`
+from controller.cli import demo  # noqa: F401

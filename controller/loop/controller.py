@@ -221,8 +221,7 @@ class Controller(ModelJob):
                report: TickReport) -> bool:
         """Wait until enough rows of the new concept can train (the newest rows are the holdout)."""
         post, _ = self.store.labeled_count(self.policy.model, now, since=datetime.fromisoformat(drift_at))
-        holdout = round(state.unlearned * self.policy.retrain.holdout_fraction)
-        trainable = post - holdout
+        trainable = post - round(post * self.policy.retrain.holdout_fraction)  # the newest share is the holdout
         if trainable >= self.policy.loop.min_matured_rows:
             return False
         if state.deferred is None:
