@@ -60,6 +60,7 @@ from lineage.runs import (
     holdout_dataset_name,
     params_text,
     side_experiment,
+    ui_link,
     with_comparison,
 )
 
@@ -695,8 +696,8 @@ class ModelRegistry:
                             PARENT_RUN_TAG: parent,
                             VERSION_TAG: str(mv.version),
                             TAG_PREFIX + "role": role,
-                            NOTE_TAG: f"[Version {mv.version}](#/models/{quote(name, safe='')}/versions/"
-                            f"{mv.version}) as {role}, scored on the {holdout_rows:,} held-out rows "
+                            NOTE_TAG: f"[Version {mv.version}]({_version_link(name, mv.version)}) as {role}, "
+                            f"scored on the {holdout_rows:,} held-out rows "
                             f"`{holdout_fingerprint[:12]}` of comparison {comparison_id}.",
                         },
                     ).info.run_id
@@ -981,13 +982,12 @@ def _window_dataset(record: LineageRecord, features: pd.DataFrame, labels: pd.Se
 
 
 def _describe(name: str, record: LineageRecord, experiment_id: str, run_id: str) -> str:
-    model = quote(name, safe="")
     if record.parent_version is None:
         origin = f"**{record.strategy}** (no parent)"
     else:
         origin = (
             f"**{record.strategy}** from parent [version {record.parent_version}]"
-            f"(#/models/{model}/versions/{record.parent_version})"
+            f"({_version_link(name, record.parent_version)})"
         )
     holdout_rows = record.extra.get("holdout_rows")
     own = ", ".join(f"{k} {v:.4f}" for k, v in sorted(record.holdout_metrics.items())) or "none"
@@ -1003,7 +1003,7 @@ def _describe(name: str, record: LineageRecord, experiment_id: str, run_id: str)
     return "\n\n".join(
         [
             f"{origin} · trigger `{record.trigger}` · chain depth {record.chain_depth}",
-            f"Training run: [{run_id}](#/experiments/{experiment_id}/runs/{run_id})",
+            f"Training run: [{run_id}]({ui_link(f'experiments/{experiment_id}/runs/{run_id}')})",
             (
                 f"Data window: {record.window_rows:,} rows · {events} · labels arrived {arrival} "
                 f"({_span(record.window_end - record.window_start)}) · fingerprint `{record.window_fingerprint[:12]}`"
@@ -1016,6 +1016,10 @@ def _describe(name: str, record: LineageRecord, experiment_id: str, run_id: str)
             ),
         ]
     )
+
+
+def _version_link(name: str, version: str | int) -> str:
+    return ui_link(f"models/{quote(name, safe='')}/versions/{version}")
 
 
 def _span(delta: timedelta) -> str:

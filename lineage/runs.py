@@ -57,6 +57,14 @@ COMPARISON_KIND = "comparison"
 #: Newest comparisons listed in a version's description; older ones stay findable in the comparisons experiment.
 MAX_LISTED_COMPARISONS = 10
 COMPARISONS_HEADING = "**Comparisons** (both models scored on the same held-out rows):"
+#: MLflow 3.17's UI picks its sidebar from a GenAI / Model training switch (default GenAI), not from the experiment's
+#: kind; a link carrying this query opens the model-training view.
+UI_QUERY = "?workflowType=machine_learning"
+
+
+def ui_link(path: str) -> str:
+    """A link inside the MLflow UI (hash route), e.g. ``ui_link("models/fraud/versions/3")``."""
+    return f"#/{path}{UI_QUERY}"
 
 
 def experiment_kind_tags() -> dict[str, str]:
@@ -235,8 +243,9 @@ def comparison_note(
     model = _quote(name)
     lines = [
         (
-            f"Challenger [version {challenger_version}](#/models/{model}/versions/{challenger_version}) vs champion "
-            f"[version {champion_version}](#/models/{model}/versions/{champion_version}) (the champion at the time), "
+            f"Challenger [version {challenger_version}]({ui_link(f'models/{model}/versions/{challenger_version}')}) vs "
+            f"champion [version {champion_version}]({ui_link(f'models/{model}/versions/{champion_version}')}) (the "
+            "champion at the time), "
             f"both scored on the same {holdout_rows:,} held-out rows (fingerprint `{holdout_fingerprint[:12]}`)."
         ),
         "",
@@ -276,7 +285,8 @@ def comparison_entry(
     scores = ", ".join(f"{k} {_num(own[k])} vs {_num(other[k])}" for k in shared) or "no shared metric"
     tail = f" · verdict {verdict}" if verdict else ""
     return (
-        f"- {when:%Y-%m-%d %H:%M} [as {role} {against}](#/experiments/{experiment_id}/runs/{run_id}): {scores} on "
+        f"- {when:%Y-%m-%d %H:%M} [as {role} {against}]({ui_link(f'experiments/{experiment_id}/runs/{run_id}')}): "
+        f"{scores} on "
         f"{holdout_rows:,} rows `{holdout_fingerprint[:12]}`{tail}"
     )
 

@@ -33,6 +33,7 @@ from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
 from controller.store import EventStore
 from lineage import ModelRegistry, VersionInfo
+from lineage.runs import ui_link
 from monitors import LastDuration, Monitors, build_monitors
 from monitors.data_drift import NoReportYet
 
@@ -252,7 +253,8 @@ def _str(path: Path | None) -> str | None:
 def _note(name: str, version: str, verdicts: dict[str, str], drifted: list[str], report: MonitorReport) -> str:
     from urllib.parse import quote
 
-    link = f"[version {version}](#/models/{quote(name, safe='')}/versions/{version})"
+    model = quote(name, safe="")
+    link = f"[version {version}]({ui_link(f'models/{model}/versions/{version}')})"
     lines = [(f"Drift check of champion {link} as of {report.as_of.isoformat(timespec='seconds')}: "
               f"{report.current_rows} current rows vs {report.reference_rows} rows of its training window."),
              "", "| monitor | verdict |", "|---|---|"]

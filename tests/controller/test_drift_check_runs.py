@@ -60,7 +60,7 @@ def test_a_drift_run_logs_every_feature_score_each_verdict_and_the_judged_champi
     assert tags["driftpilot.performance"] == result.performance.verdict
     assert tags["driftpilot.champion"] == "1" and tags["driftpilot.drifted_features"] == "x1"
     name = loaded.config.registered_model
-    assert f"[version 1](#/models/{name}/versions/1)" in tags["mlflow.note.content"]
+    assert f"[version 1](#/models/{name}/versions/1?workflowType=machine_learning)" in tags["mlflow.note.content"]
     # The judged champion is the run's model input: the run page links its logged model.
     client = MlflowClient(tracking_uri=registry.tracking_uri)
     model_id = client.get_model_version(name, "1").source.removeprefix("models:/")

@@ -220,7 +220,7 @@ def test_the_lifecycle_as_the_mlflow_ui_shows_it(server: str, tmp_path: Path, mo
     assert set(_metrics(by_version["1"])) == set(_metrics(by_version["2"])) >= {"accuracy"}
     assert _metrics(by_version["1"])["accuracy"] == metrics["champion.accuracy"]
     assert _metrics(by_version["2"])["accuracy"] == metrics["challenger.accuracy"]
-    assert f"/runs/{parent['info']['run_id']})" in v2["description"]
+    assert f"/runs/{parent['info']['run_id']}?workflowType=machine_learning)" in v2["description"]
 
     # The alias history: one decision run per promote / rollback, oldest first; it matches `driftpilot lineage`.
     events = rest.runs(experiments["/decisions"],

@@ -90,7 +90,7 @@ def test_a_comparison_is_one_evaluation_run_with_both_models_under_the_same_keys
         assert [m.model_id for m in client.get_run(child.info.run_id).inputs.model_inputs] == [model_id]
 
     # Both versions link the run; the challenger's says which champion it was compared with at the time.
-    link = f"(#/experiments/{experiment.experiment_id}/runs/{run_id})"
+    link = f"(#/experiments/{experiment.experiment_id}/runs/{run_id}?workflowType=machine_learning)"
     v1, v2 = registry.get(name, 1).description, registry.get(name, 2).description
     assert f"[as champion vs challenger v2]{link}: accuracy 0.6440 vs 0.8140" in v1
     assert f"[as challenger vs champion v1 at the time]{link}: accuracy 0.8140 vs 0.6440, log_loss 0.4200 vs 0.6100 on 1,080 rows" in v2

@@ -133,7 +133,7 @@ def test_lineage_tags_round_trip_and_the_description_links_the_parent(
     }
     assert fetched.tags["driftpilot.parent_version"] == "1"
     assert fetched.tags["driftpilot.chain_depth"] == "1"
-    assert f"[version 1](#/models/{name}/versions/1)" in fetched.description
+    assert f"[version 1](#/models/{name}/versions/1?workflowType=machine_learning)" in fetched.description
     assert f"#/experiments/{registry.experiment_id}/runs/{info.run_id}" in fetched.description
     assert "Holdout: accuracy 0.8125, log_loss 0.3000 · champion v1 at the time, on the same rows: accuracy 0.7500" in (
         fetched.description
