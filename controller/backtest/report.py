@@ -536,7 +536,7 @@ def headline_metrics(summary: dict[str, Any]) -> dict[str, float | None]:
         "retrains": summary["retrains"]["total"], "promotions": summary["promotions"],
         "rejected": summary["rejected"], "held": summary["held"], "rollbacks": summary["rollbacks"],
         "harmful_promotions": harm["count"] if harm["checked"] else None,
-        "change_points_detected": len(delays),
+        "change_points_detected": len(delays) if summary["stream"]["change_points"] else None,
         "mean_detection_delay_rows": float(np.mean(delays)) if delays else None,
         "ticks": summary["compute"]["ticks"], "wall_seconds": summary["compute"]["wall_seconds"],
         "controller_seconds": summary["compute"]["controller_seconds"],
