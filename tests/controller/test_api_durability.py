@@ -2,16 +2,18 @@
 PostgreSQL, killed with SIGKILL while a client streams batches.
 
 The client sends prediction and label batches back to back, with ids that name the batch, and records which ones
-were acknowledged (a 200). A killer thread sends SIGKILL as soon as a set number of batches is acknowledged, so the
-kill lands while the next batch is in flight. After a restart of the server: every acknowledged event is there
-(counted per batch through the store and in total through ``/stats``), and every batch is stored whole or not at
-all. The restarted server takes writes again.
+were acknowledged (a 200). Once a set number of batches is acknowledged, a killer thread watches the database for the
+server's open write transaction (SQLite: the write lock is taken; PostgreSQL: a server backend holds a transaction id)
+and sends SIGKILL at that moment, so the kill lands inside a transaction. After a restart of the server: every
+acknowledged event is there (counted per batch through the store and in total through ``/stats``), and every batch is
+stored whole or not at all. The restarted server takes writes again.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from controller.clock import SystemClock
 from controller.store import EventStore
@@ -87,14 +90,51 @@ class Stream:
     sent: list[tuple[str, list[str]]] = field(default_factory=list)     # (kind, ids) per attempted batch
     acked: list[tuple[str, list[str]]] = field(default_factory=list)
     failure: str | None = None
+    mid_transaction: bool = False  # the kill landed while the server's write transaction was open
 
 
-def stream_until_killed(server: Server, model: str, killed: threading.Event) -> Stream:
+class WriteProbe:
+    """Whether another connection has a write transaction open on the store's database, seen from outside."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite"):
+            self.sqlite = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0, isolation_level=None,
+                                          check_same_thread=False)
+        else:
+            self.engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+
+    def writing(self) -> bool:
+        if self.url.startswith("sqlite"):
+            try:
+                self.sqlite.execute("BEGIN IMMEDIATE")  # refused at once while the server holds the write lock
+            except sqlite3.OperationalError:
+                return True
+            self.sqlite.execute("ROLLBACK")
+            return False
+        with self.engine.connect() as conn:
+            return bool(conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL")).scalar_one())
+
+    def close(self) -> None:
+        if self.url.startswith("sqlite"):
+            self.sqlite.close()
+        else:
+            self.engine.dispose()
+
+
+def stream_until_killed(server: Server, model: str, probe: WriteProbe, killed: threading.Event) -> Stream:
     """Prediction batches, each followed by a label batch for half of its ids, until the connection fails."""
     stream, acked = Stream(), threading.Event()
 
     def killer() -> None:
         acked.wait(timeout=120)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # a bounded poll on the real database
+            if probe.writing():
+                stream.mid_transaction = True
+                break
         server.kill()
         killed.set()
 
@@ -153,9 +193,13 @@ def test_sigkill_while_streaming_loses_no_acknowledged_event_and_half_stores_no_
     server = Server(policy, tmp_path)
     try:
         server.wait_ready()
-        killed = threading.Event()
-        stream = stream_until_killed(server, model_name, killed)
-        assert stream.failure is not None and killed.wait(timeout=60), "the stream ended without the kill"
+        killed, probe = threading.Event(), WriteProbe(url)
+        try:
+            stream = stream_until_killed(server, model_name, probe, killed)
+            assert stream.failure is not None and killed.wait(timeout=90), "the stream ended without the kill"
+        finally:
+            probe.close()
+        assert stream.mid_transaction, "the write transaction was never seen open; the kill did not land inside one"
         assert len(stream.acked) >= KILL_AFTER
     finally:
         server.kill()
@@ -181,8 +225,8 @@ def test_sigkill_while_streaming_loses_no_acknowledged_event_and_half_stores_no_
         assert stats["predictions"] == expected_predictions
         assert stats["labeled"] == expected_labels
         print(f"{url.split(':')[0]}: {len(stream.acked)} batches acknowledged ({acked_predictions} predictions, "
-              f"{acked_labels} labels) before SIGKILL; the {in_flight[0]} batch in flight was "
-              f"{'stored whole' if in_flight_stored else 'not stored'}; 0 acknowledged events lost")
+              f"{acked_labels} labels), then SIGKILL inside the write transaction of a {in_flight[0]} batch, which "
+              f"was {'stored whole' if in_flight_stored else 'not stored'}; 0 acknowledged events lost")
         # The restarted server takes writes again.
         again = httpx.post(f"{restarted.url}/v1/models/{model_name}/predictions", timeout=10,
                            json={"items": [{"prediction_id": "after-restart", "features": {"x1": 1.0},
