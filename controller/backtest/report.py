@@ -407,6 +407,14 @@ def rolling_window(served_rows: int) -> int:
 
 def plot(result: BacktestResult, path: Path, *, window: int | None = None) -> Path:
     """The rolling prequential metric over stream position; change points, decisions and the champion (PNG)."""
+    fig = figure(result, window=window)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def figure(result: BacktestResult, *, window: int | None = None) -> Any:
+    """The plot as a matplotlib Figure (Agg canvas, no pyplot state): the metric panel above the champion panel."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -465,8 +473,8 @@ def plot(result: BacktestResult, path: Path, *, window: int | None = None) -> Pa
         if kind is None:
             continue
         marker, colour, _ = VERDICT_STYLE[kind]
-        top.scatter([at], [value_at(at)], marker=marker, color=colour, s=70, zorder=5, edgecolors="black",
-                    linewidths=0.6)
+        top.scatter([at], [value_at(at)], marker=marker, color=colour, s=70, zorder=5,
+                    edgecolors="black" if marker != "x" else None, linewidths=0.6 if marker != "x" else 2.0)
         seen.add(kind)
     handles += [Line2D([], [], marker=VERDICT_STYLE[k][0], color=VERDICT_STYLE[k][1], markeredgecolor="black",
                        markeredgewidth=0.5, linestyle="none", markersize=8, label=VERDICT_STYLE[k][2])
@@ -499,9 +507,7 @@ def plot(result: BacktestResult, path: Path, *, window: int | None = None) -> Pa
     bottom.set_xlabel("stream row")
     bottom.grid(True, axis="x", alpha=0.3)
     bottom.set_xlim(0, int(positions[-1]) + 1 if len(positions) else result.bootstrap_rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return fig
 
 
 def _plural(n: int, word: str) -> str:
