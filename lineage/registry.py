@@ -81,6 +81,13 @@ STALE_ALIAS_TAGS = tuple(
     for t in ("promoted_at", "promoted_from", "rolled_back_at", "rolled_back_from", "rolled_back_to")
 )
 _NOTE_TAG = NOTE_TAG  # the run's description in the MLflow UI
+MODEL_DESCRIPTION = (
+    "Managed by driftpilot. Each version's description names its parent, strategy, trigger and data window (event "
+    "time and label arrival), links its training run and every comparison it took part in; its tags are a short "
+    "summary (the full lineage record is `driftpilot-lineage.json` in the training run). The experiment "
+    "`<experiment>/comparisons` scores champion and challenger on the same held-out rows; "
+    "`<experiment>/decisions` holds drift checks and the alias history (every promote and rollback)."
+)
 _EXAMPLE_ROWS = 5
 # MLflow hints that integer columns cannot hold missing values; class labels and counts are integers on purpose.
 _INTEGER_HINT = "Hint: Inferred schema contains integer column"
@@ -325,7 +332,7 @@ class ModelRegistry:
                 client.create_registered_model(
                     name,
                     tags={KIND_TAG: "driftpilot"},
-                    description="Managed by driftpilot: versions carry lineage tags.",
+                    description=MODEL_DESCRIPTION,
                 )
             except MlflowException as again:
                 if again.error_code != "RESOURCE_ALREADY_EXISTS":
