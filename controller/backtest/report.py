@@ -400,6 +400,9 @@ VERDICT_STYLE = {  # marker, colour, legend label
 }
 
 
+DETECTION_COLOUR = "#e08214"
+
+
 def rolling_window(served_rows: int) -> int:
     """Rows of the rolling mean in the plot: a 25th of the served stream, between 20 and 500."""
     return int(min(500, max(20, served_rows // 25)))
@@ -442,6 +445,12 @@ def figure(result: BacktestResult, *, window: int | None = None) -> Any:
             ax.axvline(point, color="#000000", linestyle="--", linewidth=1.0, alpha=0.7)
     if result.spec.change_points:
         handles.append(Line2D([], [], color="#000000", linestyle="--", linewidth=1.0, label="known change point"))
+    if result.detections:
+        # A rug along the bottom of the metric panel: the ticks whose concept-drift detector fired.
+        top.plot(result.detections, [0.03] * len(result.detections), linestyle="none", marker="|", markersize=12,
+                 markeredgewidth=2, color=DETECTION_COLOUR, transform=top.get_xaxis_transform(), zorder=4)
+        handles.append(Line2D([], [], linestyle="none", marker="|", markersize=10, markeredgewidth=2,
+                              color=DETECTION_COLOUR, label="concept drift detected"))
 
     def value_at(position: int) -> float:
         i = int(np.searchsorted(positions, position, side="right")) - 1
@@ -479,7 +488,7 @@ def figure(result: BacktestResult, *, window: int | None = None) -> Any:
     handles += [Line2D([], [], marker=VERDICT_STYLE[k][0], color=VERDICT_STYLE[k][1], markeredgecolor="black",
                        markeredgewidth=0.5, linestyle="none", markersize=8, label=VERDICT_STYLE[k][2])
                 for k in VERDICT_STYLE if k in seen]
-    fig.legend(handles=handles, loc="outside lower center", fontsize=8, ncol=min(7, len(handles)), frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", fontsize=8, ncol=min(8, len(handles)), frameon=False)
     top.set_ylabel(f"prequential {name}\n({better})")
     top.grid(True, alpha=0.3)
     rollbacks = sum(d["action"] == "rollback" and d["status"] == "done" for d in result.decisions)

@@ -247,10 +247,14 @@ def test_the_plot_marks_rollbacks_holds_and_both_change_points(tmp_path: Path) -
     assert _pixels_near(image, "#7b3294") > 50   # the rollback marker
     assert _pixels_near(image, "#fdae61") > 50   # the held challengers
     assert _pixels_near(image, "#1a9850") > 50   # the promotion after the hold
+    assert _pixels_near(image, "#e08214") > 50   # the concept-drift detections
     # Nothing of a decision's colour is drawn without decisions.
     result.decisions = []
     bare = imread(plot(result, tmp_path / "bare.png"))
     assert all(_pixels_near(bare, c) == 0 for c in ("#7b3294", "#fdae61", "#1a9850", "#d73027"))
+    result.detections = []
+    bare = imread(plot(result, tmp_path / "bare.png"))
+    assert _pixels_near(bare, "#e08214") == 0
 
 
 def test_the_champion_panel_steps_through_the_versions_that_served() -> None:
