@@ -28,6 +28,7 @@ def decisions_listed(page: str) -> int:
     return len(re.findall(r"^\| [\d,]+", section, re.MULTILINE))
 
 
+@pytest.mark.slow  # a real replay, ~5-15 s
 def test_a_scenario_is_replayed_into_a_report_without_touching_the_policys_stores(tmp_path: Path) -> None:
     policy = write_policy(tmp_path / "policy")
     out = tmp_path / "out"
@@ -53,6 +54,7 @@ def test_a_scenario_is_replayed_into_a_report_without_touching_the_policys_store
     assert sorted(p.name for p in (tmp_path / "policy").iterdir()) == ["bt-model.yaml"]
 
 
+@pytest.mark.slow  # a real replay, ~5-15 s
 def test_a_user_csv_is_replayed_and_logged_to_the_policys_mlflow(tmp_path: Path) -> None:
     policy = write_policy(tmp_path / "policy")
     data = tmp_path / "traffic.csv"

@@ -49,6 +49,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory):
     return loaded, stream, result, summary, folder
 
 
+@pytest.mark.slow  # one real replay (module fixture), ~5-15 s
 def test_the_summary_numbers_match_the_replay(replayed) -> None:
     _, stream, result, summary, _ = replayed
     served = result.served
@@ -94,6 +95,7 @@ def test_the_summary_numbers_match_the_replay(replayed) -> None:
     assert 0 < compute["controller_seconds"] <= compute["wall_seconds"]
 
 
+@pytest.mark.slow  # one real replay (module fixture), ~5-15 s
 def test_harmful_promotions_are_judged_on_the_rows_after_each_promotion(replayed) -> None:
     _, _, result, summary, _ = replayed
     harm = summary["harmful_promotions"]
@@ -112,6 +114,7 @@ def test_harmful_promotions_are_judged_on_the_rows_after_each_promotion(replayed
             assert p["new_score"] == pytest.approx(after["score"].mean())
 
 
+@pytest.mark.slow  # one real replay (module fixture), ~5-15 s
 def test_the_markdown_page_has_every_section_with_the_counts(replayed) -> None:
     _, _, result, summary, _ = replayed
     page = markdown(summary)
@@ -140,6 +143,7 @@ def _pixels_near(image: np.ndarray, colour: str, tolerance: float = 0.03) -> int
     return int((np.abs(image[..., :3] - rgb).max(axis=-1) < tolerance).sum())
 
 
+@pytest.mark.slow  # one real replay (module fixture), ~5-15 s
 def test_write_report_writes_the_page_a_readable_plot_and_every_decision(replayed) -> None:
     _, _, result, summary, folder = replayed
     files = write_report(result, summary, folder / "out")
