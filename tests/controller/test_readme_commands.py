@@ -36,11 +36,13 @@ pytestmark = pytest.mark.slow
 
 
 def readme_commands() -> set[str]:
-    """The commands of the README's CLI reference table (`config validate`, `report drift`, `run`, ...)."""
+    """The commands of the README's CLI reference table that work on a policy (`config validate`, `report drift`,
+    `run`, ...; not `demo`, which brings its own policy and stream and has its own test)."""
     text = (REPO / "README.md").read_text()
     section = text[text.index("## CLI reference"):]
     section = section[: section.index("\n## ", 1)]
-    return {m.group(1) for m in re.finditer(r"^\| `driftpilot ([a-z]+(?: [a-z]+)?)", section, re.MULTILINE)}
+    rows = re.finditer(r"^\| `driftpilot ([a-z]+(?: [a-z]+)?)([^`]*)`", section, re.MULTILINE)
+    return {m.group(1) for m in rows if "FILE" in m.group(2) or m.group(1) == "config schema"}
 
 
 def makefile_bootstrap_args() -> list[str]:
@@ -169,13 +171,17 @@ def _lifecycle(policy: Path, folder: Path, data: Path, bootstrap_args: list[str]
     assert "River" in cli("learn", *P, expect=1)
     assert "Alias history" in cli("lineage", *P)
     json.loads(cli("lineage", *P, "--json"))
+    stream = "elec2" if config.task == "classification" else "friedman-gradual"
+    cli("backtest", *P, "--stream", stream, "--rows", "800", "--tick-every", "100", "--out", str(folder / "bt"))
     _daemon(cli, "serve", policy, folder)
     _daemon(cli, "run", policy, folder)
     return cli.ran
 
 
 def test_the_readme_lists_the_commands_this_test_runs():
-    assert readme_commands() >= {"bootstrap", "report drift", "lineage", "run", "serve"}
+    assert readme_commands() >= {"config validate", "config schema", "bootstrap", "report drift", "lineage", "run",
+                                 "serve", "backtest"}
+    assert "demo" not in readme_commands()
 
 
 @pytest.mark.skipif(not ELEC2_ZIP.is_file(), reason=f"Elec2 is not at {ELEC2_ZIP} (see ../shared/data/README.md)")
