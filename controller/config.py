@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controller.errors import ConfigError
+from controller.features.config import FeatureViewsConfig
 from controller.loop.config import AutoConfig, LoopConfig, PoolConfig, ProbationConfig, Rule
 from controller.loop.gate import GateConfig
 from monitors import MonitorsConfig
@@ -177,6 +178,9 @@ class PolicyConfig(_Strict):
                                         description="More estimators that compete as challengers (the `estimator` "
                                                     "is the pool member named default).")
     pool: PoolConfig = Field(default_factory=PoolConfig, description="Cost bound of the candidate pool.")
+    feature_views: FeatureViewsConfig = Field(
+        default_factory=FeatureViewsConfig,
+        description="Batch and near-real-time features /predict looks up by entity key (see controller/features).")
 
     @field_validator("features")
     @classmethod
@@ -194,6 +198,11 @@ class PolicyConfig(_Strict):
 
         build_monitors(self.monitors, task=self.task, feature_types=self.feature_types,
                        classes=self.target.classes)
+        return self
+
+    @model_validator(mode="after")
+    def _feature_views_fit(self) -> PolicyConfig:
+        self.feature_views.check_against(self.feature_types)
         return self
 
     @model_validator(mode="after")
