@@ -49,6 +49,7 @@ from trainers import NotFineTunableError, RiverModel, SinceDrift, fine_tune_meth
 log = logging.getLogger("driftpilot.loop")
 
 DAY = timedelta(days=1)
+STATE_HEARTBEAT = timedelta(minutes=1)
 
 
 @dataclass
@@ -124,16 +125,20 @@ class Controller(ModelJob):
         if state.retry_at is not None and now < state.retry_at:
             report.skipped = f"backing off after {state.failures} failed tick(s) until {state.retry_at.isoformat()}"
             return report
+        before, last_saved = state.content(), state.last_tick
         try:
             self._tick(now, state, report)
             state.failures, state.retry_at, state.last_error = 0, None, None
         except Exception as exc:  # noqa: BLE001 - recorded as a failed decision, retried with backoff
             self._failed_tick(now, state, report, exc)
         state.last_tick = now
-        try:
-            save_state(self.store, self.policy.model, state)
-        except Exception as exc:  # noqa: BLE001
-            report.error = report.error or f"could not save the loop state: {exc}"
+        # An idle tick changes nothing but the time: it is written at most once a minute (an fsync per tick and per
+        # model was a quarter of an idle round of 100 models; docs/benchmarks-controller.md).
+        if state.content() != before or last_saved is None or now - last_saved >= STATE_HEARTBEAT:
+            try:
+                save_state(self.store, self.policy.model, state)
+            except Exception as exc:  # noqa: BLE001
+                report.error = report.error or f"could not save the loop state: {exc}"
         return report
 
     def _tick(self, now: datetime, state: LoopState, report: TickReport) -> None:

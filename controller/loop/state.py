@@ -49,6 +49,13 @@ class LoopState:
     last_tick: datetime | None = None
     signals: dict[str, Any] = field(default_factory=dict)   # the newest signal of each monitor, as JSON
 
+    def content(self) -> bytes:
+        """The state without its ``last_tick``: equal before and after a tick that changed nothing."""
+        body = asdict(self)
+        body["rules"] = self.rules.to_dict()
+        body["last_tick"] = None
+        return json.dumps(body, default=_encode, sort_keys=True).encode()
+
     def to_json(self) -> bytes:
         body = asdict(self)
         body["rules"] = self.rules.to_dict()
