@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,8 +29,10 @@ from prometheus_client import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from controller.api.ingest import Ingestor, LabelBatch, PredictionBatch, PredictRequest, PredictRow
+from controller.api.ingest import EventBatch, Ingestor, LabelBatch, PredictionBatch, PredictRequest
 from controller.api.responses import (
+    ErrorBody,
+    EventsAccepted,
     HealthBody,
     LabelsAccepted,
     NotReadyBody,
@@ -52,6 +54,8 @@ from controller.errors import (
     StoreUnavailable,
     UnknownModel,
 )
+from controller.features.events import EventIngress
+from controller.features.lookup import FeatureServing, NoFeatureViews
 from controller.store import EventStore, PredictionRecord
 
 log = logging.getLogger("driftpilot.api")
@@ -68,6 +72,9 @@ class ModelRuntime:
     ingestor: Ingestor
     champion: ChampionHolder
     token: str | None = None
+    # Feature views: the lookup/join of /predict (a null object without views) and the raw-event stream, if any.
+    features: FeatureServing = field(default_factory=NoFeatureViews)
+    events: Any = None
 
     @property
     def name(self) -> str:
@@ -103,6 +110,7 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
     )
     app.state.runtimes = runtimes
     app.state.metrics = metrics
+    ingress = _event_ingress(runtimes, clock)
     app.add_middleware(Admission, runtimes=runtimes, metrics=metrics)
     app.add_middleware(RequestLatency, histogram=metrics.latency)
 
@@ -199,33 +207,66 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
         request.state.batch_size = len(items)
         if denied := too_many(rt, "prediction", len(items)):
             return denied
+        # Batch and near-real-time features looked up by entity key and joined (as sent without feature views).
+        vectors, joined, join_problems = rt.features.join(items)
+        refused = {p.index for p in join_problems}
         problems = check_unique_ids([item.prediction_id for item in items])
         for index, item in enumerate(items):
             if item.prediction_id is not None:
                 problems += check_prediction_id(index, item.prediction_id)
-            problems += check_features(rt.policy.config, index, item.features)
+            if index not in refused:
+                problems += check_features(rt.policy.config, index, vectors[index])
+        problems += join_problems
         if problems:
             raise InvalidBatch(problems)
         served = rt.champion.current  # one snapshot for the whole request
-        result = _score(served, items, rt.policy.config.feature_types)
+        result = _score(served, vectors, rt.policy.config.feature_types)
         records = [
-            # event_time None: stamped by the store's clock, so a retry of the same request is a no-op.
-            PredictionRecord(features=item.features, event_time=None, prediction=value,
+            # event_time None: stamped by the store's clock, so a retry of the same request is a no-op. The vector
+            # logged is the one served (request-time + joined features), so windows of logged rows are point-in-time.
+            PredictionRecord(features=vector, event_time=None, prediction=value,
                              scores=result.scores[i] if result.scores is not None else None,
                              prediction_id=item.prediction_id, model_version=served.version, source="served")
-            for i, (item, value) in enumerate(zip(items, result.values, strict=True))
+            for i, (item, vector, value) in enumerate(zip(items, vectors, result.values, strict=True))
         ]
         ids = rt.store.add_predictions(model, records)
         metrics.served.labels(model, served.version).inc(len(ids))
         # Plain JSON types already: skip FastAPI's jsonable_encoder walk (1.4 ms at 100 rows).
-        return JSONResponse({
-            "model_version": served.version,
-            "predictions": [
-                {"prediction_id": pid, "prediction": value,
-                 "scores": result.scores[i] if result.scores is not None else None}
-                for i, (pid, value) in enumerate(zip(ids, result.values, strict=True))
-            ],
-        })
+        predictions = [
+            {"prediction_id": pid, "prediction": value,
+             "scores": result.scores[i] if result.scores is not None else None}
+            for i, (pid, value) in enumerate(zip(ids, result.values, strict=True))
+        ]
+        for prediction, info in zip(predictions, joined, strict=True):
+            if info is not None:
+                prediction["features_served"] = info.to_dict()
+        return JSONResponse({"model_version": served.version, "predictions": predictions})
+
+    events_responses = declared(EventsAccepted, 401, 404, 413, 422, 503)
+    events_responses[404] = {"model": ErrorBody, "description": "No loaded policy has a stream view (nothing "
+                                                                "consumes raw events)."}
+    events_responses[503] = {"model": ErrorBody, "description": "The raw-event stream (Redis) is unreachable; "
+                                                                "nothing was appended."}
+
+    @app.post("/v1/events", tags=["features"], responses=events_responses)
+    def add_events(batch: EventBatch, request: Request) -> Any:
+        """Append raw events for the stream views (near-real-time features) to their Redis Stream, in order (atomic
+        check: all appended, or none). ``driftpilot stream`` folds them into per-entity rolling aggregates."""
+        request.state.batch_size = len(batch.items)
+        if ingress is None:
+            return error_response(404, "no loaded policy has a stream view, so nothing consumes raw events; add a "
+                                       "view of kind stream to feature_views, or send predictions to "
+                                       "/v1/models/{model}/...")
+        limit = min(rt.policy.config.api.max_batch_items for rt in runtimes.values() if rt.events is not None)
+        if len(batch.items) > limit:
+            return error_response(413, f"batch of {len(batch.items)} events is over the limit of {limit} "
+                                       "(api.max_batch_items); split it; nothing was appended")
+        items = [(item.event_time, item.data) for item in batch.items]
+        if problems := ingress.check(items):
+            raise InvalidBatch(problems)
+        ids = ingress.append(items)
+        metrics.accepted.labels("events", "event").inc(len(ids))
+        return {"accepted": len(ids), "event_ids": ids}
 
     @app.get("/v1/models/{model}/stats", tags=["monitoring"], responses=declared(StatsBody, 404, 503))
     def stats(model: str) -> Any:
@@ -293,7 +334,19 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
     return app
 
 
-def _score(served: ServedModel, items: Sequence[PredictRow], feature_types: Mapping[str, str]) -> Predictions:
+def _event_ingress(runtimes: Mapping[str, ModelRuntime], clock: Clock) -> EventIngress | None:
+    """The raw-event endpoint's checks and streams: every stream view of the loaded policies, one append per distinct
+    stream (models sharing a stream get each event once). None: nothing consumes raw events."""
+    consumers = [rt for rt in runtimes.values() if rt.events is not None]
+    if not consumers:
+        return None
+    streams = {(rt.events.url, rt.events.stream): rt.events for rt in consumers}
+    views = [v for rt in consumers for v in rt.policy.config.feature_views.stream_views]
+    return EventIngress(views, list(streams.values()), clock)
+
+
+def _score(served: ServedModel, rows: Sequence[Mapping[str, Any]], feature_types: Mapping[str, str]
+           ) -> Predictions:
     """The champion's predictions for validated rows, or 422 naming the rows it cannot score.
 
     A value the schema allows can still be beyond a model (1e308 and -1e308 in one row make a linear model's score
@@ -301,7 +354,7 @@ def _score(served: ServedModel, items: Sequence[PredictRow], feature_types: Mapp
     500. A champion that cannot score even a plain row (zeros, missing categories) is broken, not the request: that
     stays a server error, as does a batch failure that no single row reproduces.
     """
-    rows = [item.features for item in items]
+    rows = list(rows)
     try:
         with np.errstate(all="ignore"):  # overflow is expected here and checked below, not a warning per request
             result = served.predictor.predict_rows(rows)
@@ -477,6 +530,17 @@ class Admission:
                              f"${rt.policy.config.api.token_env}; nothing was stored",
                         headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
                     return
+        if parts == ["v1", "events"] and scope["method"] == "POST":
+            tokens = [r.token for r in self.runtimes.values() if r.events is not None and r.token is not None]
+            authorization = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+            scheme, _, given = authorization.partition(" ")
+            if tokens and not (scheme.lower() == "bearer"
+                               and any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens)):
+                await error_response(
+                    401, "this endpoint needs 'Authorization: Bearer <token>' with the token of a model whose stream "
+                         "views consume the events; nothing was appended",
+                    headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return

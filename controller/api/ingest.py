@@ -88,6 +88,11 @@ class LabelBatch(BaseModel):
     items: list[LabelIn]
 
 
+ENTITIES_DESCRIPTION = ("Entity key name -> key (a string or integer), for a model with feature views: its batch and "
+                        "near-real-time features are looked up by these keys and joined with `features` (the "
+                        "request-time ones).")
+
+
 class PredictRow(BaseModel):
     """One row to score with the champion."""
 
@@ -96,6 +101,7 @@ class PredictRow(BaseModel):
     features: dict[str, Any] = Field(description="Feature name -> value, as declared in the policy.")
     prediction_id: str | None = Field(None, description="Client id for later labels; generated when absent.",
                                       json_schema_extra=PREDICTION_ID_SCHEMA)
+    entities: dict[str, Any] | None = Field(None, description=ENTITIES_DESCRIPTION)
 
 
 class PredictRequest(BaseModel):
@@ -107,17 +113,38 @@ class PredictRequest(BaseModel):
     prediction_id: str | None = Field(None, description="Client id of the one row; generated when absent.",
                                       json_schema_extra=PREDICTION_ID_SCHEMA)
     items: list[PredictRow] | None = Field(None, min_length=1, description="A batch of rows (at least one).")
+    entities: dict[str, Any] | None = Field(None, description="Of the one row: " + ENTITIES_DESCRIPTION)
 
     @model_validator(mode="after")
     def _one_shape(self) -> PredictRequest:
         if (self.items is None) == (self.features is None):
             raise ValueError("send either {\"features\": {...}} for one row or {\"items\": [...]} for a batch")
+        if self.items is not None and self.entities is not None:
+            raise ValueError("entities belong to each item of a batch: {\"items\": [{\"features\": {...}, "
+                             "\"entities\": {...}}]}")
         return self
 
     def rows(self) -> list[PredictRow]:
         if self.items is not None:
             return self.items
-        return [PredictRow(features=self.features or {}, prediction_id=self.prediction_id)]
+        return [PredictRow(features=self.features or {}, prediction_id=self.prediction_id, entities=self.entities)]
+
+
+class EventIn(BaseModel):
+    """A raw event for the stream views (near-real-time features)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_time: EventTime | None = Field(None, description="When it happened (RFC 3339; no offset = UTC); the "
+                                                           "aggregates' windows are in event time. Defaults to the "
+                                                           "time the server received it.")
+    data: dict[str, Any] = Field(description="Field -> value (string, number, boolean or null): the entity keys and "
+                                             "the values the stream views aggregate.")
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[EventIn]
 
 
 class Ingestor:

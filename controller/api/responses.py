@@ -49,11 +49,27 @@ class LabelsAccepted(BaseModel):
     unmatched: int = Field(description="Labels whose prediction has not arrived yet (kept; they join later).")
 
 
+class FeaturesServed(BaseModel):
+    """What the feature views added to a row (only for a model with feature views)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ages: dict[str, float | None] = Field(description="Feature view -> age in seconds of the values served.")
+    imputed: list[str] = Field(description="Features served with the view's default (missing or stale values).")
+
+
 class ServedPrediction(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prediction_id: str
     prediction: Any = Field(description="The class label, or a number for regression.")
     scores: dict[str, float] | None = Field(description="Class probabilities, when the model gives them.")
+    features_served: FeaturesServed | None = Field(None, description="Present when the row's features were joined "
+                                                                     "from feature views.")
+
+
+class EventsAccepted(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    accepted: int = Field(description="Events appended to the raw-event stream(s), in order.")
+    event_ids: list[str] = Field(description="The stream id of each event, in order.")
 
 
 class PredictResponse(BaseModel):

@@ -54,4 +54,8 @@ def build_runtimes(policies: Sequence[LoadedPolicy], clock: Clock,
                                                                       champion_sources(loaded),
                                                                       config.feature_types),
                                               token=token)
+        if config.feature_views.views:
+            from controller.features.serving import attach_feature_views
+
+            attach_feature_views(runtimes[config.model], clock)
     return runtimes
