@@ -31,7 +31,7 @@ from controller.actions.training import FIRST_SEQ, LAST_SEQ
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
-from controller.store import EventStore
+from controller.store import EventStore, LabeledWindow
 from lineage import ModelRegistry, VersionInfo
 from lineage.runs import ui_link
 from monitors import LastDuration, Monitors, build_monitors
@@ -124,7 +124,7 @@ class MonitorCycle(ModelJob):
                 f"too little current traffic for a data-drift report: {len(current)} logged prediction(s) as of "
                 f"{as_of.isoformat(timespec='seconds')} (and {len(reference)} reference rows); each side needs "
                 f"monitors.data_drift.min_rows={minimum}. Log or serve more predictions, then run it again.")
-        concept_drift = self._concept_drift(champion.version, as_of)
+        concept_drift = self.concept_drift(champion.version, as_of)
         stats = self.store.label_stats(self.policy.model, as_of)
         recent = self.store.labeled_window(self.policy.model, as_of,
                                            max_rows=self.policy.monitors.performance.window_rows * 2,
@@ -212,26 +212,44 @@ class MonitorCycle(ModelJob):
             raise MonitoringError(f"model {name!r} has no champion yet; run `driftpilot bootstrap` first")
         return self.registry.get(name, version)
 
-    def _concept_drift(self, champion: str, as_of: datetime) -> Any:
-        """Feed the losses matured since the last cycle; the detector state is per champion and stored."""
+    def start_detector(self, champion: str, after_seq: int | None) -> None:
+        """Start a new champion's detector at the end of its training window (``after_seq``): it can have predicted no
+        row before (its rows are filtered by version anyway), so reading from the start of history — what a detector
+        without a stored cursor does — would cost the whole history for nothing. A detector already started for this
+        champion (e.g. by ``driftpilot report drift``) keeps its state and cursor."""
+        saved = self.store.get_state(self.policy.model, DETECTOR_KEY)
+        if after_seq is None or (saved and pickle.loads(saved).get("champion") == champion):
+            return
+        detector = self.monitors.concept_drift
+        detector.reset()
+        self.store.put_state(self.policy.model, DETECTOR_KEY, pickle.dumps(
+            {"champion": champion, "cursor": after_seq, "detector": detector.dumps()}))
+
+    def concept_drift(self, champion: str, as_of: datetime, new_rows: LabeledWindow | None = None,
+                      read_through: int | None = None) -> Any:
+        """Feed the champion's losses to its River detector and return the signal; the detector state and its cursor
+        are kept per champion in the store (a new champion's errors start a new stream).
+
+        Without ``new_rows`` every labeled row after the detector's cursor is read. The decision loop, which has
+        already read the rows after its own cursor ``read_through``, passes them: they are fed as they are when the
+        detector is caught up, and the detector reads from its own cursor when it lags behind.
+        """
         detector = self.monitors.concept_drift
         saved = self.store.get_state(self.policy.model, DETECTOR_KEY)
-        cursor = None
-        if saved is not None:
-            state = pickle.loads(saved)
-            if state["champion"] == champion:
-                detector.loads(state["detector"])
-                cursor = state["cursor"]
-            else:
-                detector.reset()  # a new champion: its errors start a new stream
+        blob = pickle.loads(saved) if saved is not None else None
+        if blob is not None and blob["champion"] == champion:
+            detector.loads(blob["detector"])
+            cursor = blob["cursor"]
         else:
             detector.reset()
-        rows = self.store.labeled_window(self.policy.model, as_of, after_seq=cursor,
-                                         feature_types=self.policy.feature_types)
+            cursor = None
+        caught_up = new_rows is not None and cursor is not None and read_through is not None and cursor >= read_through
+        rows = new_rows if caught_up else self.store.labeled_window(
+            self.policy.model, as_of, after_seq=cursor, feature_types=self.policy.feature_types)
         signal = detector.update_rows(rows, model_version=champion)
-        new_cursor = rows.last_seq if rows.rows else cursor
+        newest = rows.last_seq if rows.rows else cursor
         self.store.put_state(self.policy.model, DETECTOR_KEY, pickle.dumps(
-            {"champion": champion, "cursor": new_cursor, "detector": detector.dumps()}))
+            {"champion": champion, "cursor": newest, "detector": detector.dumps()}))
         return signal
 
     def _save_html(self, version: str, as_of: datetime) -> Path | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from controller.actions.monitoring import DETECTOR_KEY, MonitorCycle
+from controller.actions.monitoring import MonitorCycle
 from controller.actions.training import LAST_SEQ
 from controller.loop.config import LoopConfig
 from controller.loop.rules import ManualRequest, Observation
@@ -69,7 +69,7 @@ class Observer:
             state.unlearned += rows.rows
             state.new_labels += rows.rows
             state.labels_pending += rows.rows
-            concept = self._detect(champion.version, now, rows, previous)
+            concept = self.cycle.concept_drift(champion.version, now, rows, read_through=previous)
         self._remember(now, rows)
         # The live metric over the newest window moves little per row: recomputed after a tenth of a window.
         if state.labels_pending >= max(1, self.policy.monitors.performance.window_rows // 10):
@@ -88,29 +88,6 @@ class Observer:
                 state.signals[kind] = {"at": now.isoformat(), **signal.to_dict()}
         return Observation(now=now, data_drift=data, concept_drift=concept, performance=performance,
                            unlearned_rows=state.unlearned, new_labels=state.new_labels, manual=manual)
-
-    def _detect(self, version: str, now: datetime, rows: LabeledWindow, previous: int | None) -> Any:
-        """Feed the champion's losses on the new rows to its detector (state and cursor kept in the store, in the
-        same blob ``driftpilot report drift`` uses). Rows between the detector's cursor and this tick's are read
-        once when the detector lags (a new champion's detector starts at the end of its training window)."""
-        store, model = self.cycle.store, self.policy.model
-        detector = self.cycle.monitors.concept_drift
-        saved = store.get_state(model, DETECTOR_KEY)
-        blob = pickle.loads(saved) if saved else None
-        if blob is not None and blob["champion"] == version:
-            detector.loads(blob["detector"])
-            cursor = blob["cursor"]
-        else:
-            detector.reset()
-            cursor = None
-        if cursor is None or previous is None or cursor < previous:
-            lagging = store.labeled_window(model, now, after_seq=cursor, through_seq=previous,
-                                           feature_types=self.policy.feature_types)
-            detector.update_rows(lagging, model_version=version)
-        signal = detector.update_rows(rows, model_version=version)
-        store.put_state(model, DETECTOR_KEY, pickle.dumps(
-            {"champion": version, "cursor": rows.last_seq if rows.rows else cursor, "detector": detector.dumps()}))
-        return signal
 
     def _remember(self, now: datetime, rows: LabeledWindow) -> None:
         """The newest ``2 x performance.window_rows`` labeled rows, kept in memory (read once after a start)."""
@@ -155,26 +132,12 @@ class Observer:
         if state.label_cursor is None:
             state.label_cursor = trained
         state.new_labels = store.labeled_count(model, now, after_seq=_newest(trained, state.last_retrain_seq))[0]
-        self._start_detector(champion.version, trained)
+        self.cycle.start_detector(champion.version, trained)
         state.champion = champion.version
         state.traffic_pending = self.loop.data_drift_every_rows  # judge the new champion's reference at once
         state.labels_pending = self.policy.monitors.performance.window_rows  # and its live metric
         state.signals = {}
         self.latest = {}
-
-    def _start_detector(self, version: str, trained: int | None) -> None:
-        """The concept detector of a new champion reads from the end of its training window on: it can have predicted
-        no row before (its rows are filtered by version anyway), so reading from the start of history — what a
-        detector without a stored cursor does — would cost the whole history for nothing. A detector already
-        started for this champion (e.g. by ``driftpilot report drift``) keeps its state and cursor."""
-        store, model = self.cycle.store, self.policy.model
-        saved = store.get_state(model, DETECTOR_KEY)
-        if trained is None or (saved and pickle.loads(saved).get("champion") == version):
-            return
-        detector = self.cycle.monitors.concept_drift
-        detector.reset()
-        store.put_state(model, DETECTOR_KEY, pickle.dumps({"champion": version, "cursor": trained,
-                                                           "detector": detector.dumps()}))
 
     def _performance(self, champion: VersionInfo) -> Any:
         config = self.policy.monitors.performance
