@@ -47,6 +47,12 @@ def tick_job(model: str) -> None:
         _RUNNING.tick(model)
 
 
+def materialize_job(model: str, view: str) -> None:
+    """A batch feature view's refresh (``controller.loop.daemon:materialize_job``)."""
+    if _RUNNING is not None:
+        _RUNNING.materialize(model, view)
+
+
 def heartbeat_job() -> None:
     """Renew the leases this daemon holds (``controller.loop.daemon:heartbeat_job``)."""
     if _RUNNING is not None:
@@ -84,6 +90,7 @@ class Daemon:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.cron import CronTrigger
 
         if self.scheduler_url.startswith("sqlite:///"):
             Path(self.scheduler_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -94,16 +101,28 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
             timezone="UTC")
         self.scheduler.start(paused=True)
-        wanted = {f"tick:{model}" for model in self.controllers}
+        wanted = {f"tick:{model}" for model in self.controllers} | {
+            f"materialize:{model}:{view.name}" for model, loaded in self.policies.items()
+            for view in loaded.config.feature_views.batch_views if view.refresh is not None}
         for job in self.scheduler.get_jobs():
-            if job.id.startswith("tick:") and job.id not in wanted:
-                job.remove()  # a model no longer configured
+            if job.id.startswith(("tick:", "materialize:")) and job.id not in wanted:
+                job.remove()  # a model (or a view's schedule) no longer configured
         now = self.clock.now()
         shortest = min(loaded.config.loop.lease_ttl for loaded in self.policies.values())
         for model, loaded in self.policies.items():
             self.scheduler.add_job("controller.loop.daemon:tick_job", "interval", args=[model], id=f"tick:{model}",
                                    seconds=loaded.config.loop.tick.total_seconds(), next_run_time=now,
                                    replace_existing=True, name=f"tick {model}")
+        for model, loaded in self.policies.items():
+            for view in loaded.config.feature_views.batch_views:
+                if view.refresh is None:
+                    continue
+                trigger = ({"trigger": "interval", "seconds": view.refresh.every.total_seconds()}
+                           if view.refresh.every is not None else
+                           {"trigger": CronTrigger.from_crontab(view.refresh.cron, timezone="UTC")})
+                self.scheduler.add_job("controller.loop.daemon:materialize_job", args=[model, view.name],
+                                       id=f"materialize:{model}:{view.name}", replace_existing=True,
+                                       name=f"materialize {model}/{view.name}", **trigger)
         self.scheduler.add_job("controller.loop.daemon:heartbeat_job", "interval", id="heartbeat",
                                seconds=max(1.0, shortest.total_seconds() / 3), replace_existing=True,
                                name="renew leases")
@@ -118,6 +137,25 @@ class Daemon:
         level = logging.WARNING if report.error else logging.INFO if report.events else logging.DEBUG
         log.log(level, "tick %s: %s", model, report.error or "; ".join(report.events) or report.skipped or "idle",
                 extra={"model": model, "champion": report.champion, "decisions": report.decisions})
+
+    def materialize(self, model: str, view: str) -> None:
+        """Refresh one batch feature view; a failure is logged and retried at the next scheduled run."""
+        from controller.features.materialize import materialize_view
+        from controller.features.serving import open_store
+
+        if self._stopped.is_set():
+            return
+        policy = self.policies[model].config
+        try:
+            store = open_store(policy)
+            try:
+                report = materialize_view(policy.feature_views.view(view), policy.feature_types, store, self.clock)
+            finally:
+                store.close()
+        except Exception as exc:  # noqa: BLE001 - one view's failure never stops the daemon or the other jobs
+            log.warning("materialize %s/%s failed: %s", model, view, exc, extra={"model": model})
+            return
+        log.info("materialized %s/%s: %d entities", model, view, report.entities, extra={"model": model})
 
     def heartbeat(self) -> None:
         for model, controller in self.controllers.items():
