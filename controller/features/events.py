@@ -46,7 +46,8 @@ class EventIngress:
                 if isinstance(value, (dict, list)):
                     problems.append(Problem(index, field, "expected a string, number, boolean or null, not "
                                                           f"{'an object' if isinstance(value, dict) else 'a list'}"))
-                elif isinstance(value, str):
+                    continue
+                if isinstance(value, str):
                     problems += check_text(index, field, value)
                 elif isinstance(value, float) and not math.isfinite(value):
                     problems.append(Problem(index, field, f"{value} is not a finite number"))

@@ -230,3 +230,34 @@ def test_a_sql_source_materializes_through_sqlalchemy(tmp_path: Path, prefix: st
     # The stream processor never ran: its view has no watermark, so its features are missing (and refused).
     assert response.status_code == 422
     assert {p["field"] for p in response.json()["problems"]} == {"features.txn_count_10m", "features.amount_sum_1h"}
+
+
+def test_raw_events_through_the_api_feed_the_stream_views(tmp_path: Path, prefix: str, champion):
+    clock = ManualClock(T0)
+    write_profile(tmp_path, PROFILE)
+    api = open_api(write_policy(tmp_path, prefix), clock, champion)
+    materialize(api)
+
+    refused = api.events([{"event_time": "2025-12-31T23:59:00Z", "data": {"user_id": "u-1", "amount": "12"}},
+                          {"data": {"shop": "s-1"}},
+                          {"data": {"user_id": {"nested": 1}}}])
+    assert refused.status_code == 422
+    assert [(p["index"], p["field"]) for p in refused.json()["problems"]] == [
+        (0, "data.amount"), (1, "data"), (2, "data.user_id")]
+    accepted = api.events([{"event_time": "2025-12-31T23:59:00Z", "data": {"user_id": "u-1", "amount": 12}},
+                           {"data": {"user_id": "u-1", "amount": 8.5, "channel": "web"}}])  # no time: now
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["accepted"] == 2 and len(accepted.json()["event_ids"]) == 2
+
+    processor = StreamProcessor(api.loaded.config.feature_views.stream_views, event_stream(api.loaded),
+                                api.runtime.features.store, block_ms=10)
+    processor.start()
+    assert processor.step(block_ms=10) == 2
+    response = api.predict({"features": {"amount": 3.0}, "entities": {"user_id": "u-1"}, "prediction_id": "p-e"})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["features_served"]["ages"]["user_activity"] == 0.0
+    row = logged(api, "fraud", ["p-e"])["p-e"]
+    assert (row["txn_count_10m"], row["amount_sum_1h"]) == (2, 20.5)
+
+    spec = api.client.get("/openapi.json").json()["paths"]["/v1/events"]["post"]["responses"]
+    assert sorted(spec) == ["200", "401", "404", "413", "422", "503"]
