@@ -100,7 +100,10 @@ class StreamProcessor:
         self.views = list(views)
         self.events = events
         self.store = store
-        self._longest = {v.name: v.longest_window.total_seconds() for v in self.views}
+        # Per view: name, entity field, longest window, (field, aggregate, window) per aggregate, distinct windows.
+        self._plan = [(v.name, v.entity, v.longest_window.total_seconds(),
+                       [(a.of, a.agg, a.window.total_seconds()) for a in v.aggregates],
+                       sorted({a.window.total_seconds() for a in v.aggregates})) for v in self.views]
         self.consumer = consumer
         self.batch_size = batch_size
         self.block_ms = block_ms
@@ -198,41 +201,46 @@ class StreamProcessor:
             state.watermark = t
         watermark = state.watermark
         late = False
-        for view in self.views:
-            key = data.get(view.entity)
-            if key is None or isinstance(key, bool):
+        for name, entity, longest, specs, windows in self._plan:
+            key = data.get(entity)
+            if key is None or key is True or key is False:
                 continue
-            if t <= watermark - self._longest[view.name]:
+            if t <= watermark - longest:
                 late = True  # outside every window of the view already
                 continue
-            key = str(key)
-            vstate = state.views[view.name]
+            key = key if key.__class__ is str else str(key)
+            vstate = state.views[name]
             aggregates = vstate.entities.get(key)
             if aggregates is None:
-                aggregates = [RollingAggregate(a.agg, a.window.total_seconds()) for a in view.aggregates]
+                aggregates = [RollingAggregate(agg, window) for _, agg, window in specs]
                 vstate.entities[key] = aggregates
             added = False
-            for spec, rolling in zip(view.aggregates, aggregates, strict=True):
-                if t <= watermark - rolling.window:
+            for (of, agg, window), rolling in zip(specs, aggregates, strict=True):
+                if t <= watermark - window:
                     continue  # already outside this window
-                if spec.of is not None:
-                    value = data.get(spec.of)
+                if of is not None:
+                    value = data.get(of)
                     if value is None:
                         continue
-                    if spec.agg == "distinct":
-                        value = value if isinstance(value, str) else json.dumps(value)
-                    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                        continue  # the API refuses these; a direct producer's bad value is skipped
-                    else:
+                    if agg == "distinct":
+                        value = value if value.__class__ is str else json.dumps(value)
+                    elif value.__class__ is float or (value.__class__ is int):
                         value = float(value)
+                        if not math.isfinite(value):
+                            continue
+                    else:
+                        continue  # the API refuses these; a direct producer's bad value is skipped
                 else:
                     value = None
                 rolling.add(t, value)
-                state.seq += 1
-                heapq.heappush(vstate.heap, (t + rolling.window, state.seq, key))
                 added = True
             if added:
-                self._dirty[view.name].add(key)
+                heap = vstate.heap
+                for window in windows:
+                    if t > watermark - window:
+                        state.seq += 1
+                        heapq.heappush(heap, (t + window, state.seq, key))
+                self._dirty[name].add(key)
             elif not any(r.times for r in aggregates):
                 del vstate.entities[key]
         if late:
