@@ -117,7 +117,7 @@ def stream_command(config_path: Path, consumer: str | None, report_every: float)
     with _clear_errors():
         processor = StreamProcessor(views.stream_views, open_event_stream(policy), open_store(policy),
                                     consumer=consumer or f"{socket.gethostname()}:{os.getpid()}",
-                                    batch_size=events.batch_size, block_ms=int(events.block.total_seconds() * 1000),
+                                    batch_size=events.batch_size, block_ms=events.block_ms,
                                     checkpoint_every=events.checkpoint_every)
         recovery = processor.start()
         log.info("stream processor for %s on %s (group %s): resumed after %s, %d event(s) folded again",

@@ -70,7 +70,7 @@ class EventsConfig(_Strict):
     stream: str = Field("driftpilot:events", min_length=1, description="Key of the Redis Stream.")
     group: str | None = Field(None, description="Consumer group of `driftpilot stream`; default driftpilot-<model>.")
     batch_size: int = Field(1000, ge=1, le=100_000, description="Events read (and written back) per step.")
-    block: Duration = Field(timedelta(milliseconds=200), description="How long one read waits for new events.")
+    block_ms: int = Field(200, ge=0, le=60_000, description="Milliseconds one read waits for new events.")
     checkpoint_every: int = Field(50_000, ge=1, description="Events between two checkpoints of the processor's "
                                                             "state (a restart replays the events since the last one).")
 
