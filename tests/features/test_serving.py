@@ -261,3 +261,23 @@ def test_raw_events_through_the_api_feed_the_stream_views(tmp_path: Path, prefix
 
     spec = api.client.get("/openapi.json").json()["paths"]["/v1/events"]["post"]["responses"]
     assert sorted(spec) == ["200", "401", "404", "413", "422", "503"]
+
+
+def test_events_need_the_token_of_a_consuming_model(tmp_path: Path, prefix: str, champion):
+    from fastapi.testclient import TestClient
+
+    from controller.api.app import create_app
+    from controller.api.service import build_runtimes
+    from controller.config import load_policy
+    from tests.controller.api_kit import FixedChampion
+
+    path = write_policy(tmp_path, prefix)
+    path.write_text(path.read_text() + "api: {token_env: FRAUD_TOKEN}\n")
+    clock = ManualClock(T0)
+    runtimes = build_runtimes([load_policy(path, environ={})], clock, environ={"FRAUD_TOKEN": "s3cret"},
+                              champion_sources=lambda _: FixedChampion(champion))
+    client = TestClient(create_app(runtimes, clock))
+    body = {"items": [{"data": {"user_id": "u-1", "amount": 1.0}}]}
+    assert client.post("/v1/events", json=body).status_code == 401
+    assert client.post("/v1/events", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.post("/v1/events", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
