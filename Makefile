@@ -36,8 +36,10 @@ daemon: install
 	else echo "no bootstrap data ($(DATA)): serving without a champion (see driftpilot bootstrap --help)"; fi
 	$(VENV)/bin/driftpilot run --config $(POLICY) --host $(HOST) --port $(PORT)
 
+# Four workers: the slowest tests wait on real subprocesses (daemons, servers), so they overlap well even on 2 cores.
+# PYTEST_ARGS="-n 0 ..." runs serially.
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 4 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .driftpilot *.egg-info
