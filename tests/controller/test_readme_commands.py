@@ -77,7 +77,7 @@ class Cli:
 
     def __call__(self, *args: str, expect: int | tuple[int, ...] = 0) -> str:
         words = [a for a in args if not a.startswith("-")][:2]
-        self.ran.add(" ".join(words[:2]) if words[0] in ("config", "db", "report") else words[0])
+        self.ran.add(" ".join(words[:2]) if words[0] in ("config", "db", "report", "features") else words[0])
         result = CliRunner().invoke(main, ["--log-level", "WARNING", *args])
         assert "Traceback" not in result.output and not (
             result.exception and not isinstance(result.exception, SystemExit)), (
@@ -173,6 +173,10 @@ def _lifecycle(policy: Path, folder: Path, data: Path, bootstrap_args: list[str]
     json.loads(cli("lineage", *P, "--json"))
     stream = "elec2" if config.task == "classification" else "friedman-gradual"
     cli("backtest", *P, "--stream", stream, "--rows", "800", "--tick-every", "100", "--out", str(folder / "bt"))
+    # The examples have no feature views: each feature command says so (tests/features/ runs them on views).
+    assert "no batch views" in cli("features", "materialize", *P)
+    assert "no feature view 'profile'" in cli("features", "get", *P, "--view", "profile", "--key", "u-1", expect=2)
+    assert "no stream views" in cli("stream", *P, expect=2)
     _daemon(cli, "serve", policy, folder)
     _daemon(cli, "run", policy, folder)
     return cli.ran
