@@ -216,6 +216,37 @@ def prepare_features(paths: list[Path]) -> None:
             pass
 
 
+def bench_lookup_step(paths: list[Path], calls: int) -> dict[str, Any]:
+    """The join step alone, in this process: ``FeatureJoiner.join`` of one row (one online-store read, the checks,
+    ages and the joined vector) against the null object a model without views uses. Medians of 5 repetitions."""
+    from controller.api.ingest import PredictRow
+    from controller.clock import SystemClock
+    from controller.config import load_policy
+    from controller.features.lookup import FeatureJoiner, NoFeatureViews
+    from controller.features.serving import open_store
+
+    out: dict[str, Any] = {}
+    joiners: dict[str, Any] = {"none": NoFeatureViews()}
+    for path in paths[1:]:
+        policy = load_policy(path).config
+        joiners[policy.model] = FeatureJoiner(policy.feature_views, open_store(policy), SystemClock())
+    for name, joiner in joiners.items():
+        p50s, p99s = [], []
+        for rep in range(5):
+            rows = [[PredictRow(features={"amount": 1.0}, entities=None if name == "none" else
+                                {"user_id": f"u{(rep * 7919 + i * 31) % 10_000}"})] for i in range(calls)]
+            times = []
+            for row in rows:
+                started = time.perf_counter()
+                _, _, problems = joiner.join(row)
+                times.append((time.perf_counter() - started) * 1000)
+                assert not problems, problems
+            p50s.append(statistics.median(times))
+            p99s.append(pct(times, 0.99))
+        out[name] = {"p50": statistics.median(p50s), "p99": statistics.median(p99s)}
+    return out
+
+
 def measure_predict(port: int, model: str, requests: int, seed: int) -> list[float]:
     import httpx
 
@@ -247,6 +278,7 @@ def bench_predict(tmp: Path, prefix: str, rounds: int, requests: int) -> dict[st
 
     paths = write_predict_policies(tmp, prefix)
     prepare_features(paths)
+    step = bench_lookup_step(paths, requests)
     port = free_port()
     log = (tmp / "server.log").open("wb")
     server = subprocess.Popen([sys.executable, __file__, "--serve-child", str(port), *map(str, paths)],
@@ -269,8 +301,10 @@ def bench_predict(tmp: Path, prefix: str, rounds: int, requests: int) -> dict[st
             for model in order:
                 lat = measure_predict(port, model, requests, seed=r)
                 per_round[model].append((statistics.median(lat), pct(lat, 0.99)))
-        return {m: {"p50": statistics.median(p for p, _ in v), "p99": statistics.median(q for _, q in v),
-                    "p50_rounds": [round(p, 3) for p, _ in v]} for m, v in per_round.items()}
+        out: dict[str, Any] = {m: {"p50": statistics.median(p for p, _ in v), "p99": statistics.median(q for _, q in v),
+                                   "p50_rounds": [round(p, 3) for p, _ in v]} for m, v in per_round.items()}
+        out["step"] = step
+        return out
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(20)
@@ -448,7 +482,13 @@ def render(result: dict[str, Any], args: argparse.Namespace, started: datetime) 
         row = p[name]
         lines.append(f"| {name} | {row['p50']:.3f} | {row['p99']:.3f} | "
                      f"{'baseline' if added is None else f'{added:+.3f} ms'} | {row['p50_rounds']} |")
+    step = p["step"]
     lines += [
+        "",
+        (f"The join step alone, in-process, one row ({args.requests} calls, median of 5 repetitions): "
+        f"Redis p50 {step['joined-redis']['p50']:.3f} ms / p99 {step['joined-redis']['p99']:.3f} ms, "
+        f"SQLite p50 {step['joined-sqlite']['p50']:.3f} ms / p99 {step['joined-sqlite']['p99']:.3f} ms, "
+        f"no views (the null object) p50 {step['none']['p50']:.4f} ms."),
         "",
         (f"Target: lookups add ≤ {P50_ADDED_TARGET_MS} ms at p50 → Redis **{verdict(added_redis)}** "
         f"({added_redis:+.3f} ms), SQLite **{verdict(added_sqlite)}** "
