@@ -68,23 +68,28 @@ class FeatureJoiner:
     def join(self, rows: Sequence[RowIn]) -> tuple[list[dict[str, Any]], list[Served | None], list[Problem]]:
         problems: list[Problem] = []
         keys: list[tuple[str, str]] = []
-        wanted: list[dict[str, int]] = []  # per row: view -> index in keys
+        wanted: list[dict[str, int] | None] = []  # per row: view -> index in keys (None: the row is refused)
         for index, row in enumerate(rows):
-            problems += self._check_row(index, row)
+            refused = self._check_row(index, row)
+            if refused:
+                problems += refused
+                wanted.append(None)
+                continue
             entities = row.entities or {}
             slots = {}
             for view in self.config.views:
-                key = entities.get(view.entity)
-                if _key_ok(key):
-                    slots[view.name] = len(keys)
-                    keys.append((view.name, str(key)))
+                slots[view.name] = len(keys)
+                keys.append((view.name, str(entities[view.entity])))
             wanted.append(slots)
-        if problems:
-            return [row.features for row in rows], [None] * len(rows), problems
-        records, meta = self.store.read(keys, self._meta)
+        records, meta = self.store.read(keys, self._meta) if keys else ([], {})
         now = self.clock.now().timestamp()
-        vectors, served = [], []
+        vectors: list[dict[str, Any]] = []
+        served: list[Served | None] = []
         for index, row in enumerate(rows):
+            if wanted[index] is None:
+                vectors.append(row.features)
+                served.append(None)
+                continue
             vector = dict(row.features)
             info = Served()
             for view in self.config.views:

@@ -281,3 +281,19 @@ def test_events_need_the_token_of_a_consuming_model(tmp_path: Path, prefix: str,
     assert client.post("/v1/events", json=body).status_code == 401
     assert client.post("/v1/events", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
     assert client.post("/v1/events", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_a_refused_row_leaves_the_other_rows_problems_exact(tmp_path: Path, prefix: str, champion):
+    clock = ManualClock(T0)
+    write_profile(tmp_path, PROFILE)
+    api = open_api(write_policy(tmp_path, prefix), clock, champion)
+    materialize(api)
+    run_stream(api, [(T0.timestamp() - 1, {"user_id": "u-1", "amount": 1.0})])
+
+    response = api.predict({"items": [{"features": {"amount": 1.0}, "entities": {"user_id": "u-1"}},
+                                      {"features": {"amount": 1.0}},
+                                      {"features": {"amount": "x"}, "entities": {"user_id": "u-2"}}]})
+
+    assert response.status_code == 422
+    assert [(p["index"], p["field"]) for p in response.json()["problems"]] == [(2, "features.amount"),
+                                                                             (1, "entities.user_id")]
