@@ -9,12 +9,6 @@ experiments' kind, and the full lineage record as an artifact that round-trips e
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -52,54 +46,6 @@ gate: {{min_rows: 50}}
 """
 SUMMARY_TAGS = {"schema", "strategy", "trigger", "window", "window_rows", "chain_depth", "decision_id",
                 "parent_version", "flavor"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> str:
-    """A lean real `mlflow server` (sqlite backend, proxied artifacts) on a free loopback port."""
-    root = tmp_path_factory.mktemp("mlflow-ui-server")
-    url = f"http://127.0.0.1:{_free_port()}"
-    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{root}/server.db", "--artifacts-destination", str(root / "art"),
-               "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    log_path = root / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not become healthy (exit {proc.poll()}):\n"
-                            f"{log_path.read_text()[-3000:]}")
-            try:  # a bounded wait on the process itself, not a blind sleep
-                proc.wait(timeout=0.25)
-            except subprocess.TimeoutExpired:
-                pass
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 class Rest:
@@ -143,7 +89,8 @@ def _metrics(run: dict) -> dict[str, float]:
     return {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
 
 
-def test_the_lifecycle_as_the_mlflow_ui_shows_it(server: str, tmp_path: Path, model_name: str) -> None:
+def test_the_lifecycle_as_the_mlflow_ui_shows_it(mlflow_server_url: str, tmp_path: Path, model_name: str) -> None:
+    server = mlflow_server_url  # tests/conftest.py: a lean real `mlflow server`, proxied artifacts
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.format(name=model_name, tmp=tmp_path, url=server))
     data = tmp_path / "train.csv"

@@ -93,14 +93,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _daemon(cli: Cli, command: str, policy: Path, folder: Path) -> None:
-    """`driftpilot serve|run` as a real process: healthy, ready, then a graceful stop on SIGTERM."""
-    cli.ran.add(command)
+def _daemon(command: str, policies: list[Path], folder: Path) -> None:
+    """`driftpilot serve|run` as a real process for all ``policies``: ready, then a graceful stop on SIGTERM."""
     port = _free_port()
     log = folder / f"{command}.log"
+    configs = [arg for policy in policies for arg in ("--config", str(policy))]
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("driftpilot")), "--log-level", "WARNING",
-                                 command, "--config", str(policy), "--port", str(port)],
+                                 command, *configs, "--port", str(port)],
                                 cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -117,7 +117,9 @@ def _daemon(cli: Cli, command: str, policy: Path, folder: Path) -> None:
                 proc.wait(timeout=0.25)
             except subprocess.TimeoutExpired:
                 pass
-        assert ready and "Traceback" not in log.read_text()
+        names = {load_policy(p, environ={}).config.model for p in policies}
+        assert set(ready["models"]) == names and all(ready["champions"][n] for n in names), ready
+        assert "Traceback" not in log.read_text()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -177,8 +179,6 @@ def _lifecycle(policy: Path, folder: Path, data: Path, bootstrap_args: list[str]
     assert "no batch views" in cli("features", "materialize", *P)
     assert "no feature view 'profile'" in cli("features", "get", *P, "--view", "profile", "--key", "u-1", expect=2)
     assert "no stream views" in cli("stream", *P, expect=2)
-    _daemon(cli, "serve", policy, folder)
-    _daemon(cli, "run", policy, folder)
     return cli.ran
 
 
@@ -189,20 +189,22 @@ def test_the_readme_lists_the_commands_this_test_runs():
 
 
 @pytest.mark.skipif(not ELEC2_ZIP.is_file(), reason=f"Elec2 is not at {ELEC2_ZIP} (see ../shared/data/README.md)")
-def test_every_readme_command_runs_on_the_classification_example(tmp_path: Path):
-    policy = _anchored(EXAMPLE_CLASSIFICATION, tmp_path)
-    args = makefile_bootstrap_args()
-    # Traffic: the first held-back rows of Elec2 (the newer half that `make run` keeps out of the bootstrap).
+def test_every_readme_command_runs_on_each_example_policy(tmp_path: Path):
     from controller.actions.datafiles import read_table
 
+    # Classification: bootstrapped as `make daemon` does; traffic is the first held-back rows of Elec2.
+    classification = _anchored(EXAMPLE_CLASSIFICATION, tmp_path / "classification")
     traffic = read_table(ELEC2_ZIP).iloc[22656:23656].reset_index(drop=True)
-    ran = _lifecycle(policy, tmp_path, ELEC2_ZIP, args, traffic, "class")
-    assert ran >= readme_commands(), f"README commands not run: {readme_commands() - ran}"
-
-
-def test_every_readme_command_runs_on_the_regression_example(tmp_path: Path):
-    policy = _anchored(EXAMPLE_REGRESSION, tmp_path)
+    ran = _lifecycle(classification, tmp_path / "classification", ELEC2_ZIP, makefile_bootstrap_args(), traffic,
+                     "class")
+    # Regression: a seeded synthetic house-price file.
+    regression = _anchored(EXAMPLE_REGRESSION, tmp_path / "regression")
     data = tmp_path / "houses.csv"
     _house_prices(600, seed=0).to_csv(data, index=False)
-    ran = _lifecycle(policy, tmp_path, data, ["--holdback", "0.2"], _house_prices(300, seed=1), "price")
+    assert _lifecycle(regression, tmp_path / "regression", data, ["--holdback", "0.2"], _house_prices(300, seed=1),
+                      "price") == ran
+    # The two long-running commands, once for both policies (each takes several --config).
+    for command in ("serve", "run"):
+        _daemon(command, [classification, regression], tmp_path)
+        ran.add(command)
     assert ran >= readme_commands(), f"README commands not run: {readme_commands() - ran}"
