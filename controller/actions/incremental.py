@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.actions.model_job import ModelJob
+from controller.actions.run_params import training_params
 from controller.actions.training import CANDIDATE, DEFAULT_CANDIDATE, FIRST_SEQ, LAST_SEQ, candidate_of, plain
 from controller.errors import DriftpilotError
 from controller.store import LabeledWindow
@@ -139,8 +140,9 @@ class IncrementalRunner(ModelJob):
         )
         member = self.policy.pool_members().get(state.candidate)
         estimator = member.estimator if member else self.policy.estimator
-        info = self.registry.register(name, model, record, params={"estimator": estimator.describe(),
-                                                                   "strategy": "incremental"})
+        info = self.registry.register(name, model, record, params=training_params(
+            estimator, "incremental", seed=self.policy.bootstrap.seed,
+            extra={"updates": state.updates_since_checkpoint}))
         self.registry.set_challenger(name, info.version)
         return str(info.version)
 
