@@ -15,6 +15,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controller.errors import ConfigError
 from controller.features.config import FeatureViewsConfig
-from controller.loop.config import AutoConfig, LoopConfig, PoolConfig, ProbationConfig, Rule
+from controller.loop.config import AutoConfig, Duration, LoopConfig, PoolConfig, ProbationConfig, Rule
 from controller.loop.gate import GateConfig
 from monitors import MonitorsConfig
 from trainers.estimator_spec import EstimatorSpec
@@ -74,6 +75,27 @@ class TargetSpec(_Strict):
         return {"name": value} if isinstance(value, str) else value
 
 
+class RetentionConfig(_Strict):
+    """How long a model's events are kept (``driftpilot db prune`` applies it). A labeled prediction goes once its
+    newest label is older than ``max_age`` or outside the newest ``max_rows`` label rows; an unlabeled one once it was
+    received before that cut. Never pruned: rows a registered version's lineage points at (its training window and
+    holdout), rows of an in-flight decision, and the model's newest label."""
+
+    max_age: Duration | None = Field(None, description='Keep events this long, e.g. "90d" (at least "1h").')
+    max_rows: int | None = Field(None, ge=1, description="Keep the newest this many label rows per model.")
+    archive: str | None = Field(None, description="Folder for a Parquet file of every pruned batch (none: deleted).")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RetentionConfig:
+        if self.max_age is None and self.max_rows is None:
+            raise ValueError("storage.retention needs max_age (e.g. 90d) and/or max_rows (e.g. 5000000); remove the "
+                             "retention section to keep every event")
+        if self.max_age is not None and self.max_age < timedelta(hours=1):
+            raise ValueError(f"storage.retention.max_age must be at least 1h, got {self.max_age}; labels arrive late "
+                             "and the loop reads recent windows, so a shorter retention would delete rows in use")
+        return self
+
+
 class StorageConfig(_Strict):
     url: str = Field(
         "sqlite:///.driftpilot/events.db",
@@ -90,6 +112,9 @@ class StorageConfig(_Strict):
                 "postgresql+psycopg://user@host:5432/db"
             )
         return url
+
+    retention: RetentionConfig | None = Field(
+        None, description="What `driftpilot db prune` deletes; none: every event is kept.")
 
 
 class MlflowConfig(_Strict):
