@@ -73,9 +73,29 @@ def create_store_engine(url: str) -> sa.Engine:
         # prepare_threshold=None: psycopg would otherwise prepare the `prediction_id IN (...)` lookups after five runs,
         # and PostgreSQL's generic plan for them scans all of a model's rows (measured: 562 ms vs 1.3 ms at 20k rows;
         # docs/benchmarks.md).
-        return sa.create_engine(url, pool_pre_ping=True, json_serializer=dumps_json,
-                                connect_args={"connect_timeout": 5, "prepare_threshold": None})
+        engine = sa.create_engine(url, pool_pre_ping=True, json_serializer=dumps_json,
+                                  connect_args={"connect_timeout": 5, "prepare_threshold": None})
+
+        @sa.event.listens_for(engine, "connect")
+        def _staging_tables(dbapi_connection, _record) -> None:
+            # Per-session staging tables for COPY (events._copy_insert), made once per connection; a temp table made
+            # inside a write transaction would vanish with that transaction's rollback.
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(STAGE_DDL)
+            dbapi_connection.commit()
+
+        return engine
     raise StoreUnavailable(f"unsupported store URL {url!r}; use sqlite:///path or postgresql+psycopg://...")
+
+
+# COPY cannot skip rows whose key exists: predictions go through a session's staging table (no indexes, no WAL), then
+# into the table with ON CONFLICT DO NOTHING.
+STAGE_TABLES = {"predictions": "driftpilot_stage_predictions"}
+STAGE_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS driftpilot_stage_predictions (model varchar(128), prediction_id varchar(128), "
+    "model_version varchar(64), event_time timestamptz, received_at timestamptz, features jsonb, prediction jsonb, "
+    "scores jsonb, source varchar(16))"
+)
 
 
 def dumps_json(value: object) -> str:

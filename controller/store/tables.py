@@ -1,7 +1,13 @@
-"""The event store's schema (SQLAlchemy Core). Alembic migrations in ``controller/migrations`` create it.
+"""The event store's schema (SQLAlchemy Core). Alembic migrations in ``controller/store/migrations`` create it.
 
 Times are stored as timezone-aware UTC. A label row is never updated in place except to mark it superseded, so the
 value in force at any past instant can be read back (label maturity and the overwrite audit both come from that).
+
+Two tiers (docs/architecture.md, "The event store at scale"): the row tables ``predictions`` and ``labels`` take the
+writes; a model's older labeled rows are moved ("sealed") into ``segments``, immutable compressed columnar blocks
+(Arrow IPC, zstd) that hold each label row with a copy of its prediction. ``sealed_ids`` keeps the ids whose
+prediction left the row tables (writes still see them as stored), ``sealed_supersessions`` the overwrites of sealed
+labels, ``store_models`` a small integer per model for those keys.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ predictions = sa.Table(
 labels = sa.Table(
     "labels",
     metadata,
+    # AUTOINCREMENT on SQLite: a seq is never handed out twice, even after the newest rows were sealed or pruned
+    # (cursors and lineage ranges rely on seqs never coming back). PostgreSQL's sequence never reuses one anyway.
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("model", sa.String(128), nullable=False),
     sa.Column("prediction_id", sa.String(128), nullable=False),
@@ -74,6 +82,63 @@ labels = sa.Table(
         postgresql_where=sa.text("superseded_at IS NULL"),
     ),
     sa.Index("ix_labels_model_arrived", "model", "arrived_at"),
+    sqlite_autoincrement=True,
+)
+
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# A small integer per model, for the compact keys of sealed_ids.
+store_models = sa.Table(
+    "store_models",
+    metadata,
+    sa.Column("model_id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(128), nullable=False, unique=True),
+)
+
+# Sealed rows: one block per contiguous run of a model's label seqs, oldest first. ``data`` is an Arrow IPC stream
+# (controller/store/segments.py); the other columns let a read pick the blocks it needs without opening them.
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("segment_id", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("first_seq", sa.BigInteger(), nullable=False),
+    sa.Column("last_seq", sa.BigInteger(), nullable=False),
+    sa.Column("row_count", sa.Integer(), nullable=False),
+    # Rows whose prediction lives in this block (its first sealed label row); the others carry a copy.
+    sa.Column("owner_count", sa.Integer(), nullable=False),
+    sa.Column("first_arrival", UTCDateTime(), nullable=False),
+    sa.Column("last_arrival", UTCDateTime(), nullable=False),
+    # Over the owned predictions (NULL when it owns none): what prediction-level reads filter on.
+    sa.Column("min_event_time", UTCDateTime(), nullable=True),
+    sa.Column("max_event_time", UTCDateTime(), nullable=True),
+    sa.Column("max_received_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("format", sa.String(32), nullable=False),
+    sa.Column("data", sa.LargeBinary(), nullable=False),
+    sa.Index("ix_segments_model_last_seq", "model", "last_seq"),
+)
+
+# Ids whose prediction left the row tables for a segment: the write path still finds them (a re-sent prediction is a
+# repeat or a conflict, a label for them is matched, a sealed current label can be repeated or overwritten).
+sealed_ids = sa.Table(
+    "sealed_ids",
+    metadata,
+    sa.Column("model_id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("prediction_id", sa.String(128), primary_key=True),
+    sa.Column("segment_id", sa.BigInteger(), nullable=False),       # the block holding the prediction
+    sa.Column("last_segment_id", sa.BigInteger(), nullable=False),  # the newest block with a label row of the id
+    sa.Column("label_seq", sa.BigInteger(), nullable=True),         # the current label, when it is sealed
+    sqlite_with_rowid=False,
+)
+
+# A sealed label overwritten later: its superseded_at (segments are never rewritten for an overwrite).
+sealed_supersessions = sa.Table(
+    "sealed_supersessions",
+    metadata,
+    sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("superseded_at", UTCDateTime(), nullable=False),
 )
 
 # Decision statuses that hold the model's single flight: a challenger is training, held by the gate, or promoting.
