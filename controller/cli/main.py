@@ -409,5 +409,6 @@ def _bad_input_file() -> Iterator[None]:
                    "report it (rerun with --log-level DEBUG for the traceback)", err=True)
         sys.exit(1)
 import controller.cli.backtest_commands  # noqa: F401 - registers `driftpilot backtest` on `main`
+import controller.cli.db_commands  # noqa: F401 - registers `driftpilot db prune`, `db compact` on `db`
 import controller.cli.features_commands as _features  # noqa: F401 - registers `driftpilot features`, `stream`
 from controller.cli import demo  # noqa: F401
