@@ -1,9 +1,14 @@
-"""Open what the API needs for a set of policy files: one store per distinct URL, tokens from the environment."""
+"""Open what the API needs for a set of policy files: one store per distinct URL, tokens from the environment; and
+the app of one worker process of ``driftpilot serve --workers N``."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from controller.api.app import ModelRuntime
 from controller.api.ingest import Ingestor
@@ -59,3 +64,41 @@ def build_runtimes(policies: Sequence[LoadedPolicy], clock: Clock,
 
             attach_feature_views(runtimes[config.model], clock)
     return runtimes
+
+
+# `driftpilot serve --workers N` hands its worker processes the policy files and log level through this variable.
+WORKERS_ENV = "DRIFTPILOT_SERVE_WORKER"
+
+
+def serving_app(policies: Sequence[LoadedPolicy], clock: Clock) -> tuple[Any, Any]:
+    """The API app for ``policies`` with champions loaded from their registries, and the (not yet started)
+    ChampionWatcher that keeps them current: what one serving process runs."""
+    from controller.actions.model_registry import RegistryChampionSource, open_registry
+    from controller.api.app import create_app
+    from controller.api.serving import ChampionWatcher
+
+    runtimes = build_runtimes(
+        policies, clock, champion_sources=lambda loaded: RegistryChampionSource(open_registry(loaded.config, clock)))
+    log = logging.getLogger("driftpilot")
+    for rt in runtimes.values():
+        try:
+            rt.champion.refresh()
+        except Exception as exc:  # noqa: BLE001 - ingestion still works; /predict answers 503 until it loads
+            log.warning("no champion loaded for %s yet: %s", rt.name, exc)
+    watcher = ChampionWatcher({name: rt.champion for name, rt in runtimes.items()},
+                              interval=min(p.config.serving.reload_interval_s for p in policies))
+    return create_app(runtimes, clock), watcher
+
+
+def worker_app() -> Any:
+    """The app of one worker process of ``driftpilot serve --workers N`` (uvicorn calls this factory in each
+    process): the policies named by the parent, its own store connections, registry and champion watcher."""
+    from controller.clock import SystemClock
+    from controller.config import load_policy
+    from controller.logs import configure
+
+    spec = json.loads(os.environ[WORKERS_ENV])
+    configure(spec["log_level"])
+    app, watcher = serving_app([load_policy(Path(p)) for p in spec["config"]], SystemClock())
+    watcher.start()
+    return app

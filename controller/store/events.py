@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -233,6 +234,23 @@ class Sealing:
         if self.mode not in ("background", "inline", "off"):
             raise ValueError(f"Sealing mode must be 'background', 'inline' or 'off', got {self.mode!r}")
 
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Sealing:
+        """The defaults, or ``DRIFTPILOT_SEGMENT_ROWS`` / ``DRIFTPILOT_SEGMENT_KEEP_ROWS`` / ``DRIFTPILOT_SEALING``
+        (background | inline | off) when set: every process that opens the store reads them (docs/deployment.md)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for key, name in (("rows", "DRIFTPILOT_SEGMENT_ROWS"), ("keep_rows", "DRIFTPILOT_SEGMENT_KEEP_ROWS")):
+            if environ.get(name):
+                try:
+                    values[key] = int(environ[name])
+                except ValueError:
+                    raise ValueError(f"{name}={environ[name]!r} is not a whole number of rows; unset it for the "
+                                     f"default ({getattr(cls, key)})") from None
+        if environ.get("DRIFTPILOT_SEALING"):
+            values["mode"] = environ["DRIFTPILOT_SEALING"]
+        return cls(**values)
+
 
 class EventStore:
     """Predictions and natural labels for any number of models, on one database."""
@@ -240,7 +258,7 @@ class EventStore:
     def __init__(self, engine: sa.Engine, clock: Clock | None = None, *, sealing: Sealing | None = None) -> None:
         self.engine = engine
         self.clock = clock or SystemClock()
-        self.sealing = sealing or Sealing()
+        self.sealing = sealing or Sealing.from_environment()
         self._since_check: dict[str, int] = {}
         self._sealer: _Sealer | None = None
         self._sealer_lock = threading.Lock()
