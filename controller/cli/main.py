@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,38 +87,35 @@ def db_upgrade(config_paths: tuple[Path, ...]) -> None:
 @CONFIG_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="API processes sharing the port; each has its own store connections and champion.")
 @click.pass_context
-def serve(ctx: click.Context, config_paths: tuple[Path, ...], host: str, port: int) -> None:
+def serve(ctx: click.Context, config_paths: tuple[Path, ...], host: str, port: int, workers: int) -> None:
     """Run the HTTP API for the models of the given policy files."""
     import uvicorn
 
-    from controller.actions.model_registry import RegistryChampionSource, open_registry
-    from controller.api.app import create_app
-    from controller.api.service import build_runtimes
-    from controller.api.serving import ChampionWatcher
+    from controller.api.service import WORKERS_ENV, serving_app
     from controller.clock import SystemClock
 
     clock = SystemClock()
     policies = _load_all(config_paths)
+    level = ctx.find_root().params["log_level"].lower()
+    # uvicorn's access log follows --log-level: one line per request only when asked for (DEBUG/INFO).
+    options = {"host": host, "port": port, "log_level": level, "access_log": level in ("debug", "info")}
     with _clear_errors():
-        runtimes = build_runtimes(
-            policies, clock,
-            champion_sources=lambda loaded: RegistryChampionSource(open_registry(loaded.config, clock)))
+        app, watcher = serving_app(policies, clock)  # opens (and migrates) every store once, before any worker
     log = logging.getLogger("driftpilot")
-    for rt in runtimes.values():
-        try:
-            rt.champion.refresh()
-        except Exception as exc:  # noqa: BLE001 - ingestion still works; /predict answers 503 until it loads
-            log.warning("no champion loaded for %s yet: %s", rt.name, exc)
-    watcher = ChampionWatcher({name: rt.champion for name, rt in runtimes.items()},
-                              interval=min(p.config.serving.reload_interval_s for p in policies))
+    log.info("serving models %s on http://%s:%d with %d worker(s)", sorted(p.config.model for p in policies),
+             host, port, workers)
+    if workers > 1:
+        # Each worker process builds its own app (uvicorn calls the factory there); this one only supervises.
+        os.environ[WORKERS_ENV] = json.dumps({"config": [str(p.resolve()) for p in config_paths],
+                                              "log_level": level})
+        uvicorn.run("controller.api.service:worker_app", factory=True, workers=workers, **options)
+        return
     watcher.start()
-    log.info("serving models %s on http://%s:%d", sorted(runtimes), host, port)
     try:
-        level = ctx.find_root().params["log_level"].lower()
-        # uvicorn's access log follows --log-level: one line per request only when asked for (DEBUG/INFO).
-        uvicorn.run(create_app(runtimes, clock), host=host, port=port, log_level=level,
-                    access_log=level in ("debug", "info"))
+        uvicorn.run(app, **options)
     finally:
         watcher.stop()
 
