@@ -63,7 +63,7 @@ from controller.store.db import (
     json_safe,
     upgrade,
 )
-from controller.store.rows import BLOCK_COLUMNS, fetch_block, from_us, in_force, joined_labels, to_us
+from controller.store.rows import fetch_block, from_us, in_force, labeled_rows, to_us
 from controller.store.sealed import SealResult
 from controller.store.tables import (
     UTCDateTime,
@@ -518,12 +518,9 @@ class EventStore:
                        logical: Sequence[str] | None) -> list[seg.Part]:
         """The rows of a labeled-window read as parts: the row tables' and each sealed segment's (filtered)."""
         mid = sealed.model_id(conn, model)
-        query = joined_labels(mid, BLOCK_COLUMNS).where(in_force(model, limits.as_of))
-        query = self._window_filters(conn, model, mid, query, limits)
-        if limits.max_rows is not None:
-            query = query.order_by(labels.c.seq.desc()).limit(limits.max_rows)
-        else:
-            query = query.order_by(labels.c.seq)
+        where = [in_force(model, limits.as_of), *self._window_filters(conn, model, mid, limits)]
+        query = labeled_rows(conn, mid, where, order="seq", descending=limits.max_rows is not None,
+                             limit=limits.max_rows)
         block = fetch_block(conn, query, sealed.payload_source(conn, model, mid))
         if limits.max_rows is not None:
             block = seg.take_block(block, np.arange(len(block))[::-1])
@@ -555,21 +552,22 @@ class EventStore:
             parts = _newest(parts, limits.max_rows)
         return parts
 
-    def _window_filters(self, conn: sa.Connection, model: str, mid: int | None, query: sa.Select,
-                        limits: _Limits) -> sa.Select:
+    def _window_filters(self, conn: sa.Connection, model: str, mid: int | None,
+                        limits: _Limits) -> list[sa.ColumnElement[bool]]:
+        where = []
         if limits.since is not None:
-            query = query.where(labels.c.arrived_at >= limits.since)
+            where.append(labels.c.arrived_at >= limits.since)
         if limits.after_seq is not None:
-            query = query.where(labels.c.seq > limits.after_seq)
+            where.append(labels.c.seq > limits.after_seq)
         if limits.through_seq is not None:
-            query = query.where(labels.c.seq <= limits.through_seq)
+            where.append(labels.c.seq <= limits.through_seq)
         if limits.after_seq is not None and limits.since is None:
             # Implied by seq > after_seq (arrival never decreases along a model's seq); stated so the index reads only
             # the rows after the cursor, not the model's whole history (see _arrival_floor).
             floor = self._arrival_floor(conn, model, limits.after_seq, mid)
             if floor is not None:
-                query = query.where(labels.c.arrived_at >= floor)
-        return query
+                where.append(labels.c.arrived_at >= floor)
+        return where
 
     def predictions_frame(self, model: str, as_of: datetime, *, since: datetime | None = None,
                           max_rows: int | None = None,
@@ -699,16 +697,16 @@ class EventStore:
         since = ensure_utc(since) if since is not None else None
         with self._read() as conn:
             mid = sealed.model_id(conn, model)
-            query = (joined_labels(mid, [labels.c.seq]).where(in_force(model, as_of)))
+            where = [in_force(model, as_of)]
             hot_since = since
             if after_seq is not None:
-                query = query.where(labels.c.seq > after_seq)
+                where.append(labels.c.seq > after_seq)
                 floor = self._arrival_floor(conn, model, after_seq, mid)
                 if floor is not None and (hot_since is None or floor > hot_since):
                     hot_since = floor
             if hot_since is not None:
-                query = query.where(labels.c.arrived_at >= hot_since)
-            sub = query.subquery()
+                where.append(labels.c.arrived_at >= hot_since)
+            sub = labeled_rows(conn, mid, where, shape="seq").subquery()
             count, newest = conn.execute(sa.select(sa.func.count(), sa.func.max(sub.c.seq))).one()
             count, newest = int(count), (int(newest) if newest is not None else None)
             if mid is not None:
@@ -733,7 +731,10 @@ class EventStore:
             mid = sealed.model_id(conn, model)
             if mid is None:
                 query = (
-                    joined_labels(None, [labels.c.arrived_at]).where(in_force(model, as_of))
+                    sa.select(labels.c.arrived_at)
+                    .select_from(labels.join(predictions, sa.and_(
+                        predictions.c.model == labels.c.model, predictions.c.prediction_id == labels.c.prediction_id)))
+                    .where(in_force(model, as_of))
                     # Walks the (model, arrived_at) index backwards from as_of and stops after `rows` matches.
                     .order_by(labels.c.arrived_at.desc()).offset(rows - 1).limit(1)
                 )
@@ -857,8 +858,8 @@ class EventStore:
                                       .where(in_force(model, as_of))).scalar_one())
         # Labeled rows with their prediction's source, receipt and event time: the row tables' (a sealed prediction
         # comes from its segment), then each segment's.
-        block = fetch_block(conn, joined_labels(mid, BLOCK_COLUMNS).where(in_force(model, as_of))
-                            .order_by(labels.c.seq), sealed.payload_source(conn, model, mid))
+        block = fetch_block(conn, labeled_rows(conn, mid, [in_force(model, as_of)], order="seq"),
+                            sealed.payload_source(conn, model, mid))
         seqs = [block.seq]
         sources = [np.asarray(block.source, dtype=object)]
         received = [block.received_at]

@@ -39,7 +39,7 @@ from controller.store import sealed
 from controller.store import segments as seg
 from controller.store.db import advisory_xact_lock
 from controller.store.events import EventStore
-from controller.store.rows import BLOCK_COLUMNS, fetch_block, from_us, joined_labels, one_of, to_us
+from controller.store.rows import fetch_block, from_us, labeled_rows, one_of, to_us
 from controller.store.tables import (
     IN_FLIGHT_STATUSES,
     decisions,
@@ -432,8 +432,8 @@ class _Job:
         self.report.unmatched_labels += int((~matched).sum())
         archived: list[pa.Table] = []
         if self.archive is not None and (hot_rows.size or cold):
-            block = fetch_block(conn, joined_labels(mid, BLOCK_COLUMNS).where(
-                labels.c.model == self.model, one_of(conn, labels.c.seq, hot_rows.tolist(), "seqs", sa.BigInteger)),
+            block = fetch_block(conn, labeled_rows(conn, mid, [
+                labels.c.model == self.model, one_of(conn, labels.c.seq, hot_rows.tolist(), "seqs", sa.BigInteger)]),
                 sealed.payload_source(conn, self.model, mid))
             if len(block):
                 archived.append(_label_table(block))

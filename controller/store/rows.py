@@ -66,20 +66,82 @@ def in_force(model: str, as_of: datetime | None) -> sa.ColumnElement[bool]:
                    sa.or_(labels.c.superseded_at.is_(None), labels.c.superseded_at > as_of))
 
 
-def joined_labels(model_id: int | None, columns: Sequence[sa.ColumnElement]) -> sa.Select:
-    """Label rows with their prediction: an inner join while nothing of the model is sealed; once something is, a label
-    whose prediction was sealed (an overwrite of an old label) is kept too, its prediction coming from the segment."""
+def _block_columns(hot: bool) -> list[sa.ColumnElement]:
+    """The columns of a RowBlock read; ``hot=False``: a label whose prediction lives in a segment (no columns of
+    ``predictions``; its payload is fetched from the segment)."""
+    def prediction(column: sa.Column, name: str, raw: bool = True) -> sa.ColumnElement:
+        if not hot:
+            # Typed, so PostgreSQL can match the branch's NULL with the other branch's column in the UNION.
+            return sa.type_coerce(sa.cast(sa.null(), column.type), _RAW).label(name)
+        return (sa.type_coerce(column, _RAW) if raw else column).label(name)
+
+    return [
+        labels.c.seq,
+        labels.c.prediction_id,
+        sa.type_coerce(labels.c.value, _RAW).label("value"),
+        sa.type_coerce(labels.c.arrived_at, _RAW).label("arrived_at"),
+        sa.type_coerce(labels.c.superseded_at, _RAW).label("superseded_at"),
+        (sa.true() if hot else sa.false()).label("hot"),
+        prediction(predictions.c.features, "features"),
+        prediction(predictions.c.prediction, "prediction"),
+        prediction(predictions.c.scores, "scores"),
+        prediction(predictions.c.event_time, "event_time"),
+        prediction(predictions.c.model_version, "model_version", raw=False),
+        prediction(predictions.c.received_at, "received_at"),
+        prediction(predictions.c.source, "source", raw=False),
+    ]
+
+
+_SHAPES = {
+    "block": _block_columns,
+    "seq": lambda hot: [labels.c.seq],
+    "arrival": lambda hot: [labels.c.seq, labels.c.arrived_at],
+}
+
+
+def labeled_rows(conn: sa.Connection, model_id: int | None, where: Sequence[sa.ColumnElement[bool]], *,
+                 shape: str = "block", order: str | None = None, descending: bool = False,
+                 limit: int | None = None) -> sa.Select:
+    """Label rows of the row tables that have a prediction, with ``shape``'s columns (``block``: what
+    :func:`fetch_block` reads; ``seq``; ``arrival``: seq and arrived_at), filtered by ``where`` (on ``labels``),
+    ordered by ``seq`` or ``arrival`` (arrived_at, seq: the (model, arrived_at) index's order, equal to seq order
+    within a model) and limited.
+
+    While nothing of the model is sealed this is the join of ``labels`` and ``predictions``. Once something is, a
+    label whose prediction was sealed (a later label of a sealed id) comes from a second branch that looks its id up
+    in ``sealed_ids``: one index probe per label row (LATERAL on PostgreSQL, so no plan ever scans the model's sealed
+    ids), UNION ALL the join (an id is in ``predictions`` or sealed, never both)."""
+    joined = labels.join(predictions, sa.and_(predictions.c.model == labels.c.model,
+                                              predictions.c.prediction_id == labels.c.prediction_id))
+
+    def ordered(query: sa.Select, seq: Any, arrived: Any) -> sa.Select:
+        if order is not None:
+            keys = [seq] if order == "seq" else [arrived, seq]
+            query = query.order_by(*[k.desc() if descending else k for k in keys])
+        return query.limit(limit) if limit is not None else query
+
+    hot = sa.select(*_SHAPES[shape](True)).select_from(joined).where(*where)
     if model_id is None:
-        return sa.select(*columns).select_from(labels.join(predictions, sa.and_(
-            predictions.c.model == labels.c.model, predictions.c.prediction_id == labels.c.prediction_id)))
-    sealed = sa.and_(sealed_ids.c.model_id == model_id, sealed_ids.c.prediction_id == labels.c.prediction_id)
-    return (
-        sa.select(*columns, sealed_ids.c.segment_id.label("sealed_segment"))
-        .select_from(labels.outerjoin(predictions, sa.and_(predictions.c.model == labels.c.model,
-                                                           predictions.c.prediction_id == labels.c.prediction_id))
-                     .outerjoin(sealed_ids, sealed))
-        .where(sa.or_(predictions.c.prediction_id.is_not(None), sealed_ids.c.prediction_id.is_not(None)))
-    )
+        return ordered(hot, labels.c.seq, labels.c.arrived_at)
+    if conn.dialect.name == "postgresql":
+        found = (sa.select(sealed_ids.c.segment_id)
+                 .where(sealed_ids.c.model_id == model_id, sealed_ids.c.prediction_id == labels.c.prediction_id)
+                 .lateral("sealed"))
+        cold = sa.select(*_SHAPES[shape](False)).select_from(labels).join(found, sa.true()).where(*where)
+    else:
+        cold = (sa.select(*_SHAPES[shape](False))
+                .select_from(labels.join(sealed_ids, sa.and_(sealed_ids.c.model_id == model_id,
+                                                             sealed_ids.c.prediction_id == labels.c.prediction_id)))
+                .where(*where))
+    if order is not None or limit is not None:
+        # Each branch ordered and cut first, so the union never holds more than twice the limit.
+        hot = ordered(hot, labels.c.seq, labels.c.arrived_at)
+        cold = ordered(cold, labels.c.seq, labels.c.arrived_at)
+        both = sa.union_all(hot.subquery().select(), cold.subquery().select()).subquery("rows")
+    else:
+        both = sa.union_all(hot, cold).subquery("rows")
+    arrived = both.c.arrived_at if "arrived_at" in both.c else both.c.seq
+    return ordered(sa.select(*both.c), both.c.seq, arrived)
 
 
 def loads_column(values: list[Any]) -> list[Any]:
@@ -96,25 +158,8 @@ def loads_column(values: list[Any]) -> list[Any]:
     return out
 
 
-BLOCK_COLUMNS = (
-    labels.c.seq,
-    labels.c.prediction_id,
-    sa.type_coerce(labels.c.value, _RAW).label("value"),
-    sa.type_coerce(labels.c.arrived_at, _RAW).label("arrived_at"),
-    sa.type_coerce(labels.c.superseded_at, _RAW).label("superseded_at"),
-    (predictions.c.prediction_id.is_not(None)).label("hot"),
-    sa.type_coerce(predictions.c.features, _RAW).label("features"),
-    sa.type_coerce(predictions.c.prediction, _RAW).label("prediction"),
-    sa.type_coerce(predictions.c.scores, _RAW).label("scores"),
-    sa.type_coerce(predictions.c.event_time, _RAW).label("event_time"),
-    predictions.c.model_version,
-    sa.type_coerce(predictions.c.received_at, _RAW).label("received_at"),
-    predictions.c.source,
-)
-
-
 def fetch_block(conn: sa.Connection, query: sa.Select, payloads: Any = None) -> RowBlock:
-    """The rows of a :func:`joined_labels` query over :data:`BLOCK_COLUMNS`, as a RowBlock in the query's order.
+    """The rows of a :func:`labeled_rows` query of shape ``block``, as a RowBlock in the query's order.
 
     ``payloads(ids) -> {id: record}`` supplies the predictions that live in segments (rows whose ``hot`` is false).
     ``owner`` is true on the first row (in seq order) of each prediction still in the row tables."""

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from controller.store import segments as seg
 from controller.store.db import advisory_xact_lock
-from controller.store.rows import BLOCK_COLUMNS, fetch_block, from_us, joined_labels, one_of, to_us
+from controller.store.rows import fetch_block, from_us, labeled_rows, one_of, to_us
 from controller.store.tables import labels, predictions, sealed_ids, sealed_supersessions, segments, store_models
 
 
@@ -224,9 +224,7 @@ class SealResult:
 def hot_matched_count(conn: sa.Connection, model: str, mid: int | None, limit: int | None = None) -> int:
     """Label rows of the model in the row tables that have a prediction (what sealing can move); counting stops at
     ``limit``."""
-    query = joined_labels(mid, [labels.c.seq]).where(labels.c.model == model)
-    if limit is not None:
-        query = query.limit(limit)
+    query = labeled_rows(conn, mid, [labels.c.model == model], shape="seq", limit=limit)
     return int(conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one())
 
 
@@ -247,8 +245,7 @@ def seal_oldest(conn: sa.Connection, model: str, rows: int, now: datetime, *, ke
         mid = ensure_model_id(conn, model)
     # The oldest rows in seq order. Arrival never decreases along a model's seq, so (arrived_at, seq) is seq order,
     # and it is the order of the (model, arrived_at) index: no sort of the model's whole table.
-    query = (joined_labels(mid, BLOCK_COLUMNS).where(labels.c.model == model)
-             .order_by(labels.c.arrived_at, labels.c.seq).limit(size))
+    query = labeled_rows(conn, mid, [labels.c.model == model], order="arrival", limit=size)
     block = fetch_block(conn, query, payload_source(conn, model, mid))
     if len(block) < size:
         return None
@@ -289,6 +286,11 @@ def seal_oldest(conn: sa.Connection, model: str, rows: int, now: datetime, *, ke
 
 
 def _insert_ids(conn: sa.Connection, rows: list[tuple[int, str, int, int, int | None]]) -> None:
-    sql = ("INSERT INTO sealed_ids (model_id, prediction_id, segment_id, last_segment_id, label_seq) VALUES "
-           + ("(?, ?, ?, ?, ?)" if conn.dialect.name == "sqlite" else "(%s, %s, %s, %s, %s)"))
-    conn.exec_driver_sql(sql, rows)
+    columns = "model_id, prediction_id, segment_id, last_segment_id, label_seq"
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"INSERT INTO sealed_ids ({columns}) VALUES (?, ?, ?, ?, ?)", rows)
+        return
+    with conn.connection.driver_connection.cursor() as cursor, \
+            cursor.copy(f"COPY sealed_ids ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
