@@ -50,6 +50,11 @@ log = logging.getLogger("driftpilot.loop")
 
 DAY = timedelta(days=1)
 STATE_HEARTBEAT = timedelta(minutes=1)
+#: How long a tick trusts the champion alias it read last. Its own moves re-read it at once, and so does any change
+#: of the model's decision log (a `driftpilot promote` / `rollback`, another daemon's decisions); this bounds how
+#: late a move that leaves no decision is noticed (the MLflow UI, a raw MLflow client, `bootstrap --force`). The alias read is
+#: eight MLflow statements, a third of an idle tick (docs/benchmarks-controller.md).
+ALIAS_REFRESH = timedelta(minutes=5)
 
 
 @dataclass
@@ -100,6 +105,7 @@ class Controller(ModelJob):
         # re-reads the champion only when it moved it.
         self._versions: dict[str, VersionInfo] = {}
         self._alias_moves = 0
+        self._alias_read: tuple[datetime, Any, str] | None = None  # (when, decision-log mark, champion version)
 
     @property
     def name(self) -> str:
@@ -565,9 +571,25 @@ class Controller(ModelJob):
     # ------------------------------------------------------------------------------------------------ helpers
 
     def _champion(self) -> VersionInfo | None:
-        version = self.registry.champion_version(self.name)
+        version = self._champion_alias()
         if version is None:
             return None
         if version not in self._versions:
             self._versions[version] = self.registry.get(self.name, version)
         return self._versions[version]
+
+    def _champion_alias(self) -> str | None:
+        """The champion alias, re-read from MLflow only when something may have moved it (see ALIAS_REFRESH)."""
+        now = self.clock.now()
+        newest = self.decisions.list(self.policy.model, limit=1)
+        # A hand promotion opens its decision before it moves the alias and marks it done after: the status is part
+        # of the mark, so a read between the two is not trusted past the move.
+        mark = (self._alias_moves, *((newest[0].decision_id, newest[0].status, newest[0].updated_at)
+                                     if newest else ()))
+        cached = self._alias_read
+        if cached is not None and cached[1] == mark and now - cached[0] < ALIAS_REFRESH:
+            return cached[2]
+        version = self.registry.champion_version(self.name)
+        # No champion yet is never cached: a bootstrap made by hand is picked up on the next tick.
+        self._alias_read = (now, mark, version) if version is not None else None
+        return version

@@ -174,6 +174,30 @@ def test_a_manual_retrain_that_is_not_better_is_rejected_and_stays_challenger(tm
     assert toy.registry.aliases(model_name) == {"champion": "1", "challenger": decision.challenger_version}
 
 
+def test_the_champion_alias_is_trusted_until_the_decision_log_changes_or_alias_refresh_passes(
+        tmp_path, mlflow_dir, clock: ManualClock, model_name) -> None:
+    from controller.loop.controller import ALIAS_REFRESH
+    from controller.loop.rules import ManualRequest
+    from controller.loop.state import request_manual
+
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock)
+    controller = toy.controller()
+    toy.traffic(toy_table(200, seed=5), controller=controller)
+    request_manual(toy.store, model_name, ManualRequest(requested_at=clock.now(), strategy="stateless"))
+    controller.tick(clock.advance(minutes=1))
+    assert toy.registry.aliases(model_name) == {"champion": "1", "challenger": "2"}  # rejected, kept as challenger
+
+    assert controller.tick(clock.advance(minutes=1)).champion == "1"  # reads the alias: the log changed
+
+    # A move that leaves no decision (the MLflow UI, a raw client) is noticed once ALIAS_REFRESH has passed ...
+    toy.registry.promote(model_name, "2")
+    assert controller.tick(clock.advance(minutes=1)).champion == "1"
+    assert controller.tick(clock.advance(seconds=ALIAS_REFRESH.total_seconds())).champion == "2"
+    # ... and `driftpilot rollback` (another Controller, as the CLI runs it) at the next tick: it records a decision.
+    toy.controller().rollback_by_hand()
+    assert controller.tick(clock.advance(minutes=1)).champion == "1"
+
+
 RIVER = ("river.linear_model.LogisticRegression", "{optimizer: {class: river.optim.SGD, params: {lr: 0.1}}}")
 LEARN_RULE = """\
   - name: follow
