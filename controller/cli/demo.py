@@ -86,7 +86,7 @@ def demo_command(config_path: Path, rows: int, change_at: float, bootstrap_rows:
     log_path = folder / "daemon.log"
     daemon = _start_daemon(config_path, port, folder, log_path)
     decisions = DecisionLog(store, clock)
-    seen: dict[str, tuple] = {}
+    seen: dict[str, str] = {}
     try:
         base = f"http://127.0.0.1:{port}/v1/models/{policy.model}"
         with httpx.Client(timeout=30) as client:
@@ -124,7 +124,7 @@ def demo_command(config_path: Path, rows: int, change_at: float, bootstrap_rows:
                 while pending:
                     time.sleep(max(0.0, pending[0][0] - time.monotonic()))
                     _post(client, f"{base}/labels", {"items": pending.popleft()[1]})
-            _settle(decisions, policy.model, seen, click.echo, daemon)
+            _settle(store, decisions, policy.model, seen, click.echo, daemon)
     finally:
         _stop(daemon)
     _summary(decisions, policy, registry, folder, tally)
@@ -160,14 +160,18 @@ def _post(client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
     return response.json()
 
 
-def _show_decisions(log: Any, model: str, seen: dict[str, tuple], write: Any) -> None:
-    """Print each decision once when it appears, and again when its status or verdict changes."""
+def _show_decisions(log: Any, model: str, seen: dict[str, str], write: Any) -> None:
+    """Print each decision once when it appears, and again when what is said about it changes (a promotion's
+    ``promoting`` and ``done`` read the same: printed once)."""
     for decision in reversed(log.list(model, limit=20)):
-        key = (decision.status, decision.verdict)
-        if seen.get(decision.decision_id) == key or decision.action == "tick":
+        if decision.action == "tick":
+            continue
+        line = _line(decision)
+        key = line.split(" ", 1)[1]  # without the time of day
+        if seen.get(decision.decision_id) == key:
             continue
         seen[decision.decision_id] = key
-        write("  " + _line(decision))
+        write("  " + line)
 
 
 def _line(d: Any) -> str:
@@ -191,13 +195,28 @@ def _line(d: Any) -> str:
     return f"{head} {d.status}: {d.error or ''}"
 
 
-def _settle(log: Any, model: str, seen: dict[str, tuple], write: Any, daemon: subprocess.Popen) -> None:
-    """After the traffic: give an in-flight decision up to a minute to finish, printing as it goes."""
+def _settle(store: Any, log: Any, model: str, seen: dict[str, str], write: Any,
+            daemon: subprocess.Popen) -> None:
+    """After the traffic: give the daemon up to a minute to tick past the last labels sent and to finish a decision
+    in flight or a retrain waiting for rows of the new concept, printing as it goes."""
+    from datetime import UTC, datetime
+
+    from controller.loop.state import load_state
+
+    newest = store.labeled_count(model, datetime.now(UTC))[1]
+
+    def busy() -> bool:
+        state = load_state(store, model)
+        behind = newest is not None and (state.label_cursor is None or state.label_cursor < newest)
+        return behind or state.deferred is not None or log.in_flight(model) is not None
+
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and log.in_flight(model) is not None and daemon.poll() is None:
+    while time.monotonic() < deadline and daemon.poll() is None and busy():
         _show_decisions(log, model, seen, write)
         time.sleep(0.5)
     _show_decisions(log, model, seen, write)
+    if load_state(store, model).deferred is not None:
+        write("note: a retrain is still waiting for enough labeled rows of the new concept (loop.min_matured_rows)")
 
 
 def _stop(daemon: subprocess.Popen) -> None:

@@ -171,6 +171,9 @@ class Daemon:
             return
         self._stopped.set()
         if self.scheduler is not None and self.scheduler.running:
+            # Paused first: a shut-down scheduler whose timer fires during shutdown still submits the due job to its
+            # closed executor and logs a traceback (apscheduler issues #285, #985); a paused one skips the round.
+            self.scheduler.pause()
             self.scheduler.shutdown(wait=True)
         for decision_id, model in self.runner.running().items():
             self.controllers[model].decisions.update(
