@@ -526,7 +526,8 @@ def part_read(backend: Backend, args: argparse.Namespace, tree: Path | None, out
     assert len(fingerprints) == 1
     out["read"] = results
     with store.engine.connect() as conn:
-        out["segments"] = conn.exec_driver_sql("SELECT count(*), coalesce(sum(row_count), 0) FROM segments").one()
+        out["segments"] = list(conn.exec_driver_sql("SELECT count(*), coalesce(sum(row_count), 0) FROM segments")
+                               .one())
     store.dispose()
     if tree is not None:
         before_url = backend.url("before")
@@ -672,6 +673,12 @@ def render(args: argparse.Namespace, results: dict[str, dict[str, Any]], soak_re
              + f"; load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())} (the machine is shared: "
              "absolute numbers move with the load, ratios within one run much less). "
              f"Medians of {args.runs} runs (min–max). \"Before\" is `{args.before}`.", ""]
+    for name, r in results.items():
+        if "run" in r and r["run"]["command"] != " ".join(sys.argv[1:]):  # merged from an earlier run (--merge)
+            run = r["run"]
+            lines[-2] += (f" {name} rows come from an earlier run: `.venv/bin/python benchmarks/store.py "
+                          f"{run['command']}` ({run['describe']}; {run['minutes']:.0f} min, load average at its "
+                          f"end {run['load']}, commit `{run['commit']}`, medians of {run['runs']} runs).")
     if any("read" in r for r in results.values()):
         lines += ["### Window reads", "",
                   ("| store | read | rows | driftpilot rows/s | floor rows/s (bare driver, plain tables) | driftpilot / "
@@ -680,18 +687,19 @@ def render(args: argparse.Namespace, results: dict[str, dict[str, Any]], soak_re
             if "read" not in r:
                 continue
             read = r["read"]
-            before = rate(args.window, r.get("before_read", []))
-            lines.append(f"| {name} | `labeled_window`, all rows | {args.rows:,} | {spread(rate(args.rows, read['all']))}"
-                         f" | {spread(rate(args.rows, read['floor_all']))} | "
+            rows, window = r.get("rows", args.rows), r.get("window", args.window)
+            before = rate(window, r.get("before_read", []))
+            lines.append(f"| {name} | `labeled_window`, all rows | {rows:,} | {spread(rate(rows, read['all']))}"
+                         f" | {spread(rate(rows, read['floor_all']))} | "
                          f"{median(read['floor_all']) / median(read['all']):.2f} | |")
-            lines.append(f"| {name} | `labeled_window`, newest (after_seq) | {args.window:,} | "
-                         f"{spread(rate(args.window, read['newest']))} | {spread(rate(args.window, read['floor_newest']))} | "
+            lines.append(f"| {name} | `labeled_window`, newest (after_seq) | {window:,} | "
+                         f"{spread(rate(window, read['newest']))} | {spread(rate(window, read['floor_newest']))} | "
                          f"{median(read['floor_newest']) / median(read['newest']):.2f} | "
-                         f"{spread(before) if before else 'n/a'} (all {args.window:,} rows of a {args.window:,}-row store) |")
-            lines.append(f"| {name} | `predictions_frame`, newest | {args.window:,} | "
-                         f"{spread(rate(args.window, read['predictions']))} | | | |")
-            count, sealed = r["segments"]
-            lines.append(f"| {name} | (layout) | | {sealed:,} of {args.rows:,} rows sealed in {count} segments, "
+                         f"{spread(before) if before else 'n/a'} (all {window:,} rows of a {window:,}-row store) |")
+            lines.append(f"| {name} | `predictions_frame`, newest | {window:,} | "
+                         f"{spread(rate(window, read['predictions']))} | | | |")
+            count, sealed = map(int, str(r["segments"]).strip("()[]").split(","))  # a list, or a Row as str
+            lines.append(f"| {name} | (layout) | | {sealed:,} of {rows:,} rows sealed in {count} segments, "
                          f"the rest in the row tables; loaded in {r['load_seconds']:.0f} s | | | |")
         lines.append("")
     if any("memory" in r for r in results.values()):
@@ -783,6 +791,11 @@ def write_doc(path: Path, generated: str) -> None:
                         + generated + "\n")
 
 
+def commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                          check=False).stdout.strip()
+
+
 def save(args: argparse.Namespace, results: dict[str, Any], soak_result: dict[str, Any] | None) -> None:
     """The raw results so far (``--json``), after each backend too: a long run that fails late keeps its numbers."""
     if args.json:
@@ -798,6 +811,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--parts", default="read,memory,size,write,soak")
     parser.add_argument("--postgres", default=POSTGRES_ADMIN_URL, help="admin URL, or 'none' for SQLite only")
+    parser.add_argument("--sqlite", default="yes", choices=["yes", "none"], help="'none': PostgreSQL only")
+    parser.add_argument("--merge", type=Path, help="raw results (--json) of an earlier run: its backends that this "
+                        "run does not measure go on the page too, with their own command line")
     parser.add_argument("--before", default="fb7222a", help="commit of the 'before' store ('none': skip)")
     parser.add_argument("--out", type=Path, default=DOC)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
@@ -808,7 +824,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="driftpilot-bench-store-") as tmp:
         folder = Path(tmp)
         tree = before_tree(args.before, folder) if args.before != "none" else None
-        backends = [Backend("SQLite", None, folder)]
+        backends = [Backend("SQLite", None, folder)] if args.sqlite != "none" else []
         if args.postgres != "none":
             backends.append(Backend("PostgreSQL", args.postgres, folder))
         results: dict[str, dict[str, Any]] = {}
@@ -824,12 +840,20 @@ def main() -> None:
                     part_size(backend, args, out)
                 if "write" in parts:
                     part_write(backend, args, tree, out)
+                out["rows"], out["window"] = args.rows, args.window
+                out["run"] = {"command": " ".join(sys.argv[1:]), "describe": backend.describe(), "runs": args.runs,
+                              "minutes": (time.perf_counter() - started) / 60, "commit": commit(),
+                              "load": ", ".join(f"{x:.1f}" for x in os.getloadavg())}
                 save(args, results, None)
             if "soak" in parts:
                 soak_result = soak(folder, args.soak_events, args.seed)
         finally:
             for backend in backends:
                 backend.drop()
+        if args.merge:
+            earlier = json.loads(args.merge.read_text())
+            results = {**{k: v for k, v in earlier["results"].items() if k not in results}, **results}
+            soak_result = soak_result or earlier.get("soak")
         generated = render(args, results, soak_result, time.perf_counter() - started, backends)
     save(args, results, soak_result)
     write_doc(args.out, generated)
