@@ -672,8 +672,8 @@ def render(args: argparse.Namespace, results: dict[str, dict[str, Any]], soak_re
              f"{' '.join(sys.argv[1:])}` in {seconds / 60:.0f} min at commit `{head}`"
              + (" (with uncommitted changes to the store)" if dirty else "")
              + f", on {os.cpu_count()} cores, Python {platform.python_version()}; "
-             + "; ".join(b.describe() for b in backends)
-             + f"; load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())} (the machine is shared: "
+             + "".join(f"{b.describe()}; " for b in backends)
+             + f"load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())} (the machine is shared: "
              "absolute numbers move with the load, ratios within one run much less). "
              f"Medians of {args.runs} runs (min–max). \"Before\" is `{args.before}`.", ""]
     for name, r in results.items():
