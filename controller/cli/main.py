@@ -111,7 +111,11 @@ def serve(ctx: click.Context, config_paths: tuple[Path, ...], host: str, port: i
         # Each worker process builds its own app (uvicorn calls the factory there); this one only supervises.
         os.environ[WORKERS_ENV] = json.dumps({"config": [str(p.resolve()) for p in config_paths],
                                               "log_level": level})
-        uvicorn.run("controller.api.service:worker_app", factory=True, workers=workers, **options)
+        # uvicorn kills a worker that misses its health ping for timeout_worker_healthcheck (default 5 s); a worker
+        # answers only once Python has imported driftpilot, which took 17 s on a loaded 2-core host and made
+        # `serve --workers N` restart its workers in a loop. A hung worker is still replaced, after a minute.
+        uvicorn.run("controller.api.service:worker_app", factory=True, workers=workers,
+                    timeout_worker_healthcheck=60, **options)
         return
     watcher.start()
     try:
