@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,21 @@ from controller.clock import Clock
 from controller.config import PolicyConfig
 from lineage import ModelRegistry, RegistrySettings
 
+log = logging.getLogger("driftpilot")
+
 
 def registry_settings(policy: PolicyConfig) -> RegistrySettings:
     """RegistrySettings from the policy's ``mlflow:`` section; relative paths are made absolute (MLflow needs it)."""
     config = policy.mlflow
     tracking_uri = _absolute_sqlite(config.tracking_uri)
     artifacts = config.artifact_location
+    if artifacts is not None and _is_server(tracking_uri) and "://" not in artifacts and not Path(artifacts).is_absolute():
+        # A relative folder is a different folder on every host: with a tracking server the first host to create the
+        # experiment would record its own local path and no other host could load the models. The server chooses.
+        log.warning("mlflow.artifact_location %r is a relative folder and MLflow is a tracking server (%s): ignored, "
+                    "the server's artifact store is used (set an absolute shared path or a URI to choose one)",
+                    artifacts, tracking_uri)
+        artifacts = None
     if artifacts is not None and "://" not in artifacts:
         path = Path(artifacts).resolve()
         path.mkdir(parents=True, exist_ok=True)
@@ -27,6 +37,10 @@ def registry_settings(policy: PolicyConfig) -> RegistrySettings:
         experiment=policy.experiment,
         artifact_location=artifacts,
     )
+
+
+def _is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
 
 
 def open_registry(policy: PolicyConfig, clock: Clock) -> ModelRegistry:
