@@ -23,7 +23,7 @@ def registry_settings(policy: PolicyConfig) -> RegistrySettings:
     if artifacts is not None and _is_server(tracking_uri) and "://" not in artifacts and not Path(artifacts).is_absolute():
         # A relative folder is a different folder on every host: with a tracking server the first host to create the
         # experiment would record its own local path and no other host could load the models. The server chooses.
-        log.warning("mlflow.artifact_location %r is a relative folder and MLflow is a tracking server (%s): ignored, "
+        log.info("mlflow.artifact_location %r is a relative folder and MLflow is a tracking server (%s): ignored, "
                     "the server's artifact store is used (set an absolute shared path or a URI to choose one)",
                     artifacts, tracking_uri)
         artifacts = None
