@@ -61,7 +61,9 @@ def severity(concept_drift: Any, data_drift: Any, config: AutoConfig, performanc
     if (performance is not None and getattr(performance, "enabled", False) and performance.verdict in ("ok", "degraded")
             and performance.drop_relative is not None
             and performance.drop_relative >= config.severe_performance_drop):
-        return (f"live {performance.metric} {performance.value:.3f} is {performance.drop_relative:.0%} below the "
+        # An error metric (rmse, mae, log_loss) gets worse upwards: say so in the direction it moved.
+        side = "worse than" if performance.value > performance.reference else "below"
+        return (f"live {performance.metric} {performance.value:.3f} is {performance.drop_relative:.0%} {side} the "
                 f"champion's reference {performance.reference:.3f} (>= auto.severe_performance_drop "
                 f"{config.severe_performance_drop:.0%})")
     if (data_drift is not None and getattr(data_drift, "enabled", False)

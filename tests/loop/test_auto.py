@@ -82,3 +82,16 @@ def test_explicit_strategies_are_honoured_when_they_can_run(requested, champion,
     choice = choose({"strategy": requested, "window": {"last_rows": 10}}, champion=champion)
     assert (choice.strategy, choice.requested) == (expected, requested)
     assert choice.window == LastRows(rows=10)
+
+
+def test_a_severe_performance_drop_is_worded_in_the_direction_the_metric_moved() -> None:
+    from dataclasses import replace
+
+    from tests.loop.signals_kit import performance
+
+    accuracy = choose(performance=performance(0.6, reference=0.9))  # 33 % drop
+    assert accuracy.strategy == "stateless"
+    assert "live accuracy 0.600 is 33% below the champion's reference 0.900" in accuracy.rationale
+    # An error metric gets worse upwards: rmse 2.041 against a reference of 1.760 is worse, not "below".
+    rmse = replace(performance(0.6, reference=0.9), metric="rmse", value=2.041, reference=1.760, drop_relative=0.16)
+    assert "live rmse 2.041 is 16% worse than the champion's reference 1.760" in choose(performance=rmse).rationale
