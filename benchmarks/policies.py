@@ -63,7 +63,8 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from controller.backtest.quality import detection_delays, promotion_impacts  # noqa: E402
-from controller.backtest.replay import policy_for_stream, replay  # noqa: E402
+from controller.backtest.replay import replay  # noqa: E402
+from controller.backtest.report import registry_loader  # noqa: E402
 from controller.backtest.result import EVENT_TIME, LABEL_TIME, BacktestResult, ReplayStream  # noqa: E402
 from controller.backtest.streams import SCENARIOS, elec2, scenario  # noqa: E402
 from controller.config import LoadedPolicy, load_policy  # noqa: E402
@@ -289,29 +290,13 @@ def run_auto(loaded: LoadedPolicy, stream: ReplayStream, seed: int, bootstrap_ro
     try:
         result, cpu, wall = timed(lambda: replay(seeded, stream, workdir, bootstrap_rows=bootstrap_rows,
                                                  tick_every=tick_every, name="auto"))
-        impacts = promotion_impacts(result, stream, _loader(seeded, result), horizon=HORIZON)
+        impacts = promotion_impacts(result, stream, registry_loader(seeded, result), horizon=HORIZON)
         run = auto_run(result, stream, seed, cpu, wall, impacts)
         if keep is not None:
             shutil.copytree(workdir, keep / f"{stream.spec.name}-{seed}", dirs_exist_ok=True)
         return run
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _loader(loaded: LoadedPolicy, result: BacktestResult) -> Callable[[str], Any]:
-    from controller.actions.model_registry import open_registry
-    from controller.clock import ManualClock
-
-    policy = policy_for_stream(loaded, result.spec, Path(result.workdir)).config
-    registry = open_registry(policy, ManualClock(pd.Timestamp(result.served["event_time"].max()).to_pydatetime()))
-    cache: dict[str, Any] = {}
-
-    def load(version: str) -> Any:
-        if version not in cache:
-            cache[version] = registry.load(policy.registered_model, version=version).model
-        return cache[version]
-
-    return load
 
 
 def auto_run(result: BacktestResult, stream: ReplayStream, seed: int, cpu: float, wall: float,
