@@ -173,6 +173,8 @@ def _lifecycle(policy: Path, folder: Path, data: Path, bootstrap_args: list[str]
     assert "River" in cli("learn", *P, expect=1)
     assert "Alias history" in cli("lineage", *P)
     json.loads(cli("lineage", *P, "--json"))
+    assert "no storage.retention section" in cli("db", "prune", *P, "--dry-run")  # the examples keep every event
+    assert re.search(r"sealed \d+ label rows into \d+ segments", cli("db", "compact", *P))
     stream = "elec2" if config.task == "classification" else "friedman-gradual"
     cli("backtest", *P, "--stream", stream, "--rows", "800", "--tick-every", "100", "--out", str(folder / "bt"))
     # The examples have no feature views: each feature command says so (tests/features/ runs them on views).
