@@ -508,11 +508,7 @@ class EventStore:
         with self._read() as conn:
             parts = self._labeled_parts(conn, model, limits, None)
         columns = seg.assemble_window(parts, feature_types)
-        return LabeledWindow(model=model, as_of=as_of, features=columns.features, labels=columns.labels,
-                             predictions=columns.predictions, scores=columns.scores,
-                             prediction_ids=columns.prediction_ids, event_times=columns.event_times,
-                             label_times=columns.label_times, model_versions=columns.model_versions,
-                             label_seqs=columns.label_seqs, fingerprint=columns.fingerprint)
+        return LabeledWindow(model=model, as_of=as_of, **vars(columns))  # WindowColumns: the same fields
 
     def _labeled_parts(self, conn: sa.Connection, model: str, limits: _Limits,
                        logical: Sequence[str] | None) -> list[seg.Part]:

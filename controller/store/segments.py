@@ -510,7 +510,8 @@ class DictColumn:
 
 @dataclass
 class WindowColumns:
-    """The columns of a labeled window in seq order (see :func:`assemble_window`)."""
+    """The columns of a labeled window in seq order (see :func:`assemble_window`): the fields of
+    :class:`~controller.store.events.LabeledWindow` after ``model`` and ``as_of``, which it is built from."""
 
     features: pd.DataFrame
     labels: pd.Series

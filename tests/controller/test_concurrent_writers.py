@@ -11,13 +11,10 @@ Three layers, each on SQLite and on the real PostgreSQL server where it applies:
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -38,10 +35,10 @@ from lineage import RegistrySettings
 from lineage.errors import LineageUnavailable
 from lineage.gateway import setup_lock as mlflow_setup_lock
 from tests.conftest import POSTGRES_ADMIN_URL, T0
+from tests.controller.serve_kit import ServeProcesses
 
 FAR = T0 + timedelta(days=365)
 OPEN_TOGETHER = Path(__file__).with_name("open_together.py")
-DRIFTPILOT = Path(sys.executable).with_name("driftpilot")
 
 
 def prediction(pid: str | None, x: float = 1.0, *, when: datetime | None = T0, **kw: Any) -> PredictionRecord:
@@ -376,55 +373,6 @@ mlflow: {{tracking_uri: "sqlite:///{folder}/mlflow.db", artifact_location: "{fol
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Servers:
-    """``driftpilot serve`` processes on free loopback ports, started together, killed on exit."""
-
-    def __init__(self, policy: Path, count: int, folder: Path) -> None:
-        self.ports = [free_port() for _ in range(count)]
-        self.logs = [folder / f"server-{i}.log" for i in range(count)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.procs = []
-        for port, log in zip(self.ports, self.logs, strict=True):
-            with open(log, "w") as out:
-                self.procs.append(subprocess.Popen(
-                    [str(DRIFTPILOT), "--log-level", "WARNING", "serve", "--config", str(policy), "--port", str(port)],
-                    stdout=out, stderr=subprocess.STDOUT, cwd=folder, env=env))
-
-    def wait_healthy(self, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        pending = set(range(len(self.ports)))
-        while pending:  # a bounded poll on real subprocesses
-            for i in sorted(pending):
-                if self.procs[i].poll() is not None:
-                    raise AssertionError(f"server {i} exited with {self.procs[i].returncode}:\n"
-                                         f"{self.logs[i].read_text()}")
-                try:
-                    if httpx.get(f"http://127.0.0.1:{self.ports[i]}/healthz", timeout=1).status_code == 200:
-                        pending.discard(i)
-                except httpx.TransportError:
-                    pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"servers {sorted(pending)} not healthy after {timeout_s} s")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_two_servers_on_postgres_answer_overlapping_writers_exactly(postgres_url: str, tmp_path: Path) -> None:
@@ -433,7 +381,7 @@ def test_two_servers_on_postgres_answer_overlapping_writers_exactly(postgres_url
     model = f"m-{uuid.uuid4().hex[:8]}"
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.format(model=model, url=postgres_url, folder=tmp_path))
-    servers = Servers(policy, 2, tmp_path)
+    servers = ServeProcesses(policy, 2, tmp_path)
     statuses: list[int] = []
     lock = threading.Lock()
     try:
@@ -485,7 +433,7 @@ def test_two_servers_on_postgres_answer_overlapping_writers_exactly(postgres_url
         for client in clients:
             client.close()
     finally:
-        servers.stop()
+        servers.stop(timeout_s=15)
 
     assert [s for s in statuses if s >= 500] == []
     for log in servers.logs:

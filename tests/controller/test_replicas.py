@@ -6,13 +6,8 @@ once, nothing is half-stored, and the window reads back what the clients were to
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import socket
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -26,8 +21,8 @@ from controller.clock import ManualClock
 from controller.store import EventStore
 from controller.store.tables import sealed_ids, segments
 from tests.conftest import POSTGRES_ADMIN_URL, T0
+from tests.controller.serve_kit import ServeProcesses
 
-DRIFTPILOT = Path(sys.executable).with_name("driftpilot")
 FAR = T0 + timedelta(days=3650)
 
 POLICY = """\
@@ -54,55 +49,6 @@ def fresh_postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Replicas:
-    """``count`` `driftpilot serve --workers N` processes on free loopback ports; stopped with SIGTERM."""
-
-    def __init__(self, policy: Path, count: int, workers: int, folder: Path, env: dict[str, str]) -> None:
-        self.ports = [free_port() for _ in range(count)]
-        self.logs = [folder / f"replica-{i}.log" for i in range(count)]
-        self.procs = []
-        for port, log in zip(self.ports, self.logs, strict=True):
-            with open(log, "w") as out:
-                self.procs.append(subprocess.Popen(
-                    [str(DRIFTPILOT), "--log-level", "WARNING", "serve", "--config", str(policy), "--port", str(port),
-                     "--workers", str(workers)],
-                    stdout=out, stderr=subprocess.STDOUT, cwd=folder, env={**os.environ, **env}))
-
-    def wait_healthy(self, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        pending = set(range(len(self.ports)))
-        while pending:  # a bounded poll on real subprocesses
-            for i in sorted(pending):
-                if self.procs[i].poll() is not None:
-                    raise AssertionError(f"replica {i} exited with {self.procs[i].returncode}:\n"
-                                         f"{self.logs[i].read_text()}")
-                try:
-                    if httpx.get(f"http://127.0.0.1:{self.ports[i]}/healthz", timeout=1).status_code == 200:
-                        pending.discard(i)
-                except httpx.TransportError:
-                    pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"replicas {sorted(pending)} not healthy after {timeout_s} s")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def label_of(pid: str, flipped: bool = False) -> str:
     first = "a" if hashlib.sha256(pid.encode()).digest()[0] % 2 else "b"
     return ({"a": "b", "b": "a"}[first]) if flipped else first
@@ -115,15 +61,15 @@ def test_replicas_store_every_event_exactly_once(fresh_postgres_url: str, tmp_pa
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.format(model=model, url=fresh_postgres_url, folder=tmp_path))
     # Small segments, so the servers' background sealing moves rows while the clients write.
-    replicas = Replicas(policy, 2, 2, tmp_path, {"DRIFTPILOT_SEGMENT_ROWS": "300",
-                                                  "DRIFTPILOT_SEGMENT_KEEP_ROWS": "100"})
+    replicas = ServeProcesses(policy, 2, tmp_path, workers=2, label="replica",
+                              env={"DRIFTPILOT_SEGMENT_ROWS": "300", "DRIFTPILOT_SEGMENT_KEEP_ROWS": "100"})
     clients, rounds, size = 6, 16, 40
     statuses: list[tuple[str, int, str]] = []
     flipped: set[str] = set()
     lock = threading.Lock()
     errors: list[BaseException] = []
     try:
-        replicas.wait_healthy()
+        replicas.wait_healthy(timeout_s=180)
 
         def post(client: httpx.Client, rng: random.Random, kind: str, items: list[dict]) -> httpx.Response:
             port = rng.choice(replicas.ports)
