@@ -27,6 +27,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
+
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.loop.controller import Controller
@@ -59,6 +61,32 @@ def heartbeat_job() -> None:
         _RUNNING.heartbeat()
 
 
+class ClosingThreadPoolExecutor(ThreadPoolExecutor):
+    """APScheduler's thread pool, except that a job handed over after :meth:`shutdown` is dropped, not a traceback.
+
+    The scheduler thread checks "paused?" before it takes its job-store lock, so a timer that fires while the daemon
+    stops can pass the check, wait for the lock that ``shutdown`` holds, and then submit to the closed pool
+    (apscheduler issues #285, #985: ``RuntimeError: cannot schedule new futures after shutdown`` in the log).
+    """
+
+    _closed = False
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._closed = True
+        super().shutdown(wait)
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        if self._closed:
+            log.debug("not running %s: the scheduler is shutting down", job.id)
+            return
+        try:
+            super()._do_submit_job(job, run_times)
+        except RuntimeError:
+            if not self._closed:  # closed between the check and the submit; anything else is a real error
+                raise
+            log.debug("not running %s: the scheduler is shutting down", job.id)
+
+
 def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -87,7 +115,6 @@ class Daemon:
 
     def start(self) -> None:
         global _RUNNING
-        from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         from apscheduler.schedulers.background import BackgroundScheduler
         from apscheduler.triggers.cron import CronTrigger
@@ -97,7 +124,7 @@ class Daemon:
         _RUNNING = self
         self.scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(url=self.scheduler_url)},
-            executors={"default": ThreadPoolExecutor(max(2, min(16, len(self.controllers) + 1)))},
+            executors={"default": ClosingThreadPoolExecutor(max(2, min(16, len(self.controllers) + 1)))},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
             timezone="UTC")
         self.scheduler.start(paused=True)
@@ -171,8 +198,8 @@ class Daemon:
             return
         self._stopped.set()
         if self.scheduler is not None and self.scheduler.running:
-            # Paused first: a shut-down scheduler whose timer fires during shutdown still submits the due job to its
-            # closed executor and logs a traceback (apscheduler issues #285, #985); a paused one skips the round.
+            # Paused first, so a timer firing now skips its round; the few that already passed the check are dropped by
+            # ClosingThreadPoolExecutor.
             self.scheduler.pause()
             self.scheduler.shutdown(wait=True)
         for decision_id, model in self.runner.running().items():
