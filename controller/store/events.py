@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -77,6 +78,9 @@ from controller.store.tables import (
 )
 
 log = logging.getLogger("driftpilot.store")
+
+# Pause between two segments sealed back to back on SQLite, so writers waiting for its write lock get it in between.
+SQLITE_SEAL_PAUSE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -441,6 +445,14 @@ class EventStore:
         keep = self.sealing.keep_rows if keep_rows is None else keep_rows
         results: list[SealResult] = []
         while True:
+            # Looked at in a read transaction first: the write lock (all of SQLite's) is taken only when there is work.
+            with self._read() as conn:
+                if not sealed.seal_size(conn, model, self.sealing.rows, keep=keep, min_rows=min_rows):
+                    return results
+            if results and self.engine.dialect.name == "sqlite":
+                # SQLite's write lock is not handed over fairly: a waiting writer polls with growing sleeps (up to
+                # 100 ms), so segment after segment back to back could hold it off past its busy timeout.
+                time.sleep(SQLITE_SEAL_PAUSE_S)
             with self._transaction() as conn:
                 result = sealed.seal_oldest(conn, model, self.sealing.rows, self.clock.now(), keep=keep,
                                             min_rows=min_rows)

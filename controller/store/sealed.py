@@ -228,6 +228,15 @@ def hot_matched_count(conn: sa.Connection, model: str, mid: int | None, limit: i
     return int(conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one())
 
 
+def seal_size(conn: sa.Connection, model: str, rows: int, *, keep: int = 0, min_rows: int | None = None) -> int:
+    """How many rows the next segment would take (0: not enough to seal); see :func:`seal_oldest`."""
+    available = hot_matched_count(conn, model, model_id(conn, model), limit=rows + keep) - keep
+    size = min(rows, available)
+    if size < 1 or (size < rows and (min_rows is None or size < min_rows)):
+        return 0
+    return size
+
+
 def seal_oldest(conn: sa.Connection, model: str, rows: int, now: datetime, *, keep: int = 0,
                 min_rows: int | None = None) -> SealResult | None:
     """Move the model's oldest labeled rows of the row tables into one new segment: ``rows`` of them, or fewer (at
@@ -237,9 +246,8 @@ def seal_oldest(conn: sa.Connection, model: str, rows: int, now: datetime, *, ke
     advisory_xact_lock(conn, f"labels:{model}")
     seal_lock(conn, model)
     mid = model_id(conn, model)
-    available = hot_matched_count(conn, model, mid, limit=rows + keep) - keep
-    size = min(rows, available)
-    if size < 1 or (size < rows and (min_rows is None or size < min_rows)):
+    size = seal_size(conn, model, rows, keep=keep, min_rows=min_rows)
+    if size == 0:
         return None
     if mid is None:
         mid = ensure_model_id(conn, model)
