@@ -253,12 +253,28 @@ class ProbationConfig(_Strict):
     """After a promotion: roll back if the new champion does worse than the previous one on matured labels."""
 
     enabled: bool = True
-    duration: Duration = Field(timedelta(days=1), description="How long after a promotion the check runs.")
-    min_rows: int = Field(200, ge=10, description="Matured rows before the comparison counts.")
+    duration: Duration = Field(timedelta(days=1), description="How long after a promotion the check runs at least.")
+    min_rows: int = Field(200, ge=10, description="Matured rows before the comparison counts; probation goes on past "
+                                                 "`duration` until it has them.")
+    max_duration: Duration | None = Field(None, description="Still fewer than `min_rows` matured rows this long after "
+                                                           "the promotion: it passes without a verdict (default 7 x "
+                                                           "duration).")
     window_rows: int = Field(1000, ge=10, description="Compare on the newest rows matured since the promotion, at "
                                                       "most this many (a recent change is not diluted).")
     max_drop: float = Field(0.02, ge=0.0, description="Roll back when new < previous - max_drop (metric units; for "
                                                       "lower-is-better metrics, new > previous + max_drop).")
+
+    @model_validator(mode="after")
+    def _max_duration_not_shorter(self) -> ProbationConfig:
+        if self.max_duration is not None and self.max_duration < self.duration:
+            raise ValueError(f"max_duration ({_format_duration(self.max_duration)}) is shorter than duration "
+                             f"({_format_duration(self.duration)}): probation runs at least `duration` and at most "
+                             f"`max_duration`")
+        return self
+
+    @property
+    def longest(self) -> timedelta:
+        return self.max_duration if self.max_duration is not None else 7 * self.duration
 
 
 class PoolConfig(_Strict):

@@ -207,6 +207,10 @@ class Controller(ModelJob):
             evidence["deferred_since"] = state.deferred["since"]
             state.deferred = None
         candidates = self._candidates(proposal, champion)
+        if self.policy.gate.shadow_rows:
+            # The newest label this decision's training can see: the gate's shadow rows are the ones after it.
+            newest = self.store.labeled_count(self.policy.model, now, after_seq=state.label_cursor)[1]
+            evidence["trained_through_seq"] = newest or state.label_cursor
         try:
             decision = self.decisions.open(
                 self.policy.model, trigger=proposal.trigger, action="retrain", rule=proposal.rule,
@@ -328,6 +332,7 @@ class Controller(ModelJob):
             version = str(result["version"])
             sample = paired_sample(rows, champion_model, self.models.get(version).model, self.policy.task, classes)
             verdicts[version] = self.gate.judge(sample, held_for=now - decision.created_at)
+        self._confirm_on_shadow(now, champion, decision, verdicts)
         winners = sorted((v for v in verdicts.items() if v[1].verdict == "promote"),
                          key=lambda item: item[1].delta or 0.0, reverse=True)
         held = [v for v, verdict in verdicts.items() if verdict.verdict == "hold"]
@@ -359,6 +364,24 @@ class Controller(ModelJob):
                                   evidence=gate_evidence)
             report.note(decision.decision_id, f"{decision.decision_id}: gate rejects {reasons}")
 
+    def _confirm_on_shadow(self, now: datetime, champion: VersionInfo, decision: Decision,
+                           verdicts: dict[str, GateVerdict]) -> None:
+        """gate.shadow_rows: a ``promote`` also needs the rows matured after the decision started (see the gate)."""
+        through = decision.evidence.get("trained_through_seq")
+        if not self.policy.gate.shadow_rows or not any(v.verdict == "promote" for v in verdicts.values()):
+            return
+        if through is None:  # a decision started before shadow_rows was configured: judged as it was started
+            return
+        rows = self.store.labeled_window(self.policy.model, now, after_seq=int(through),
+                                         feature_types=self.policy.feature_types)
+        champion_model = self.models.get(champion.version).model
+        classes = tuple(self.policy.target.classes or ())
+        for version, verdict in verdicts.items():
+            if verdict.verdict == "promote":
+                shadow = paired_sample(rows, champion_model, self.models.get(version).model, self.policy.task,
+                                       classes)
+                verdicts[version] = self.gate.confirm(verdict, shadow, held_for=now - decision.created_at)
+
     def _promote(self, now: datetime, decision: Decision, version: str | None, state: LoopState,
                  report: TickReport) -> None:
         """Move the aliases (idempotent, so a decision interrupted here finishes on the next tick)."""
@@ -372,7 +395,8 @@ class Controller(ModelJob):
             newest = self.store.labeled_count(self.policy.model, now, after_seq=state.label_cursor)[1]
             state.probation = Probation(decision_id=decision.decision_id, version=str(version), previous=previous,
                                         since_seq=newest or state.label_cursor,
-                                        until=now + self.policy.probation.duration)
+                                        until=now + self.policy.probation.duration,
+                                        ends_by=now + self.policy.probation.longest)
         report.note(decision.decision_id, f"{decision.decision_id}: v{version} is champion (previous v{previous})")
 
     def _log_comparisons(self, decision: Decision, champion: VersionInfo, verdicts: dict[str, GateVerdict],
@@ -399,7 +423,9 @@ class Controller(ModelJob):
             return
         config = self.policy.probation
         fresh = (state.label_cursor or 0) - (probation.checked_seq or probation.since_seq or 0)
-        if now < probation.until and fresh < max(1, config.min_rows // 4):
+        ends_by = probation.ends_by or probation.until
+        needed = max(1, config.min_rows // 4) if now < probation.until else 1  # past `until` any new row may end it
+        if now < ends_by and fresh < needed:
             return  # too little new since the last check to change its verdict
         probation.checked_seq = state.label_cursor
         rows = self.store.labeled_window(self.policy.model, now, after_seq=probation.since_seq,
@@ -421,9 +447,11 @@ class Controller(ModelJob):
             if now >= probation.until:
                 self._end_probation(probation, "passed", evidence)
                 state.probation = None
-        elif now >= probation.until:
+        elif now >= ends_by:
+            # Past `duration` a probation waits for min_rows matured rows (rows, not hours, make a verdict), but not
+            # beyond max_duration.
             self._end_probation(probation, f"passed without a verdict: only {rows.rows} matured rows < "
-                                           f"probation.min_rows {config.min_rows}")
+                                           f"probation.min_rows {config.min_rows} by max_duration")
             state.probation = None
 
     def _rollback(self, now: datetime, probation: Probation, evidence: dict[str, Any], report: TickReport) -> None:

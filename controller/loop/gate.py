@@ -15,6 +15,13 @@ every number behind it. The rules, in order:
 5. the one-sided paired test gives ``p >= alpha`` -> ``reject`` ("gain not significant");
 6. otherwise ``promote``.
 
+With ``shadow_rows`` set, :meth:`PromotionGate.confirm` checks a ``promote`` once more on the rows that matured after
+the decision started (the shadow rows: no training window or holdout could contain them): fewer than
+``shadow_rows`` -> ``hold`` (``reject`` after ``max_hold``); the challenger worse than the champion on them ->
+``reject``; otherwise the ``promote`` stands. It asks for no significance on the shadow rows, only that the holdout's
+gain does not turn into a loss on rows that came later (on a fast-changing stream a model fitted to a recent window
+can win its holdout and lose on what follows).
+
 The paired test does not depend on the metric. Classification: exact one-sided McNemar on per-row correctness
 (``b`` = champion right and challenger wrong, ``c`` = the reverse; ``p = P(Binomial(b + c, 1/2) >= c)``).
 Regression: a seeded paired bootstrap of the mean per-row loss improvement (squared loss for ``rmse`` and ``r2``,
@@ -111,6 +118,7 @@ class GateConfig(_Strict):
       margin: {absolute: 0.005, relative: 0.01}
       alpha: 0.05
       max_hold: 3d               # still too few rows after this long: reject
+    shadow_rows: 200           # a promote waits for 200 rows after the decision, on which it must not be worse
     ```
     """
 
@@ -136,6 +144,10 @@ class GateConfig(_Strict):
     )
     positive_class: int | str | bool | None = Field(
         None, description="Binary f1/roc_auc: the positive class; default the second of the sorted classes."
+    )
+    shadow_rows: int = Field(
+        0, ge=0, description="After a promote verdict, score both models on this many rows matured after the decision "
+        "started and promote only if the challenger is not worse on them (0: off)."
     )
 
     @field_validator("max_hold", mode="before")
@@ -479,6 +491,11 @@ class PromotionGate:
     def higher_is_better(self) -> bool:
         return self.metric in HIGHER_IS_BETTER
 
+    def confirm(self, verdict: GateVerdict, shadow: PairedSample, *,
+                held_for: timedelta | None = None) -> GateVerdict:
+        """A ``promote`` of :meth:`judge` checked on the shadow rows (see the module docstring); others unchanged."""
+        return _confirm_on_shadow(self, verdict, shadow, held_for=held_for)
+
     def judge(self, sample: PairedSample, *, held_for: timedelta | None = None) -> GateVerdict:
         """The verdict on ``sample``; ``held_for`` is how long this challenger has waited so far (for max_hold)."""
         cfg, metric = self.config, self.metric
@@ -527,6 +544,34 @@ class PromotionGate:
         draft.details.update(loss=loss, mean_improvement=float(improvement.mean()), ci95=[float(low), float(high)],
                              resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         return draft.tested("paired_bootstrap", "bootstrap", p)
+
+
+def _confirm_on_shadow(gate: PromotionGate, verdict: GateVerdict, shadow: PairedSample, *,
+                      held_for: timedelta | None = None) -> GateVerdict:
+    """``verdict`` (the holdout's) checked on the shadow rows when it is ``promote`` and ``shadow_rows`` is set."""
+    cfg = gate.config
+    if verdict.verdict != "promote" or cfg.shadow_rows == 0:
+        return verdict
+    if shadow.rows < cfg.shadow_rows:
+        why = f"{shadow.rows:,} of shadow_rows {cfg.shadow_rows:,} rows matured after the decision"
+        if held_for is not None and held_for > cfg.max_hold:
+            return dataclasses.replace(verdict, verdict="reject", reason=f"{verdict.reason}; but waited "
+                                       f"{format_duration(cfg.max_hold)} and only {why}")
+        return dataclasses.replace(verdict, verdict="hold", reason=f"{verdict.reason}; shadow: {why}, waiting")
+    later = gate.judge(shadow)
+    details = {**verdict.details, "shadow": {"rows": shadow.rows, "champion": later.champion_value,
+                                             "challenger": later.challenger_value, "delta": later.delta,
+                                             "fingerprint": shadow.fingerprint}}
+    if later.delta is None:
+        return dataclasses.replace(verdict, verdict="hold", details=details,
+                                   reason=f"{verdict.reason}; shadow: {verdict.metric} undefined on the "
+                                          f"{shadow.rows:,} rows after the decision, waiting")
+    on_shadow = (f"{verdict.metric} {_num(later.challenger_value)} vs champion {_num(later.champion_value)} on the "
+                 f"{shadow.rows:,} rows after the decision")
+    if later.delta < 0:
+        return dataclasses.replace(verdict, verdict="reject", details=details,
+                                   reason=f"{verdict.reason}; but worse on the shadow rows: {on_shadow}")
+    return dataclasses.replace(verdict, details=details, reason=f"{verdict.reason}; shadow: {on_shadow}")
 
 
 class _Draft:

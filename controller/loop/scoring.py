@@ -55,6 +55,10 @@ def predict(model: Any, features: pd.DataFrame, task: str, classes: Sequence[Any
 def paired_sample(rows: LabeledWindow, champion: Any, challenger: Any, task: str,
                   classes: Sequence[Any]) -> PairedSample:
     """Both models scored on the same matured rows (their labels as of the window's cut)."""
+    if rows.rows == 0:  # nothing matured yet (scikit-learn refuses to predict zero rows)
+        empty = np.array([], dtype=float if task == "regression" else object)
+        return PairedSample(labels=empty, champion=empty, challenger=empty, classes=tuple(classes),
+                            fingerprint=rows.fingerprint)
     if task == "classification" and not classes:
         classes = sorted(set(rows.labels.tolist()), key=repr)
     champion_pred, champion_proba = predict(champion, rows.features, task, classes)

@@ -24,8 +24,9 @@ class Probation:
     version: str
     previous: str
     since_seq: int | None       # rows after this seq were served/matured after the promotion
-    until: datetime
+    until: datetime                  # the earliest end: a verdict on min_rows rows after this ends it
     checked_seq: int | None = None   # the label cursor at the last check (a check needs new rows)
+    ends_by: datetime | None = None  # the latest end (max_duration): passed without a verdict if rows are still few
 
 
 @dataclass
@@ -115,4 +116,6 @@ def _time(value: str | None) -> datetime | None:
 def _probation(body: dict[str, Any] | None) -> Probation | None:
     if not body:
         return None
-    return Probation(**{**body, "until": datetime.fromisoformat(body["until"])})
+    ends_by = body.get("ends_by")
+    return Probation(**{**body, "until": datetime.fromisoformat(body["until"]),
+                        "ends_by": datetime.fromisoformat(ends_by) if ends_by else None})

@@ -23,7 +23,7 @@ from tests.controller.toy import toy_table, write_policy
 LOOP = """
 loop: {{cooldown: 1h, min_matured_rows: 100, data_drift_every_rows: 100, max_retrains_per_day: 4}}
 gate: {gate}
-probation: {{min_rows: 60, window_rows: 100, duration: 1d, max_drop: 0.02}}
+probation: {probation}
 monitors:
   data_drift: {{current: {{last_rows: 200}}, sample_cap: 1000}}
   concept_drift: {{detector: adwin}}
@@ -88,9 +88,10 @@ class ToyModel:
 
 def toy_model(tmp_path: Path, mlflow_dir: Path, name: str, clock: ManualClock, *, rules: str = DRIFT_RULE,
               extra: str = "", estimator: tuple[str, str] | None = None, bootstrap_rows: int = 400,
-              gate: str = "{min_rows: 60}") -> ToyModel:
+              gate: str = "{min_rows: 60}",
+              probation: str = "{min_rows: 60, window_rows: 100, duration: 1d, max_drop: 0.02}") -> ToyModel:
     path = write_policy(tmp_path, mlflow_dir, name, *(estimator or ()))
-    path.write_text(path.read_text() + LOOP.format(rules=rules, gate=gate) + extra)
+    path.write_text(path.read_text() + LOOP.format(rules=rules, gate=gate, probation=probation) + extra)
     loaded = load_policy(path, environ={})
     store = EventStore.from_url(loaded.config.storage.url, clock)
     registry = open_registry(loaded.config, clock)

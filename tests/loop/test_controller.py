@@ -236,3 +236,94 @@ def test_a_river_champion_learns_incrementally_and_a_better_checkpoint_is_promot
     assert (record.strategy, record.parent_version is not None) == ("incremental", True)
     assert record.chain_depth >= 1
     assert toy.registry.aliases(model_name)["champion"] == promoted[0].challenger_version
+
+
+NEVER_RULE = """\
+  - name: volume
+    when: {new_labels: {at_least: 100000}}
+    do: {strategy: auto}
+"""
+
+
+def _manual_retrain_on_the_new_concept(tmp_path, mlflow_dir, clock: ManualClock, model_name):
+    """Concept a, then b; a person asks for a stateless retrain on the last 600 rows (all b)."""
+    from controller.loop.rules import ManualRequest
+    from controller.loop.state import request_manual
+
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock, rules=NEVER_RULE, gate="{min_rows: 60, shadow_rows: 40}")
+    controller = toy.controller()
+    toy.traffic(toy_table(300, seed=5), controller=controller)
+    toy.traffic(toy_table(600, seed=6, concept="b"), controller=controller)
+    request_manual(toy.store, model_name, ManualRequest(requested_at=clock.now(), strategy="stateless",
+                                                        window={"last_rows": 600}))
+    report = controller.tick(clock.advance(minutes=1))
+    assert report.error is None, report.error
+    decision = DecisionLog(toy.store, clock).get(report.decisions[0])
+    # The holdout says promote, but no row has matured since the decision: the shadow holds it.
+    assert (decision.status, decision.verdict) == ("held", "hold")
+    assert "shadow: 0 of shadow_rows 40 rows matured after the decision" in \
+        decision.evidence["gate"]["verdicts"][decision.challenger_version]["reason"]
+    assert toy.registry.aliases(model_name)["champion"] == "1"
+    return toy, controller, decision
+
+
+def test_shadow_rows_reject_a_challenger_that_loses_on_the_rows_after_its_decision(
+        tmp_path, mlflow_dir, clock: ManualClock, model_name) -> None:
+    toy, controller, decision = _manual_retrain_on_the_new_concept(tmp_path, mlflow_dir, clock, model_name)
+    toy.traffic(toy_table(50, seed=8, concept="a"), controller=controller, batch=50)  # the old concept is back
+    done = DecisionLog(toy.store, clock).get(decision.decision_id)
+    assert (done.status, done.verdict) == ("done", "reject")
+    verdict = done.evidence["gate"]["verdicts"][done.challenger_version]
+    assert verdict["p_value"] < 0.05 and verdict["delta"] > 0  # the holdout alone would have promoted it
+    shadow = verdict["details"]["shadow"]
+    assert shadow["rows"] == 50 and shadow["challenger"] < shadow["champion"]
+    assert "worse on the shadow rows" in verdict["reason"]
+    assert toy.registry.aliases(model_name)["champion"] == "1"
+
+
+def test_shadow_rows_promote_once_the_rows_after_the_decision_agree(
+        tmp_path, mlflow_dir, clock: ManualClock, model_name) -> None:
+    toy, controller, decision = _manual_retrain_on_the_new_concept(tmp_path, mlflow_dir, clock, model_name)
+    toy.traffic(toy_table(50, seed=8, concept="b"), controller=controller, batch=50)
+    done = DecisionLog(toy.store, clock).get(decision.decision_id)
+    assert (done.status, done.verdict) == ("done", "promote")
+    shadow = done.evidence["gate"]["verdicts"][done.challenger_version]["details"]["shadow"]
+    # Exactly the labels stored after the decision's newest trainable one.
+    after = toy.store.labeled_window(model_name, clock.now(), after_seq=done.evidence["trained_through_seq"])
+    assert shadow["rows"] == after.rows == 50 and shadow["fingerprint"] == after.fingerprint
+    assert shadow["challenger"] > shadow["champion"]
+    assert toy.registry.aliases(model_name)["champion"] == done.challenger_version
+
+
+def test_probation_waits_past_its_duration_for_min_rows_then_judges(
+        tmp_path, mlflow_dir, clock: ManualClock, model_name) -> None:
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock,
+                    probation="{min_rows: 300, window_rows: 300, duration: 1d, max_drop: 0.02}")
+    controller = toy.controller()
+    toy.traffic(toy_table(300, seed=5), controller=controller)
+    toy.traffic(toy_table(400, seed=6, concept="b"), controller=controller)
+    assert toy.registry.aliases(model_name) == {"champion": "2", "previous": "1"}
+    promotion = DecisionLog(toy.store, clock).list(model_name, actions=("retrain",))[0]
+    # Two quiet days: the duration is over, but fewer than min_rows rows matured since the promotion.
+    controller.tick(clock.advance(days=2))
+    assert "probation" not in DecisionLog(toy.store, clock).get(promotion.decision_id).evidence
+    # Then the old concept returns: the verdict on min_rows rows still rolls v2 back.
+    toy.traffic(toy_table(400, seed=8, concept="a"), controller=controller)
+    rollbacks = DecisionLog(toy.store, clock).list(model_name, actions=("rollback",))
+    assert len(rollbacks) == 1 and rollbacks[0].evidence["probation"]["rows"] >= 300
+    assert toy.registry.aliases(model_name)["champion"] == "1"
+
+
+def test_probation_without_enough_rows_ends_at_max_duration(
+        tmp_path, mlflow_dir, clock: ManualClock, model_name) -> None:
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock,
+                    probation="{min_rows: 300, window_rows: 300, duration: 1d, max_duration: 3d}")
+    controller = toy.controller()
+    toy.traffic(toy_table(300, seed=5), controller=controller)
+    toy.traffic(toy_table(400, seed=6, concept="b"), controller=controller)
+    promotion = DecisionLog(toy.store, clock).list(model_name, actions=("retrain",))[0]
+    controller.tick(clock.advance(days=2))
+    assert "probation" not in DecisionLog(toy.store, clock).get(promotion.decision_id).evidence
+    controller.tick(clock.advance(days=1, seconds=1))
+    result = DecisionLog(toy.store, clock).get(promotion.decision_id).evidence["probation"]["result"]
+    assert result.startswith("passed without a verdict") and "by max_duration" in result

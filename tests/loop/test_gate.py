@@ -538,3 +538,49 @@ def test_to_dict_is_json_serialisable() -> None:
     assert nan_metrics.to_dict()["champion_metrics"]["r2"] is None
     assert nan_metrics.to_dict()["champion_value"] is None
     assert tested.to_dict()["details"]["ci95"] == tested.details["ci95"]
+
+
+# ------------------------------------------------------------------------------------------- shadow confirmation
+
+def _promoting() -> tuple[PromotionGate, GateVerdict]:
+    gate = PromotionGate(GateConfig(min_rows=20, shadow_rows=50, max_hold=timedelta(days=2)), "classification")
+    verdict = gate.judge(accuracy_case(20, 30, 40))
+    assert verdict.verdict == "promote"
+    return gate, verdict
+
+
+def test_shadow_holds_a_promote_until_enough_rows_after_the_decision_then_rejects_after_max_hold() -> None:
+    gate, verdict = _promoting()
+    few = accuracy_case(10, 20, 30)
+    held = gate.confirm(verdict, few, held_for=timedelta(hours=1))
+    assert held.verdict == "hold" and "30 of shadow_rows 50 rows matured after the decision" in held.reason
+    assert (held.challenger_value, held.p_value) == (verdict.challenger_value, verdict.p_value)  # the holdout's
+    late = gate.confirm(verdict, few, held_for=timedelta(days=3))
+    assert late.verdict == "reject" and "waited 2d and only 30 of shadow_rows 50" in late.reason
+
+
+def test_shadow_rejects_a_challenger_that_is_worse_on_the_rows_after_the_decision() -> None:
+    gate, verdict = _promoting()
+    worse = accuracy_case(40, 38, 60)  # champion 40/60 right, challenger 38/60
+    rejected = gate.confirm(verdict, worse)
+    assert rejected.verdict == "reject" and "worse on the shadow rows" in rejected.reason
+    shadow = rejected.details["shadow"]
+    assert shadow["rows"] == 60 and shadow["delta"] == pytest.approx(-2 / 60)
+    assert (shadow["champion"], shadow["challenger"]) == (pytest.approx(40 / 60), pytest.approx(38 / 60))
+
+
+def test_shadow_keeps_a_promote_when_the_challenger_is_not_worse_later() -> None:
+    gate, verdict = _promoting()
+    equal = accuracy_case(40, 40, 60)  # no significance asked on the shadow rows: equal is enough
+    kept = gate.confirm(verdict, equal)
+    assert kept.verdict == "promote" and kept.details["shadow"]["delta"] == 0
+    assert "shadow: accuracy 0.6667 vs champion 0.6667 on the 60 rows after the decision" in kept.reason
+
+
+def test_shadow_leaves_other_verdicts_and_a_gate_without_shadow_rows_alone() -> None:
+    gate, _ = _promoting()
+    rejected = gate.judge(accuracy_case(30, 30, 40))
+    assert gate.confirm(rejected, accuracy_case(0, 60, 60)) is rejected
+    plain = PromotionGate(GateConfig(min_rows=20), "classification")
+    promote = plain.judge(accuracy_case(20, 30, 40))
+    assert plain.confirm(promote, accuracy_case(60, 0, 60)) is promote
