@@ -492,7 +492,7 @@ class Controller(ModelJob):
         sample = PairedSample(labels=np.asarray(labels, dtype=dtype), champion=np.asarray(logged, dtype=dtype),
                               challenger=np.asarray(learner, dtype=dtype),
                               classes=tuple(self.policy.target.classes or ()), fingerprint=fingerprint)
-        verdict = self.gate.judge(sample)
+        verdict = self.gate.judge_checkpoint(sample)
         evidence = {**evidence, "learned": step.learned, "gate": {
             "as_of": now.isoformat(), "rows": sample.rows, "fingerprint": fingerprint,
             "paired": "the learner's prequential predictions vs the champion's logged predictions",

@@ -22,6 +22,11 @@ the decision started (the shadow rows: no training window or holdout could conta
 gain does not turn into a loss on rows that came later (on a fast-changing stream a model fitted to a recent window
 can win its holdout and lose on what follows).
 
+With ``incremental: not_worse``, :meth:`PromotionGate.judge_checkpoint` promotes a checkpoint of the champion's own
+River learner whose gain is below the margin or not significant, as long as it is not worse (rules 1–3 still apply):
+it is the champion continued on newer labels, and a River champion that must prove significance at every checkpoint
+stops learning in service.
+
 The paired test does not depend on the metric. Classification: exact one-sided McNemar on per-row correctness
 (``b`` = champion right and challenger wrong, ``c`` = the reverse; ``p = P(Binomial(b + c, 1/2) >= c)``).
 Regression: a seeded paired bootstrap of the mean per-row loss improvement (squared loss for ``rmse`` and ``r2``,
@@ -119,6 +124,7 @@ class GateConfig(_Strict):
       alpha: 0.05
       max_hold: 3d               # still too few rows after this long: reject
     shadow_rows: 200           # a promote waits for 200 rows after the decision, on which it must not be worse
+    incremental: not_worse     # a River champion's own checkpoints: promoted unless worse (default: significant)
     ```
     """
 
@@ -148,6 +154,11 @@ class GateConfig(_Strict):
     shadow_rows: int = Field(
         0, ge=0, description="After a promote verdict, score both models on this many rows matured after the decision "
         "started and promote only if the challenger is not worse on them (0: off)."
+    )
+    incremental: Literal["significant", "not_worse"] = Field(
+        "significant", description="A checkpoint of the champion's own River learner (its continuation on newer "
+        "labels): `significant` judges it like any challenger; `not_worse` promotes it unless it is worse than the "
+        "champion on its paired rows (min_rows and floor still apply), so a River champion keeps learning in service."
     )
 
     @field_validator("max_hold", mode="before")
@@ -491,6 +502,24 @@ class PromotionGate:
     def higher_is_better(self) -> bool:
         return self.metric in HIGHER_IS_BETTER
 
+    def judge_checkpoint(self, sample: PairedSample) -> GateVerdict:
+        """A checkpoint of the champion's own incremental learner: :meth:`judge`, except that with ``incremental:
+        not_worse`` a checkpoint that is not worse (and has min_rows rows and passes the floor) is promoted: it is
+        the champion plus newer labels, not a rival that must prove itself."""
+        verdict = self.judge(sample)
+        cfg = self.config
+        if cfg.incremental == "significant" or verdict.verdict != "reject" or verdict.delta is None:
+            return verdict
+        if verdict.delta < 0 or verdict.rows < cfg.min_rows:
+            return verdict
+        if cfg.floor is not None and not _passes(verdict.challenger_value, cfg.floor, self.higher_is_better):
+            return verdict
+        return dataclasses.replace(
+            verdict, verdict="promote",
+            reason=f"checkpoint {self.metric} {_num(verdict.challenger_value)} vs champion "
+                   f"{_num(verdict.champion_value)} on {verdict.rows:,} rows ({_num(verdict.delta, True)}): not worse, "
+                   f"and it continues the champion's own learner (gate.incremental: not_worse)")
+
     def confirm(self, verdict: GateVerdict, shadow: PairedSample, *,
                 held_for: timedelta | None = None) -> GateVerdict:
         """A ``promote`` of :meth:`judge` checked on the shadow rows (see the module docstring); others unchanged."""
@@ -597,9 +626,7 @@ class _Draft:
             self.required_delta = self.gate.config.margin.required(ch)
 
     def passes_floor(self, floor: float) -> bool:
-        if self.gate.higher_is_better:
-            return self.challenger_value >= floor
-        return self.challenger_value <= floor
+        return _passes(self.challenger_value, floor, self.gate.higher_is_better)
 
     def comparison(self) -> str:
         return (f"challenger {self.gate.metric} {_num(self.challenger_value)} vs champion "
@@ -635,6 +662,10 @@ class _Draft:
             p_value=p, alpha=cfg.alpha, test=test, champion_metrics=self.champion_metrics,
             challenger_metrics=self.challenger_metrics, details=self.details, fingerprint=self.sample.fingerprint,
         )
+
+
+def _passes(value: float, floor: float, higher_is_better: bool) -> bool:
+    return value >= floor if higher_is_better else value <= floor
 
 
 def _about(value: timedelta) -> str:

@@ -238,6 +238,34 @@ def test_a_river_champion_learns_incrementally_and_a_better_checkpoint_is_promot
     assert toy.registry.aliases(model_name)["champion"] == promoted[0].challenger_version
 
 
+@pytest.mark.parametrize("mode", ["significant", "not_worse"])
+def test_not_worse_keeps_a_river_champion_learning_where_significance_would_freeze_it(
+        tmp_path, mlflow_dir, clock: ManualClock, model_name, mode) -> None:
+    checkpoints = "retrain: {holdout_fraction: 0.25, min_rows: 40, incremental: {checkpoint: " \
+                  "{every_updates: 200, every_minutes: null}}}\n"
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock, rules=LEARN_RULE, estimator=RIVER,
+                    gate=f"{{min_rows: 60, incremental: {mode}}}")
+    path = toy.loaded.path
+    path.write_text(path.read_text().replace("retrain: {holdout_fraction: 0.25, min_rows: 40}\n", checkpoints))
+    from controller.config import load_policy
+
+    toy.loaded = load_policy(path, environ={})
+    controller = toy.controller()
+    reports = toy.traffic(toy_table(800, seed=5), controller=controller)  # one concept: little left to gain
+    assert all(r.error is None for r in reports), [r.error for r in reports]
+    decisions = DecisionLog(toy.store, clock).list(model_name, actions=("learn",))
+    verdicts = [d.evidence["gate"]["verdicts"][d.challenger_version] for d in decisions]
+    assert len(verdicts) >= 3 and not any(v["p_value"] is not None and v["p_value"] < 0.05 for v in verdicts)
+    promoted = [d for d in decisions if d.verdict == "promote"]
+    if mode == "significant":
+        assert promoted == [] and toy.registry.aliases(model_name)["champion"] == "1"
+    else:
+        not_worse = [v for v in verdicts if v["delta"] is not None and v["delta"] >= 0]
+        assert not_worse and len(promoted) == len(not_worse)
+        assert all("not worse" in v["reason"] for v in verdicts if v["verdict"] == "promote")
+        assert toy.registry.aliases(model_name)["champion"] == promoted[0].challenger_version
+
+
 NEVER_RULE = """\
   - name: volume
     when: {new_labels: {at_least: 100000}}

@@ -584,3 +584,34 @@ def test_shadow_leaves_other_verdicts_and_a_gate_without_shadow_rows_alone() -> 
     plain = PromotionGate(GateConfig(min_rows=20), "classification")
     promote = plain.judge(accuracy_case(20, 30, 40))
     assert plain.confirm(promote, accuracy_case(60, 0, 60)) is promote
+
+
+# ------------------------------------------------------------------------------ checkpoints of a River champion
+
+def test_not_worse_promotes_a_checkpoint_whose_gain_is_not_significant_or_zero() -> None:
+    gate = PromotionGate(GateConfig(min_rows=20, incremental="not_worse"), "classification")
+    small = accuracy_case(30, 31, 40)  # +1 row: McNemar cannot call it significant
+    assert gate.judge(small).verdict == "reject"
+    promoted = gate.judge_checkpoint(small)
+    assert promoted.verdict == "promote" and "not worse" in promoted.reason and promoted.p_value is not None
+    assert gate.judge_checkpoint(accuracy_case(30, 30, 40)).verdict == "promote"
+
+
+def test_not_worse_still_rejects_worse_checkpoints_too_few_rows_and_the_floor() -> None:
+    gate = PromotionGate(GateConfig(min_rows=20, incremental="not_worse", floor=0.9), "classification")
+    worse = accuracy_case(31, 30, 40)
+    assert gate.judge_checkpoint(worse).verdict == "reject"
+    assert gate.judge_checkpoint(accuracy_case(5, 6, 10)).verdict == "hold"  # below min_rows
+    below_floor = gate.judge_checkpoint(accuracy_case(30, 31, 40))  # 0.775 < floor 0.9
+    assert below_floor.verdict == "reject" and "floor" in below_floor.reason
+    regression = PromotionGate(GateConfig(min_rows=20, incremental="not_worse", metric="mae"), "regression")
+    assert regression.judge_checkpoint(regression_case(200, 1.0, 1.2)).verdict == "reject"  # worse mae
+    same = regression_case(200, 1.0, 1.0)
+    equal = PairedSample(same.labels, same.champion, same.champion)
+    assert regression.judge_checkpoint(equal).verdict == "promote"
+
+
+def test_significant_checkpoints_are_judged_like_any_challenger() -> None:
+    gate = PromotionGate(GateConfig(min_rows=20), "classification")
+    small = accuracy_case(30, 31, 40)
+    assert gate.judge_checkpoint(small) == gate.judge(small)
