@@ -232,6 +232,9 @@ class LoopConfig(_Strict):
     backoff: Backoff = Backoff()
     data_drift_every_rows: int = Field(
         500, ge=1, description="Run the data-drift check when this many new predictions arrived since the last one.")
+    continuous_learning: bool = Field(
+        False, description="A River champion learns the newly matured labels on every tick (no rule needed); its "
+        "checkpoints, at retrain.incremental.checkpoint's cadence, go through the gate (see gate.incremental).")
 
 
 class AutoConfig(_Strict):

@@ -33,7 +33,7 @@ from controller.actions.training import candidate_of
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
-from controller.loop.auto import ChampionFacts, StrategyChoice, choose_strategy
+from controller.loop.auto import ChampionFacts, choose_strategy
 from controller.loop.config import Action
 from controller.loop.gate import GateVerdict, PairedSample, PromotionGate
 from controller.loop.observe import Observer, last_seq
@@ -159,9 +159,16 @@ class Controller(ModelJob):
         if self._alias_moves != moves:  # the gate promoted, or probation rolled back
             champion = self._champion() or champion
         manual = pending_manual(self.store, self.policy.model)
+        cursor = state.label_cursor
         obs = self.observer.observe(now, champion, state, manual)
         report.signals = {k: v for k, v in state.signals.items() if v.get("at") == now.isoformat()}
         in_flight = self.decisions.in_flight(self.policy.model)
+        if (self.policy.loop.continuous_learning and champion.flavor == "river" and in_flight is None
+                and state.label_cursor != cursor):
+            # What River learners are for: every matured label, not batches when a rule fires.
+            self._learn(now, champion, "new_labels", "continuous_learning", {}, state, report, quiet=True)
+            if self._alias_moves != moves:
+                champion = self._champion() or champion
         if in_flight is None and state.deferred is not None:
             self._resume_deferred(now, champion, state, report)
             in_flight = self.decisions.in_flight(self.policy.model)
@@ -198,7 +205,7 @@ class Controller(ModelJob):
                     "signals": dict(state.signals), "unlearned_rows": state.unlearned,
                     "new_labels": state.new_labels}
         if choice.strategy == "incremental":
-            self._learn(now, champion, proposal, choice, evidence, state, report)
+            self._learn(now, champion, proposal.trigger, proposal.rule, evidence, state, report)
             return
         drift_at = proposal.evidence.get("drift_at")
         if isinstance(choice.window, SinceDrift) and drift_at and self._defer(now, proposal, drift_at, state, report):
@@ -474,15 +481,16 @@ class Controller(ModelJob):
 
     # ------------------------------------------------------------------------------------ incremental learning
 
-    def _learn(self, now: datetime, champion: VersionInfo, proposal: Proposal, choice: StrategyChoice,
-               evidence: dict[str, Any], state: LoopState, report: TickReport) -> None:
+    def _learn(self, now: datetime, champion: VersionInfo, trigger: str, rule: str, evidence: dict[str, Any],
+               state: LoopState, report: TickReport, *, quiet: bool = False) -> None:
         """One test-then-train step of the River learner. A checkpoint goes through the gate on its paired rows: the
         learner's prequential predictions vs the champion's logged predictions on the same rows, which the
         learner predicted before it learned them."""
         step = IncrementalRunner(self.loaded, self.store, self.registry, self.clock).step()
         state.last_retrain_seq, state.new_labels = state.label_cursor, 0
         if step.checkpoint_version is None:
-            report.events.append(f"incremental: learned {step.learned} rows")
+            if not quiet:  # continuous learning reports checkpoints only, not every tick's rows
+                report.events.append(f"incremental: learned {step.learned} rows")
             return
         version = step.checkpoint_version
         labels, learner, logged = (list(column) for column in zip(*step.paired, strict=True)) if step.paired \
@@ -499,7 +507,7 @@ class Controller(ModelJob):
             "champion_version": champion.version, "verdicts": {version: verdict.to_dict()}}}
         promote = verdict.verdict == "promote"
         decision = self.decisions.open(
-            self.policy.model, trigger=proposal.trigger, action="learn", rule=proposal.rule, strategy="incremental",
+            self.policy.model, trigger=trigger, action="learn", rule=rule, strategy="incremental",
             status="promoting" if promote else "done", champion_version=champion.version,
             challenger_version=version, verdict=verdict.verdict, evidence=evidence, owner=self.owner)
         self._log_comparisons(decision, champion, {version: verdict}, sample.rows, fingerprint)

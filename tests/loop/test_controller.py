@@ -273,6 +273,41 @@ NEVER_RULE = """\
 """
 
 
+@pytest.mark.parametrize("continuous", [False, True])
+def test_continuous_learning_keeps_a_river_champion_learning_without_any_rule(
+        tmp_path, mlflow_dir, clock: ManualClock, model_name, continuous) -> None:
+    from controller.config import load_policy
+
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock, rules=NEVER_RULE, estimator=RIVER,
+                    gate="{min_rows: 60, incremental: not_worse}")
+    path = toy.loaded.path
+    text = path.read_text().replace(
+        "retrain: {holdout_fraction: 0.25, min_rows: 40}\n",
+        "retrain: {holdout_fraction: 0.25, min_rows: 40, incremental: {checkpoint: "
+        "{every_updates: 200, every_minutes: null}}}\n")
+    text = text.replace("loop: {cooldown: 1h,", f"loop: {{continuous_learning: {str(continuous).lower()}, cooldown: 1h,")
+    path.write_text(text)
+    toy.loaded = load_policy(path, environ={})
+    assert toy.loaded.config.loop.continuous_learning is continuous
+    controller = toy.controller()
+    reports = toy.traffic(toy_table(300, seed=5), controller=controller)
+    reports += toy.traffic(toy_table(700, seed=6, concept="b"), controller=controller)
+    assert all(r.error is None for r in reports), [r.error for r in reports]
+    learned = DecisionLog(toy.store, clock).list(model_name, actions=("learn",))
+    if not continuous:  # no rule fires: the River champion serves its bootstrap version throughout
+        assert learned == [] and toy.registry.aliases(model_name)["champion"] == "1"
+        return
+    # Every tick learned the new labels; a checkpoint every 200 of them was judged (1,000 rows: 5 checkpoints).
+    assert [(d.rule, d.trigger, d.strategy) for d in learned] == [("continuous_learning", "new_labels",
+                                                                   "incremental")] * 5
+    assert not any("incremental: learned" in e for r in reports for e in r.events)  # only checkpoints are news
+    promoted = [d for d in learned if d.verdict == "promote"]
+    assert promoted and toy.registry.aliases(model_name)["champion"] == promoted[0].challenger_version
+    # The learner followed concept b: its newest checkpoint beats the champion's logged predictions on b.
+    newest = learned[0].evidence["gate"]["verdicts"][learned[0].challenger_version]
+    assert newest["challenger_value"] > 0.8
+
+
 def _manual_retrain_on_the_new_concept(tmp_path, mlflow_dir, clock: ManualClock, model_name):
     """Concept a, then b; a person asks for a stateless retrain on the last 600 rows (all b)."""
     from controller.loop.rules import ManualRequest
