@@ -40,7 +40,7 @@ from controller.loop.observe import Observer, last_seq
 from controller.loop.rules import Hygiene, ManualRequest, Proposal, RuleEngine
 from controller.loop.runners import InlineRunner, JobState, TrainingJob, TrainingRunner, train_candidates
 from controller.loop.scoring import ModelCache, paired_sample
-from controller.loop.state import LoopState, Probation, clear_manual, load_state, pending_manual, save_state
+from controller.loop.state import LoopState, Probation, clear_manual, load_state, load_tick_state, save_state
 from controller.store import EventStore
 from controller.store.control import Decision, DecisionLog, InFlightConflict, Leases, new_decision_id
 from lineage import ModelRegistry, VersionInfo
@@ -123,7 +123,7 @@ class Controller(ModelJob):
                 current = self.leases.current(self.policy.model)
                 report.skipped = f"lease held by {current.holder if current else 'another controller'}"
                 return report
-            state = load_state(self.store, self.policy.model)
+            state, manual = load_tick_state(self.store, self.policy.model)
         except Exception as exc:  # noqa: BLE001 - the store is down: nothing to record it in; retried next tick
             report.error = f"{type(exc).__name__}: {exc}"
             log.error("%s: tick failed before it started: %s", self.policy.model, report.error)
@@ -133,7 +133,7 @@ class Controller(ModelJob):
             return report
         before, last_saved = state.content(), state.last_tick
         try:
-            self._tick(now, state, report)
+            self._tick(now, state, manual, report)
             state.failures, state.retry_at, state.last_error = 0, None, None
         except Exception as exc:  # noqa: BLE001 - recorded as a failed decision, retried with backoff
             self._failed_tick(now, state, report, exc)
@@ -147,7 +147,7 @@ class Controller(ModelJob):
                 report.error = report.error or f"could not save the loop state: {exc}"
         return report
 
-    def _tick(self, now: datetime, state: LoopState, report: TickReport) -> None:
+    def _tick(self, now: datetime, state: LoopState, manual: ManualRequest | None, report: TickReport) -> None:
         champion = self._champion()
         if champion is None:
             report.skipped = "no champion yet (run `driftpilot bootstrap`)"
@@ -158,11 +158,11 @@ class Controller(ModelJob):
         self._probation(now, self._champion() if self._alias_moves != moves else champion, state, report)
         if self._alias_moves != moves:  # the gate promoted, or probation rolled back
             champion = self._champion() or champion
-        manual = pending_manual(self.store, self.policy.model)
         cursor = state.label_cursor
         obs = self.observer.observe(now, champion, state, manual)
         report.signals = {k: v for k, v in state.signals.items() if v.get("at") == now.isoformat()}
-        in_flight = self.decisions.in_flight(self.policy.model)
+        in_flight, retrains = self.decisions.in_flight_and_recent(self.policy.model, since=now - DAY,
+                                                                   actions=("retrain",))
         if (self.policy.loop.continuous_learning and champion.flavor == "river" and in_flight is None
                 and state.label_cursor != cursor):
             # What River learners are for: every matured label, not batches when a rule fires.
@@ -171,8 +171,8 @@ class Controller(ModelJob):
                 champion = self._champion() or champion
         if in_flight is None and state.deferred is not None:
             self._resume_deferred(now, champion, state, report)
-            in_flight = self.decisions.in_flight(self.policy.model)
-        retrains = self.decisions.list(self.policy.model, since=now - DAY, limit=None, actions=("retrain",))
+            in_flight, retrains = self.decisions.in_flight_and_recent(self.policy.model, since=now - DAY,
+                                                                       actions=("retrain",))
         waiting = f"deferred:{state.deferred['rule']}" if state.deferred else None
         hygiene = Hygiene(in_flight=in_flight.decision_id if in_flight else waiting,
                           last_retrain_at=retrains[0].created_at if retrains else None,

@@ -94,6 +94,14 @@ def pending_manual(store: EventStore, model: str) -> ManualRequest | None:
     return ManualRequest.from_dict(json.loads(raw)) if raw else None
 
 
+def load_tick_state(store: EventStore, model: str) -> tuple[LoopState, ManualRequest | None]:
+    """The loop state and a person's pending request, in one read (what every tick starts with)."""
+    found = store.get_states(model, (STATE_KEY, MANUAL_KEY))
+    manual = found.get(MANUAL_KEY)
+    return (LoopState.from_json(found.get(STATE_KEY)),
+            ManualRequest.from_dict(json.loads(manual)) if manual else None)
+
+
 def request_manual(store: EventStore, model: str, request: ManualRequest) -> None:
     """Queue a person's retrain request for the model's next tick (replacing an older one)."""
     store.put_state(model, MANUAL_KEY, json.dumps(request.to_dict()).encode())

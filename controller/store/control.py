@@ -153,6 +153,20 @@ class DecisionLog:
         with self.store.connection() as conn:
             return [_decision(r._mapping) for r in conn.execute(query)]
 
+    def in_flight_and_recent(self, model: str, *, since: datetime,
+                             actions: Sequence[str]) -> tuple[Decision | None, list[Decision]]:
+        """The decision in flight (or None) and the ``actions`` decisions created since ``since``, newest first, in
+        one query (what a tick's hygiene needs)."""
+        since = ensure_utc(since)
+        recent = sa.and_(decisions.c.created_at >= since, decisions.c.action.in_(list(actions)))
+        query = (sa.select(decisions)
+                 .where(decisions.c.model == model, sa.or_(decisions.c.status.in_(IN_FLIGHT_STATUSES), recent))
+                 .order_by(decisions.c.created_at.desc(), decisions.c.decision_id.desc()))
+        with self.store.connection() as conn:
+            found = [_decision(row._mapping) for row in conn.execute(query)]
+        flying = next((d for d in found if d.in_flight), None)
+        return flying, [d for d in found if d.created_at >= since and d.action in actions]
+
     def count(self, model: str, *, since: datetime, actions: Sequence[str]) -> int:
         with self.store.connection() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(decisions).where(
@@ -187,15 +201,30 @@ class Leases:
     def __init__(self, store: EventStore, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        # (model, holder) -> the expiry this object last wrote. Until it is half gone, acquire() answers from here:
+        # nobody can take an unexpired lease, so an idle tick need not write (a write + fsync per model per tick).
+        self._held: dict[tuple[str, str], datetime] = {}
 
     def acquire(self, model: str, holder: str, ttl: timedelta) -> bool:
         """Take or renew ``model``'s lease for ``ttl``; False while another holder's lease is unexpired.
 
         One UPDATE decides for an existing row (renewal by the holder, or takeover of an expired lease); the
         database's row lock makes concurrent acquirers see each other's result. A missing row is inserted, and
-        the loser of an insert race gets False from the primary key.
+        the loser of an insert race gets False from the primary key. A lease this object took or renewed and that
+        has more than half of ``ttl`` left is held without asking the database.
         """
         now = self.clock.now()
+        written = self._held.get((model, holder))
+        if written is not None and written - now > ttl / 2:
+            return True
+        taken = self._take(model, holder, now, ttl)
+        if taken:
+            self._held[(model, holder)] = now + ttl
+        else:
+            self._held.pop((model, holder), None)
+        return taken
+
+    def _take(self, model: str, holder: str, now: datetime, ttl: timedelta) -> bool:
         expires = now + ttl
         with self.store.transaction() as conn:
             taken = conn.execute(
@@ -215,12 +244,19 @@ class Leases:
 
     def renew(self, model: str, holder: str, ttl: timedelta) -> bool:
         """Extend ``holder``'s lease; False when it does not hold it (it never takes a lease)."""
+        expires = self.clock.now() + ttl
         with self.store.transaction() as conn:
-            return bool(conn.execute(leases.update().where(leases.c.model == model, leases.c.holder == holder)
-                                     .values(expires_at=self.clock.now() + ttl)).rowcount)
+            renewed = bool(conn.execute(leases.update().where(leases.c.model == model, leases.c.holder == holder)
+                                        .values(expires_at=expires)).rowcount)
+        if renewed:
+            self._held[(model, holder)] = expires
+        else:
+            self._held.pop((model, holder), None)
+        return renewed
 
     def release(self, model: str, holder: str) -> None:
         """Give the lease up (graceful stop), so another daemon need not wait for it to expire."""
+        self._held.pop((model, holder), None)
         with self.store.transaction() as conn:
             conn.execute(leases.delete().where(leases.c.model == model, leases.c.holder == holder))
 

@@ -915,6 +915,15 @@ class EventStore:
                                                           controller_state.c.key == key)
             ).scalar_one_or_none()
 
+    def get_states(self, model: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """Several of the model's state values in one query (the ones stored; missing keys are left out)."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                sa.select(controller_state.c.key, controller_state.c.value).where(
+                    controller_state.c.model == model, controller_state.c.key.in_(list(keys)))
+            ).all()
+        return {key: value for key, value in rows}
+
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the database answers."""
         with self._connection() as conn:

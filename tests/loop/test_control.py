@@ -50,6 +50,23 @@ def test_list_is_newest_first_with_since_and_action_filters(store: EventStore, c
     assert [d.action for d in log.list(model_name, actions=("rollback",))] == ["rollback"]
 
 
+def test_in_flight_and_recent_answers_like_the_two_queries_it_replaces(store: EventStore, clock: ManualClock,
+                                                                       model_name: str) -> None:
+    log = DecisionLog(store, clock)
+    old = log.open(model_name, trigger="manual", action="retrain", status="held")  # in flight, two days old
+    clock.advance(days=2)
+    for action, status in (("retrain", "done"), ("skip", "skipped"), ("retrain", "failed"), ("learn", "done")):
+        clock.advance(hours=1)
+        log.open(model_name, trigger="manual", action=action, status=status)
+    log.open("another-model", trigger="manual", action="retrain", status="done")
+    since = clock.now() - timedelta(days=1)
+    flying, recent = log.in_flight_and_recent(model_name, since=since, actions=("retrain",))
+    assert flying == log.in_flight(model_name) and flying.decision_id == old.decision_id
+    assert recent == log.list(model_name, since=since, limit=None, actions=("retrain",)) and len(recent) == 2
+    log.update(old.decision_id, status="done")
+    assert log.in_flight_and_recent(model_name, since=since, actions=("retrain",))[0] is None
+
+
 def test_a_lease_is_renewed_by_its_holder_and_taken_over_only_after_it_expires(store: EventStore, clock: ManualClock,
                                                                               model_name: str) -> None:
     leases = Leases(store, clock)
@@ -68,6 +85,24 @@ def test_a_lease_is_renewed_by_its_holder_and_taken_over_only_after_it_expires(s
     assert leases.current(model_name).holder == "daemon-b"
     leases.release(model_name, "daemon-b")
     assert leases.current(model_name) is None and leases.acquire(model_name, "daemon-a", TTL)
+
+
+def test_a_held_lease_with_more_than_half_its_ttl_left_is_not_written_again(store: EventStore, clock: ManualClock,
+                                                                            model_name: str) -> None:
+    leases = Leases(store, clock)
+    assert leases.acquire(model_name, "daemon-a", TTL)
+    first = leases.current(model_name).expires_at
+    clock.advance(seconds=30)
+    assert leases.acquire(model_name, "daemon-a", TTL)
+    assert leases.current(model_name).expires_at == first  # an idle tick: no write
+    clock.advance(seconds=31)  # less than half of the 2-minute ttl left: renewed in the database
+    assert leases.acquire(model_name, "daemon-a", TTL)
+    assert leases.current(model_name).expires_at == clock.now() + TTL
+    # Another process's Leases object asks the database; a release forgets what this one wrote.
+    assert not Leases(store, clock).acquire(model_name, "daemon-b", TTL)
+    leases.release(model_name, "daemon-a")
+    assert Leases(store, clock).acquire(model_name, "daemon-b", TTL)
+    assert not leases.acquire(model_name, "daemon-a", TTL)
 
 
 def test_concurrent_acquirers_get_exactly_one_winner(store_url: str, clock: ManualClock, model_name: str) -> None:
