@@ -201,7 +201,7 @@ class Leases:
     def __init__(self, store: EventStore, clock: Clock) -> None:
         self.store = store
         self.clock = clock
-        # (model, holder) -> the expiry this object last wrote. Until it is half gone, acquire() answers from here:
+        # (model, holder) -> the expiry this object last wrote. While half of it is left, acquire() answers from here:
         # nobody can take an unexpired lease, so an idle tick need not write (a write + fsync per model per tick).
         self._held: dict[tuple[str, str], datetime] = {}
 
@@ -211,11 +211,11 @@ class Leases:
         One UPDATE decides for an existing row (renewal by the holder, or takeover of an expired lease); the
         database's row lock makes concurrent acquirers see each other's result. A missing row is inserted, and
         the loser of an insert race gets False from the primary key. A lease this object took or renewed and that
-        has more than half of ``ttl`` left is held without asking the database.
+        has at least half of ``ttl`` left is held without asking the database.
         """
         now = self.clock.now()
         written = self._held.get((model, holder))
-        if written is not None and written - now > ttl / 2:
+        if written is not None and written - now >= ttl / 2:
             return True
         taken = self._take(model, holder, now, ttl)
         if taken:

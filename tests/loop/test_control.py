@@ -72,7 +72,7 @@ def test_a_lease_is_renewed_by_its_holder_and_taken_over_only_after_it_expires(s
     leases = Leases(store, clock)
     assert leases.acquire(model_name, "daemon-a", TTL)
     acquired = leases.current(model_name).acquired_at
-    clock.advance(minutes=1)
+    clock.advance(seconds=61)  # less than half the ttl left: the holder's acquire writes a renewal
     assert not leases.acquire(model_name, "daemon-b", TTL)
     assert leases.acquire(model_name, "daemon-a", TTL)  # renewal keeps the acquisition time
     assert leases.current(model_name).acquired_at == acquired
@@ -87,15 +87,15 @@ def test_a_lease_is_renewed_by_its_holder_and_taken_over_only_after_it_expires(s
     assert leases.current(model_name) is None and leases.acquire(model_name, "daemon-a", TTL)
 
 
-def test_a_held_lease_with_more_than_half_its_ttl_left_is_not_written_again(store: EventStore, clock: ManualClock,
+def test_a_held_lease_with_half_its_ttl_left_is_not_written_again(store: EventStore, clock: ManualClock,
                                                                             model_name: str) -> None:
     leases = Leases(store, clock)
     assert leases.acquire(model_name, "daemon-a", TTL)
     first = leases.current(model_name).expires_at
-    clock.advance(seconds=30)
+    clock.advance(seconds=60)  # exactly half of the 2-minute ttl left
     assert leases.acquire(model_name, "daemon-a", TTL)
     assert leases.current(model_name).expires_at == first  # an idle tick: no write
-    clock.advance(seconds=31)  # less than half of the 2-minute ttl left: renewed in the database
+    clock.advance(seconds=1)  # less than half of the 2-minute ttl left: renewed in the database
     assert leases.acquire(model_name, "daemon-a", TTL)
     assert leases.current(model_name).expires_at == clock.now() + TTL
     # Another process's Leases object asks the database; a release forgets what this one wrote.
