@@ -39,7 +39,8 @@ def policy_for_stream(loaded: LoadedPolicy, spec: StreamSpec, workdir: Path) -> 
     if loaded.config.task != spec.task:
         raise BacktestError(f"{loaded.path}: a {loaded.config.task} policy cannot replay stream {spec.name!r}, which "
                             f"is a {spec.task} stream; pick a {loaded.config.task} stream or a {spec.task} policy")
-    body = loaded.config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # None is kept: it can be a setting (`every_minutes: null` turns that threshold off), not only "unset".
+    body = loaded.config.model_dump(mode="json", by_alias=True)
     same_schema = loaded.config.feature_types == spec.features and loaded.config.target.name == spec.target
     if not same_schema:
         body["features"] = dict(spec.features)
