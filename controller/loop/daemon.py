@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -41,6 +42,8 @@ log = logging.getLogger("driftpilot.daemon")
 
 # APScheduler stores textual references to the functions below; they find the running daemon here.
 _RUNNING: Daemon | None = None
+# How often the main thread of `driftpilot run --no-api` looks whether a stop signal came.
+SIGNAL_POLL_S = 0.2
 
 
 def tick_job(model: str) -> None:
@@ -215,11 +218,16 @@ class Daemon:
         log.info("controller %s stopped", self.owner)
 
     def wait(self) -> None:
-        """Block until SIGTERM or SIGINT (for ``driftpilot run --no-api``)."""
+        """Block until SIGTERM or SIGINT (for ``driftpilot run --no-api``), then :meth:`stop`."""
+        signalled: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._stopped.set())
-        self._stopped.wait()
-        self._stopped.clear()  # stop() does the work
+            # The main thread polls instead of blocking in Event.wait(): Python runs a handler only when the main
+            # thread executes bytecode, and a signal the kernel hands to another thread (the scheduler's, a tick's)
+            # does not wake a main thread blocked on a lock; seen as a daemon that kept ticking after SIGTERM.
+            signal.signal(sig, lambda signum, _frame: signalled.append(signum))
+        while not signalled:
+            time.sleep(SIGNAL_POLL_S)
+        log.info("received %s: stopping", signal.Signals(signalled[0]).name)
         self.stop()
 
 
