@@ -646,6 +646,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seed 0, 4,000 rows per scenario, 10,000 Elec2 rows")
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first..first+seeds-1 (split one protocol over processes, then --merge)")
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--bootstrap", type=int, default=1_000)
     parser.add_argument("--label-delay", type=int, default=10, help="rows (minutes) until a scenario label arrives")
@@ -683,7 +685,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     policies = {"classification": load_policy(ROOT / args.policy),
                 "regression": load_policy(ROOT / args.regression_policy)}
-    jobs: list[tuple[str, int]] = [(name, seed) for seed in range(args.seeds) for name in args.scenarios]
+    jobs: list[tuple[str, int]] = [(name, seed) for seed in range(args.first_seed, args.first_seed + args.seeds)
+                                   for name in args.scenarios]
     if not args.no_elec2:
         jobs.append(("elec2", 0))
     runs: list[Run] = []
