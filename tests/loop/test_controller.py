@@ -206,17 +206,29 @@ LEARN_RULE = """\
 """
 
 
+def river_toy(tmp_path, mlflow_dir, clock: ManualClock, model_name, *, rules: str = LEARN_RULE,
+              gate: str = "{min_rows: 60}", continuous: bool = False):
+    """A River champion whose learner checkpoints every 200 updates (no time threshold)."""
+    from controller.config import load_policy
+
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock, rules=rules, estimator=RIVER, gate=gate)
+    path = toy.loaded.path
+    text = path.read_text().replace(
+        "retrain: {holdout_fraction: 0.25, min_rows: 40}\n",
+        "retrain: {holdout_fraction: 0.25, min_rows: 40, incremental: {checkpoint: "
+        "{every_updates: 200, every_minutes: null}}}\n")
+    path.write_text(text.replace("loop: {cooldown: 1h,",
+                                 f"loop: {{continuous_learning: {str(continuous).lower()}, cooldown: 1h,"))
+    toy.loaded = load_policy(path, environ={})
+    assert toy.loaded.config.retrain.incremental.checkpoint.every_updates == 200
+    assert toy.loaded.config.loop.continuous_learning is continuous
+    return toy
+
+
 def test_a_river_champion_learns_incrementally_and_a_better_checkpoint_is_promoted(tmp_path, mlflow_dir,
                                                                                    clock: ManualClock,
                                                                                    model_name) -> None:
-    checkpoints = "retrain: {holdout_fraction: 0.25, min_rows: 40, incremental: {checkpoint: " \
-                  "{every_updates: 200, every_minutes: null}}}\n"
-    toy = toy_model(tmp_path, mlflow_dir, model_name, clock, rules=LEARN_RULE, estimator=RIVER)
-    path = toy.loaded.path
-    path.write_text(path.read_text().replace("retrain: {holdout_fraction: 0.25, min_rows: 40}\n", checkpoints))
-    from controller.config import load_policy
-
-    toy.loaded = load_policy(path, environ={})
+    toy = river_toy(tmp_path, mlflow_dir, clock, model_name)
     controller = toy.controller()
     reports = toy.traffic(toy_table(300, seed=5), controller=controller)
     reports += toy.traffic(toy_table(700, seed=6, concept="b"), controller=controller)
@@ -241,15 +253,7 @@ def test_a_river_champion_learns_incrementally_and_a_better_checkpoint_is_promot
 @pytest.mark.parametrize("mode", ["significant", "not_worse"])
 def test_not_worse_keeps_a_river_champion_learning_where_significance_would_freeze_it(
         tmp_path, mlflow_dir, clock: ManualClock, model_name, mode) -> None:
-    checkpoints = "retrain: {holdout_fraction: 0.25, min_rows: 40, incremental: {checkpoint: " \
-                  "{every_updates: 200, every_minutes: null}}}\n"
-    toy = toy_model(tmp_path, mlflow_dir, model_name, clock, rules=LEARN_RULE, estimator=RIVER,
-                    gate=f"{{min_rows: 60, incremental: {mode}}}")
-    path = toy.loaded.path
-    path.write_text(path.read_text().replace("retrain: {holdout_fraction: 0.25, min_rows: 40}\n", checkpoints))
-    from controller.config import load_policy
-
-    toy.loaded = load_policy(path, environ={})
+    toy = river_toy(tmp_path, mlflow_dir, clock, model_name, gate=f"{{min_rows: 60, incremental: {mode}}}")
     controller = toy.controller()
     reports = toy.traffic(toy_table(800, seed=5), controller=controller)  # one concept: little left to gain
     assert all(r.error is None for r in reports), [r.error for r in reports]
@@ -276,19 +280,8 @@ NEVER_RULE = """\
 @pytest.mark.parametrize("continuous", [False, True])
 def test_continuous_learning_keeps_a_river_champion_learning_without_any_rule(
         tmp_path, mlflow_dir, clock: ManualClock, model_name, continuous) -> None:
-    from controller.config import load_policy
-
-    toy = toy_model(tmp_path, mlflow_dir, model_name, clock, rules=NEVER_RULE, estimator=RIVER,
-                    gate="{min_rows: 60, incremental: not_worse}")
-    path = toy.loaded.path
-    text = path.read_text().replace(
-        "retrain: {holdout_fraction: 0.25, min_rows: 40}\n",
-        "retrain: {holdout_fraction: 0.25, min_rows: 40, incremental: {checkpoint: "
-        "{every_updates: 200, every_minutes: null}}}\n")
-    text = text.replace("loop: {cooldown: 1h,", f"loop: {{continuous_learning: {str(continuous).lower()}, cooldown: 1h,")
-    path.write_text(text)
-    toy.loaded = load_policy(path, environ={})
-    assert toy.loaded.config.loop.continuous_learning is continuous
+    toy = river_toy(tmp_path, mlflow_dir, clock, model_name, rules=NEVER_RULE,
+                    gate="{min_rows: 60, incremental: not_worse}", continuous=continuous)
     controller = toy.controller()
     reports = toy.traffic(toy_table(300, seed=5), controller=controller)
     reports += toy.traffic(toy_table(700, seed=6, concept="b"), controller=controller)
@@ -358,18 +351,24 @@ def test_shadow_rows_promote_once_the_rows_after_the_decision_agree(
     assert toy.registry.aliases(model_name)["champion"] == done.challenger_version
 
 
-def test_probation_waits_past_its_duration_for_min_rows_then_judges(
-        tmp_path, mlflow_dir, clock: ManualClock, model_name) -> None:
-    toy = toy_model(tmp_path, mlflow_dir, model_name, clock,
-                    probation="{min_rows: 300, window_rows: 300, duration: 1d, max_drop: 0.02}")
+def _promoted_then_two_quiet_days(tmp_path, mlflow_dir, clock: ManualClock, model_name, probation: str):
+    """v2 promoted on concept b with fewer than probation.min_rows rows after it, then two days without traffic:
+    the duration (1d) is over, but probation is still open."""
+    toy = toy_model(tmp_path, mlflow_dir, model_name, clock, probation=probation)
     controller = toy.controller()
     toy.traffic(toy_table(300, seed=5), controller=controller)
     toy.traffic(toy_table(400, seed=6, concept="b"), controller=controller)
     assert toy.registry.aliases(model_name) == {"champion": "2", "previous": "1"}
     promotion = DecisionLog(toy.store, clock).list(model_name, actions=("retrain",))[0]
-    # Two quiet days: the duration is over, but fewer than min_rows rows matured since the promotion.
     controller.tick(clock.advance(days=2))
     assert "probation" not in DecisionLog(toy.store, clock).get(promotion.decision_id).evidence
+    return toy, controller, promotion
+
+
+def test_probation_waits_past_its_duration_for_min_rows_then_judges(
+        tmp_path, mlflow_dir, clock: ManualClock, model_name) -> None:
+    toy, controller, _ = _promoted_then_two_quiet_days(
+        tmp_path, mlflow_dir, clock, model_name, "{min_rows: 300, window_rows: 300, duration: 1d, max_drop: 0.02}")
     # Then the old concept returns: the verdict on min_rows rows still rolls v2 back.
     toy.traffic(toy_table(400, seed=8, concept="a"), controller=controller)
     rollbacks = DecisionLog(toy.store, clock).list(model_name, actions=("rollback",))
@@ -379,14 +378,8 @@ def test_probation_waits_past_its_duration_for_min_rows_then_judges(
 
 def test_probation_without_enough_rows_ends_at_max_duration(
         tmp_path, mlflow_dir, clock: ManualClock, model_name) -> None:
-    toy = toy_model(tmp_path, mlflow_dir, model_name, clock,
-                    probation="{min_rows: 300, window_rows: 300, duration: 1d, max_duration: 3d}")
-    controller = toy.controller()
-    toy.traffic(toy_table(300, seed=5), controller=controller)
-    toy.traffic(toy_table(400, seed=6, concept="b"), controller=controller)
-    promotion = DecisionLog(toy.store, clock).list(model_name, actions=("retrain",))[0]
-    controller.tick(clock.advance(days=2))
-    assert "probation" not in DecisionLog(toy.store, clock).get(promotion.decision_id).evidence
+    toy, controller, promotion = _promoted_then_two_quiet_days(
+        tmp_path, mlflow_dir, clock, model_name, "{min_rows: 300, window_rows: 300, duration: 1d, max_duration: 3d}")
     controller.tick(clock.advance(days=1, seconds=1))
     result = DecisionLog(toy.store, clock).get(promotion.decision_id).evidence["probation"]["result"]
     assert result.startswith("passed without a verdict") and "by max_duration" in result
