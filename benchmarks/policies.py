@@ -359,14 +359,11 @@ def bench_stream(stream: ReplayStream, seed: int, loaded: LoadedPolicy, args: ar
         skip = set(args.skip)
         for family, spec in batch.items():
             runs.append(run_batch("static", family, spec, proto, seed, lambda: []))
-            if "oracle" in skip:
-                runs.append(run_batch("periodic", family, spec, proto, seed,
-                                      lambda: periodic_refits(proto, args.period, args.window),
-                                      period=args.period, window=args.window))
-                continue
             runs.append(run_batch("periodic", family, spec, proto, seed,
                                   lambda: periodic_refits(proto, args.period, args.window),
                                   period=args.period, window=args.window))
+            if "oracle" in skip:
+                continue
             if stream.spec.change_points:
                 runs.append(run_batch("oracle", family, spec, proto, seed, lambda: oracle_refits(proto)))
             elif not args.no_oracle_grid:

@@ -216,8 +216,7 @@ class Controller(ModelJob):
         candidates = self._candidates(proposal, champion)
         if self.policy.gate.shadow_rows:
             # The newest label this decision's training can see: the gate's shadow rows are the ones after it.
-            newest = self.store.labeled_count(self.policy.model, now, after_seq=state.label_cursor)[1]
-            evidence["trained_through_seq"] = newest or state.label_cursor
+            evidence["trained_through_seq"] = self._newest_label_seq(now, state)
         try:
             decision = self.decisions.open(
                 self.policy.model, trigger=proposal.trigger, action="retrain", rule=proposal.rule,
@@ -399,12 +398,15 @@ class Controller(ModelJob):
         self.decisions.update(decision.decision_id, status="done")
         if self.policy.probation.enabled and previous is not None and previous != version:
             # Probation judges the rows that mature after this moment: both versions are scored on them.
-            newest = self.store.labeled_count(self.policy.model, now, after_seq=state.label_cursor)[1]
             state.probation = Probation(decision_id=decision.decision_id, version=str(version), previous=previous,
-                                        since_seq=newest or state.label_cursor,
+                                        since_seq=self._newest_label_seq(now, state),
                                         until=now + self.policy.probation.duration,
                                         ends_by=now + self.policy.probation.longest)
         report.note(decision.decision_id, f"{decision.decision_id}: v{version} is champion (previous v{previous})")
+
+    def _newest_label_seq(self, now: datetime, state: LoopState) -> int | None:
+        """The newest labeled row's seq as of ``now`` (the loop's cursor may not have read it yet)."""
+        return self.store.labeled_count(self.policy.model, now, after_seq=state.label_cursor)[1] or state.label_cursor
 
     def _log_comparisons(self, decision: Decision, champion: VersionInfo, verdicts: dict[str, GateVerdict],
                          rows: int, fingerprint: str) -> None:

@@ -123,8 +123,8 @@ class GateConfig(_Strict):
       margin: {absolute: 0.005, relative: 0.01}
       alpha: 0.05
       max_hold: 3d               # still too few rows after this long: reject
-    shadow_rows: 200           # a promote waits for 200 rows after the decision, on which it must not be worse
-    incremental: not_worse     # a River champion's own checkpoints: promoted unless worse (default: significant)
+      shadow_rows: 200           # a promote waits for 200 rows after the decision, on which it must not be worse
+      incremental: not_worse     # a River champion's own checkpoints: promoted unless worse (default: significant)
     ```
     """
 
@@ -523,7 +523,29 @@ class PromotionGate:
     def confirm(self, verdict: GateVerdict, shadow: PairedSample, *,
                 held_for: timedelta | None = None) -> GateVerdict:
         """A ``promote`` of :meth:`judge` checked on the shadow rows (see the module docstring); others unchanged."""
-        return _confirm_on_shadow(self, verdict, shadow, held_for=held_for)
+        cfg = self.config
+        if verdict.verdict != "promote" or cfg.shadow_rows == 0:
+            return verdict
+        if shadow.rows < cfg.shadow_rows:
+            why = f"{shadow.rows:,} of shadow_rows {cfg.shadow_rows:,} rows matured after the decision"
+            if held_for is not None and held_for > cfg.max_hold:
+                return dataclasses.replace(verdict, verdict="reject", reason=f"{verdict.reason}; but waited "
+                                           f"{format_duration(cfg.max_hold)} and only {why}")
+            return dataclasses.replace(verdict, verdict="hold", reason=f"{verdict.reason}; shadow: {why}, waiting")
+        later = self.judge(shadow)
+        details = {**verdict.details, "shadow": {"rows": shadow.rows, "champion": later.champion_value,
+                                                 "challenger": later.challenger_value, "delta": later.delta,
+                                                 "fingerprint": shadow.fingerprint}}
+        if later.delta is None:
+            return dataclasses.replace(verdict, verdict="hold", details=details,
+                                       reason=f"{verdict.reason}; shadow: {verdict.metric} undefined on the "
+                                              f"{shadow.rows:,} rows after the decision, waiting")
+        on_shadow = (f"{verdict.metric} {_num(later.challenger_value)} vs champion {_num(later.champion_value)} on the "
+                     f"{shadow.rows:,} rows after the decision")
+        if later.delta < 0:
+            return dataclasses.replace(verdict, verdict="reject", details=details,
+                                       reason=f"{verdict.reason}; but worse on the shadow rows: {on_shadow}")
+        return dataclasses.replace(verdict, details=details, reason=f"{verdict.reason}; shadow: {on_shadow}")
 
     def judge(self, sample: PairedSample, *, held_for: timedelta | None = None) -> GateVerdict:
         """The verdict on ``sample``; ``held_for`` is how long this challenger has waited so far (for max_hold)."""
@@ -573,34 +595,6 @@ class PromotionGate:
         draft.details.update(loss=loss, mean_improvement=float(improvement.mean()), ci95=[float(low), float(high)],
                              resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         return draft.tested("paired_bootstrap", "bootstrap", p)
-
-
-def _confirm_on_shadow(gate: PromotionGate, verdict: GateVerdict, shadow: PairedSample, *,
-                      held_for: timedelta | None = None) -> GateVerdict:
-    """``verdict`` (the holdout's) checked on the shadow rows when it is ``promote`` and ``shadow_rows`` is set."""
-    cfg = gate.config
-    if verdict.verdict != "promote" or cfg.shadow_rows == 0:
-        return verdict
-    if shadow.rows < cfg.shadow_rows:
-        why = f"{shadow.rows:,} of shadow_rows {cfg.shadow_rows:,} rows matured after the decision"
-        if held_for is not None and held_for > cfg.max_hold:
-            return dataclasses.replace(verdict, verdict="reject", reason=f"{verdict.reason}; but waited "
-                                       f"{format_duration(cfg.max_hold)} and only {why}")
-        return dataclasses.replace(verdict, verdict="hold", reason=f"{verdict.reason}; shadow: {why}, waiting")
-    later = gate.judge(shadow)
-    details = {**verdict.details, "shadow": {"rows": shadow.rows, "champion": later.champion_value,
-                                             "challenger": later.challenger_value, "delta": later.delta,
-                                             "fingerprint": shadow.fingerprint}}
-    if later.delta is None:
-        return dataclasses.replace(verdict, verdict="hold", details=details,
-                                   reason=f"{verdict.reason}; shadow: {verdict.metric} undefined on the "
-                                          f"{shadow.rows:,} rows after the decision, waiting")
-    on_shadow = (f"{verdict.metric} {_num(later.challenger_value)} vs champion {_num(later.champion_value)} on the "
-                 f"{shadow.rows:,} rows after the decision")
-    if later.delta < 0:
-        return dataclasses.replace(verdict, verdict="reject", details=details,
-                                   reason=f"{verdict.reason}; but worse on the shadow rows: {on_shadow}")
-    return dataclasses.replace(verdict, details=details, reason=f"{verdict.reason}; shadow: {on_shadow}")
 
 
 class _Draft:

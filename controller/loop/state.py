@@ -90,16 +90,17 @@ def save_state(store: EventStore, model: str, state: LoopState) -> None:
 
 
 def pending_manual(store: EventStore, model: str) -> ManualRequest | None:
-    raw = store.get_state(model, MANUAL_KEY)
-    return ManualRequest.from_dict(json.loads(raw)) if raw else None
+    return _manual(store.get_state(model, MANUAL_KEY))
 
 
 def load_tick_state(store: EventStore, model: str) -> tuple[LoopState, ManualRequest | None]:
     """The loop state and a person's pending request, in one read (what every tick starts with)."""
     found = store.get_states(model, (STATE_KEY, MANUAL_KEY))
-    manual = found.get(MANUAL_KEY)
-    return (LoopState.from_json(found.get(STATE_KEY)),
-            ManualRequest.from_dict(json.loads(manual)) if manual else None)
+    return LoopState.from_json(found.get(STATE_KEY)), _manual(found.get(MANUAL_KEY))
+
+
+def _manual(raw: bytes | None) -> ManualRequest | None:
+    return ManualRequest.from_dict(json.loads(raw)) if raw else None
 
 
 def request_manual(store: EventStore, model: str, request: ManualRequest) -> None:

@@ -447,7 +447,8 @@ class EventStore:
         while True:
             # Looked at in a read transaction first: the write lock (all of SQLite's) is taken only when there is work.
             with self._read() as conn:
-                if not sealed.seal_size(conn, model, self.sealing.rows, keep=keep, min_rows=min_rows):
+                if not sealed.seal_size(conn, model, sealed.model_id(conn, model), self.sealing.rows, keep=keep,
+                                        min_rows=min_rows):
                     return results
             if results and self.engine.dialect.name == "sqlite":
                 # SQLite's write lock is not handed over fairly: a waiting writer polls with growing sleeps (up to

@@ -228,9 +228,10 @@ def hot_matched_count(conn: sa.Connection, model: str, mid: int | None, limit: i
     return int(conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one())
 
 
-def seal_size(conn: sa.Connection, model: str, rows: int, *, keep: int = 0, min_rows: int | None = None) -> int:
+def seal_size(conn: sa.Connection, model: str, mid: int | None, rows: int, *, keep: int = 0,
+              min_rows: int | None = None) -> int:
     """How many rows the next segment would take (0: not enough to seal); see :func:`seal_oldest`."""
-    available = hot_matched_count(conn, model, model_id(conn, model), limit=rows + keep) - keep
+    available = hot_matched_count(conn, model, mid, limit=rows + keep) - keep
     size = min(rows, available)
     if size < 1 or (size < rows and (min_rows is None or size < min_rows)):
         return 0
@@ -246,7 +247,7 @@ def seal_oldest(conn: sa.Connection, model: str, rows: int, now: datetime, *, ke
     advisory_xact_lock(conn, f"labels:{model}")
     seal_lock(conn, model)
     mid = model_id(conn, model)
-    size = seal_size(conn, model, rows, keep=keep, min_rows=min_rows)
+    size = seal_size(conn, model, mid, rows, keep=keep, min_rows=min_rows)
     if size == 0:
         return None
     if mid is None:
