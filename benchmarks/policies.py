@@ -1,13 +1,24 @@
 """Benchmark of decision quality: driftpilot's `auto` policy against static, periodic, River-only and oracle baselines.
 
-    .venv/bin/python benchmarks/policies.py            # 6 scenarios x seeds 0..9 (10,000 rows each) + Elec2 (45,312)
+    .venv/bin/python benchmarks/policies.py            # the protocol below, baselines and auto, in one process
     .venv/bin/python benchmarks/policies.py --quick    # seed 0, 4,000 rows per scenario, Elec2's first 10,000 rows
+
+The protocol (issue "Part 12"): six drifting scenarios of ``--rows`` (10,000) rows, seeds 0..4 (``--seeds``), in two
+label-delay regimes (``--label-delays 10 500``: a label arrives 10 or 500 rows after its row); ``sea-stationary``
+(no change) of ``--stationary-rows`` (20,000) rows, seeds 0..9 (``--stationary-seeds``), only in the 10-row regime
+(``--stationary-delays``); Elec2 whole, seed 0, each label with the next row. A run's identity is (stream, label
+delay, seed, policy, family); every table has one row per (stream, label delay), e.g. ``sea-abrupt (delay 500)``,
+``elec2 (next row)``.
+
+Baselines and ``auto`` may run as separate processes: ``--skip-auto`` (baselines only) and ``--only-auto`` (auto
+only) each write their raw JSON (and a partial report) to ``--out``; ``--merge A.json B.json --out REPORT.md``
+joins them into one report (files of different protocols are refused).
 
 Every policy sees the same stream under the same prequential protocol: the first ``--bootstrap`` rows train the
 first model (the controller's bootstrap fits on their oldest 80 %, its holdout share; every baseline starts from a
 model fitted on those same rows), then each later row is predicted by the model of that moment and scored
-(accuracy, or MAE for regression); a label is usable only once its ``label_time`` has passed (scenarios: 10 rows
-later; Elec2: with the next row). Policies:
+(accuracy, or MAE for regression); a label is usable only once its ``label_time`` has passed (scenarios: 10 or
+500 rows later; Elec2: with the next row). Policies:
 
 * ``static``: the bootstrap model, never retrained (one per scikit-learn family of the pool);
 * ``periodic``: a stateless refit every ``--period`` rows on the last ``--window`` matured rows, no gate;
@@ -17,8 +28,8 @@ later; Elec2: with the next row). Policies:
   probation) with the policy file ``--policy`` (regression streams: ``--regression-policy``), ticking every
   ``--tick-every`` rows;
 * ``oracle``: a stateless refit right after each true change point, once ``ORACLE_ROWS`` rows of the new concept have
-  matured (and again at 4x that many), on those rows only. The rotating hyperplane has no change points: its oracle is
-  the periodic refit whose (period, window) is best in hindsight over a grid, per seed.
+  matured (and again at 4x that many), on those rows only. A stream without change points (the rotating hyperplane,
+  sea-stationary): the periodic refit whose (period, window) is best in hindsight over a grid, per seed.
 * ``no-change`` (a reference, not a learner): predict the newest matured label.
 
 Writes docs/benchmarks-policies.md (tables; a hand-written analysis below the marker survives a re-run) and the raw
@@ -37,6 +48,7 @@ import copy  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -94,6 +106,17 @@ class Run:
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    label_delay: int | None = None  # rows until a label arrives (1: with the next row); part of the run's identity
+
+    def key(self) -> tuple:
+        return self.stream, self.label_delay, self.seed, self.policy, self.family
+
+
+def regime_label(stream: str, label_delay: int | None) -> str:
+    """How a (stream, label delay) shows in the tables: ``sea-abrupt (delay 10)``, ``elec2 (next row)``."""
+    if label_delay is None:
+        return stream
+    return f"{stream} ({'next row' if label_delay == 1 else f'delay {label_delay}'})"
 
 
 def better(metric: str, a: float, b: float) -> bool:
@@ -350,7 +373,12 @@ def pool_specs(loaded: LoadedPolicy) -> tuple[dict[str, Any], dict[str, dict[str
     return batch, river
 
 
-def bench_stream(stream: ReplayStream, seed: int, loaded: LoadedPolicy, args: argparse.Namespace) -> list[Run]:
+def bench_stream(stream: ReplayStream, seed: int, loaded: LoadedPolicy, args: argparse.Namespace,
+                 keep: Path | None = None) -> list[Run]:
+    """The baselines and/or auto on one stream; ``keep`` (default ``args.keep``): where auto's stores are copied."""
+    keep = args.keep if keep is None else keep
+    if getattr(args, "only_auto", False):
+        return [run_auto(loaded, stream, seed, args.bootstrap, args.tick_every, keep)]
     proto = Protocol(stream, args.bootstrap, loaded.config.bootstrap.holdout_fraction)
     batch, river = pool_specs(loaded)
     runs: list[Run] = []
@@ -375,18 +403,42 @@ def bench_stream(stream: ReplayStream, seed: int, loaded: LoadedPolicy, args: ar
                                   snapshot_every=args.snapshot_every if kind == "river-arf" else ()))
         runs.append(run_no_change(proto, seed))
         if not args.skip_auto:
-            runs.append(run_auto(loaded, stream, seed, args.bootstrap, args.tick_every, args.keep))
+            runs.append(run_auto(loaded, stream, seed, args.bootstrap, args.tick_every, keep))
     return runs
 
 
 # ------------------------------------------------------------------------------------------------ report
 
 
-def summarize(runs: list[Run]) -> dict[str, dict[str, Any]]:
-    """stream -> policy label -> mean/median value over seeds, plus the chosen family for batch policies."""
+POLICY_ORDER = ["static", "periodic", "river-arf", "river-hat", "auto", "oracle", "no-change"]
+BASELINES = ("static", "periodic", "river-arf", "river-hat")  # the non-oracle baselines auto is held against
+STATIONARY = "sea-stationary"
+ELEC2_DELAY = 1               # Elec2's label arrives with the next row: a delay of one row
+DEFAULT_DELAYS = [10, 500]    # the label-delay regimes of the scenarios, in rows
+ACCURACY_SLACK = 0.002        # auto >= best non-oracle baseline - 0.002 accuracy ...
+MAE_SLACK = 0.01              # ... or <= best + 1 % MAE
+ELEC2_TARGET = 0.883          # auto's accuracy on Elec2 (next-row labels)
+ELEC2_CPU_TARGET = 120.0      # CPU seconds of auto's Elec2 replay
+HARMFUL_SHARE = 0.01          # harmful promotions <= 1 % of promotions
+PROTOCOL_KEYS = ("bootstrap", "period", "window", "tick_every", "policy", "regression_policy")
+
+
+def regimes(runs: Sequence[Run]) -> dict[str, tuple[str, int | None]]:
+    """Table label -> (stream, label delay): streams in order of first appearance, each one's delays ascending."""
+    first: dict[str, int] = {}
+    for r in runs:
+        first.setdefault(r.stream, len(first))
+    keys = sorted({(r.stream, r.label_delay) for r in runs},
+                  key=lambda k: (first[k[0]], -1 if k[1] is None else k[1]))
+    return {regime_label(stream, delay): (stream, delay) for stream, delay in keys}
+
+
+def summarize(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
+    """(stream, label delay) label -> policy label -> stats over seeds, plus the chosen family for batch policies
+    (the family with the best mean, picked in hindsight)."""
     table: dict[str, dict[str, Any]] = {}
-    for stream in dict.fromkeys(r.stream for r in runs):
-        rows = [r for r in runs if r.stream == stream]
+    for label, (stream, delay) in regimes(runs).items():
+        rows = [r for r in runs if r.stream == stream and r.label_delay == delay]
         cells: dict[str, Any] = {}
         for policy in dict.fromkeys(r.policy for r in rows):
             group = [r for r in rows if r.policy == policy]
@@ -397,8 +449,15 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, Any]]:
             metric_ = group[0].metric
             best = max(summaries, key=lambda f: summaries[f]["mean"] * (1 if metric_ == "accuracy" else -1))
             cells[policy] = {**summaries[best], "family": best, "families": summaries}
-        table[stream] = cells
+        table[label] = cells
     return table
+
+
+def _count(value: Any) -> int:
+    """A count kept in ``Run.extra``: a number, or a list of the things counted."""
+    if value is None:
+        return 0
+    return len(value) if isinstance(value, (list, tuple)) else int(value)
 
 
 def _stats(runs: list[Run]) -> dict[str, Any]:
@@ -409,13 +468,14 @@ def _stats(runs: list[Run]) -> dict[str, Any]:
            "models_trained": statistics.fmean(r.models_trained for r in runs),
            "cpu": statistics.fmean(r.cpu_seconds for r in runs), "wall": statistics.fmean(r.wall_seconds for r in runs)}
     if runs[0].policy == "auto":
-        out["harmful"] = sum(r.extra["harmful"] for r in runs)
-        out["promotions"] = sum(r.extra["promotions"] for r in runs)
-        out["rollbacks"] = sum(r.extra["rollbacks"] for r in runs)
-        out["failed"] = sum(r.extra["failed"] for r in runs)
-        out["controller"] = statistics.fmean(r.extra["controller_seconds"] for r in runs)
-        delays = [d for r in runs for d in r.extra["detection_delays"]]
-        out["delays"] = delays
+        # .get: the race-based auto runs may not record every key of the earlier replay
+        for key in ("harmful", "promotions", "rollbacks", "failed"):
+            out[key] = sum(_count(r.extra.get(key)) for r in runs)
+        out["controller"] = statistics.fmean(float(r.extra.get("controller_seconds") or 0.0) for r in runs)
+        recorded = [r.extra["detection_delays"] for r in runs if "detection_delays" in r.extra]
+        out["delays"] = [d for ds in recorded for d in ds or []] if recorded else None
+        per_racer = [r.extra.get("max_promotions_per_racer") for r in runs]
+        out["max_per_racer"] = None if None in per_racer else max(_count(x) for x in per_racer)
     return out
 
 
@@ -423,32 +483,137 @@ def fmt(value: float, metric_: str) -> str:
     return f"{value:.4f}" if metric_ == "accuracy" else f"{value:.3f}"
 
 
-def delays_text(delays: list[int | None]) -> str:
+def spread(cell: dict[str, Any]) -> str:
+    """Mean over seeds and, with more than one seed, the seeds' range: ``0.8513 (0.8430–0.8693)``."""
+    m = cell["metric"]
+    if cell["seeds"] == 1:
+        return fmt(cell["mean"], m)
+    return f"{fmt(cell['mean'], m)} ({fmt(cell['min'], m)}–{fmt(cell['max'], m)})"
+
+
+def delays_text(delays: list[int | None] | None) -> str:
+    if delays is None:
+        return "— (not recorded)"
     if not delays:
         return "no change points"
     found = [d for d in delays if d is not None]
-    missed = len(delays) - len(found)
     if not found:
         return f"none detected (0/{len(delays)})"
     return (f"median {statistics.median(found):.0f} rows ({min(found)}–{max(found)}); "
             f"{len(found)}/{len(delays)} detected")
 
 
-POLICY_ORDER = ["static", "periodic", "river-arf", "river-hat", "auto", "oracle", "no-change"]
+def best_baseline(cells: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The best non-oracle baseline of one (stream, regime) by its mean over seeds, or None if none ran."""
+    present = {p: cells[p] for p in BASELINES if p in cells}
+    if not present:
+        return None
+    m = next(iter(present.values()))["metric"]
+    best = max(present, key=lambda p: present[p]["mean"] * (1 if m == "accuracy" else -1))
+    return best, present[best]
+
+
+def meets_baseline(metric_: str, auto: float, best: float) -> bool:
+    """auto ≥ best − 0.002 accuracy, or auto ≤ best + 1 % MAE."""
+    if metric_ == "accuracy":
+        return auto >= best - ACCURACY_SLACK - 1e-12
+    return auto <= best * (1 + MAE_SLACK) + 1e-12
+
+
+def gap_text(metric_: str, auto: float, best: float) -> str:
+    """auto − best: a difference of accuracy, or MAE relative to the best (the target's 1 % is relative)."""
+    return f"{auto - best:+.4f}" if metric_ == "accuracy" else f"{(auto - best) / best:+.1%}"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def harmful_ok(harmful: int, promotions: int) -> bool:
+    return harmful <= HARMFUL_SHARE * promotions
+
+
+def targets_table(table: dict[str, dict[str, Any]], regime_map: dict[str, tuple[str, int | None]]) -> list[str]:
+    """The targets of Part 12, from the summarized table; "—" where the runs a target needs are missing."""
+    out = ["## Targets of Part 12, computed from the tables above", "",
+           f"Per stream and regime: `auto` ≥ the best non-oracle baseline ({', '.join(BASELINES)}; the batch "
+           f"families picked in hindsight) − {ACCURACY_SLACK} accuracy, or ≤ best + {MAE_SLACK:.0%} MAE; harmful "
+           f"promotions (a promoted model worse than the one it replaced on the next {HORIZON} rows) ≤ "
+           f"{HARMFUL_SHARE:.0%} of promotions. Means over seeds, the seeds' min–max in brackets; — where no `auto` "
+           "(or no baseline) run exists.", "",
+           f"| stream (regime) | best non-oracle baseline | auto | auto − best | auto ≥ best − {ACCURACY_SLACK} "
+           f"(MAE ≤ best + {MAE_SLACK:.0%}) | harmful / promotions (≤ {HARMFUL_SHARE:.0%}) |",
+           "|---|---|---|---:|---|---|"]
+    harmful = promotions = 0
+    any_auto = False
+    for label, cells in table.items():
+        best, auto = best_baseline(cells), cells.get("auto")
+        best_text = "—" if best is None else f"{best[0]} {spread(best[1])}"
+        gap = verdict = harm = "—"
+        if auto is not None:
+            any_auto = True
+            harmful, promotions = harmful + auto["harmful"], promotions + auto["promotions"]
+            ok = harmful_ok(auto["harmful"], auto["promotions"])
+            harm = f"{auto['harmful']} / {auto['promotions']} {_verdict(ok)}"
+            if best is not None:
+                m, b = auto["metric"], best[1]["mean"]
+                gap = gap_text(m, auto["mean"], b)
+                verdict = _verdict(meets_baseline(m, auto["mean"], b))
+        out.append(f"| {label} | {best_text} | {'—' if auto is None else spread(auto)} | {gap} | {verdict} | {harm} |")
+    out += ["", "| target | result |", "|---|---|"]
+    for label, (stream, _) in regime_map.items():
+        auto = table[label].get("auto")
+        if stream == "elec2":
+            out.append(f"| {label}: `auto` accuracy ≥ {ELEC2_TARGET} | " + (
+                "— (no auto run)" if auto is None else
+                f"{_verdict(auto['mean'] >= ELEC2_TARGET)} ({fmt(auto['mean'], 'accuracy')})") + " |")
+            out.append(f"| {label}: `auto` replay ≤ {ELEC2_CPU_TARGET:.0f} s CPU (incl. bootstrap and the "
+                       "harmful-promotion check) | " + (
+                           "— (no auto run)" if auto is None else
+                           f"{_verdict(auto['cpu'] <= ELEC2_CPU_TARGET)} ({auto['cpu']:.0f} s CPU, "
+                           f"{auto['wall']:.0f} s wall)") + " |")
+        if stream == STATIONARY:
+            out.append(f"| {label}: no harmful switch (all seeds) | " + (
+                "— (no auto runs)" if auto is None else
+                f"{_verdict(auto['harmful'] == 0)} ({auto['harmful']} harmful of {auto['promotions']} promotions, "
+                f"{auto['seeds']} runs)") + " |")
+            out.append(f"| {label}: each racer promoted at most once per run | " + (
+                "— (no auto runs)" if auto is None else
+                "— (`max_promotions_per_racer` not recorded)" if auto["max_per_racer"] is None else
+                f"{_verdict(auto['max_per_racer'] <= 1)} (at most {auto['max_per_racer']} in one run)") + " |")
+    out.append(f"| harmful promotions ≤ {HARMFUL_SHARE:.0%} of promotions, all streams and regimes | " + (
+        f"{_verdict(harmful_ok(harmful, promotions))} ({harmful} of {promotions})" if any_auto
+        else "— (no auto runs)") + " |")
+    return out
+
+
+def _seeds_text(seeds: Sequence[int]) -> str:
+    seeds = sorted(seeds)
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}..{seeds[-1]} ({len(seeds)})" if len(seeds) > 1 else str(seeds[0])
+    return ", ".join(map(str, seeds))
+
+
+def protocol_table(runs: Sequence[Run]) -> list[str]:
+    """One row per (stream, label delay): rows, seeds and the policies that ran."""
+    out = ["| stream (regime) | label delay (rows) | rows | seeds | policies run |", "|---|---:|---:|---|---|"]
+    for label, (stream, delay) in regimes(runs).items():
+        rs = [r for r in runs if r.stream == stream and r.label_delay == delay]
+        rows = sorted({r.extra["rows"] for r in rs if r.extra.get("rows")})
+        policies = [p for p in POLICY_ORDER if any(r.policy == p for r in rs)]
+        out.append(f"| {label} | {'?' if delay is None else delay} | {', '.join(f'{n:,}' for n in rows) or '?'} | "
+                   f"{_seeds_text({r.seed for r in rs})} | {', '.join(policies)} |")
+    return out
 
 
 def write_report(path: Path, runs: list[Run], args: argparse.Namespace, command: str, commit: str, dirty: bool,
-                 seconds: float, loads: Sequence[str], elec2_wall: float | None) -> None:
+                 seconds: float, loads: Sequence[str]) -> None:
     import mlflow
     import river
     import sklearn
 
     table = summarize(runs)
-    seeds = sorted({r.seed for r in runs if r.stream != "elec2"}) or [0]
-    rows = sorted({r.extra.get("rows") for r in runs if r.stream != "elec2" and r.extra.get("rows")})
-    args.rows = rows[0] if len(rows) == 1 else args.rows
-    elec2_rows = sorted({r.extra.get("rows") for r in runs if r.stream == "elec2" and r.extra.get("rows")})
-    args.elec2_rows = elec2_rows[0] if elec2_rows and elec2_rows[0] < 45_312 else args.elec2_rows
+    regime_map = regimes(runs)
     out = ["# Benchmark: decision quality of the `auto` policy against static, periodic, River-only and oracle", ""]
     out.append(f"Reproduce: `{command}` (from the repository root). Measured commit: {commit}"
                f"{' (plus uncommitted changes of other engineers in the shared tree)' if dirty else ''}.")
@@ -460,32 +625,37 @@ def write_report(path: Path, runs: list[Run], args: argparse.Namespace, command:
                "time (summed over processes). CPU seconds are this process's own; wall seconds are inflated by the "
                "other load on the machine and are not comparable with a quiet machine.")
     out.append("")
-    out.append(f"Protocol: scenarios of {args.rows:,} rows, seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}), label "
-               f"delay {args.label_delay} rows; Elec2 {'all' if args.elec2_rows is None else f'{args.elec2_rows:,}'} "
-               f"rows, seed 0, each label with the next row. Bootstrap {args.bootstrap:,} rows. Periodic: every "
-               f"{args.period} rows on the last {args.window} matured rows. auto: `{args.policy}` (regression: "
-               f"`{args.regression_policy}`), `tick_every={args.tick_every}`. Oracle: refit {ORACLE_ROWS} and "
-               f"{4 * ORACLE_ROWS} matured rows after each change point on the new concept's rows; hyperplane: best "
-               f"(period, window) in hindsight of {HYPERPLANE_GRID}.")
+    out.append("Protocol: every table has one row per stream and label-delay regime (a label arrives that many rows "
+               "after its row; Elec2: with the next row). Scenario rows are one minute apart.")
     out.append("")
-    out.append("## Headline: mean metric over seeds (accuracy ↑, MAE ↓)")
+    out.extend(protocol_table(runs))
+    out.append("")
+    out.append(f"Bootstrap {args.bootstrap:,} rows. Periodic: every {args.period} rows on the last {args.window} "
+               f"matured rows. River ARF / HAT: test-then-train, each label learned the moment it arrives. auto: "
+               f"`{args.policy}` (regression: `{args.regression_policy}`), `tick_every={args.tick_every}`. Oracle: "
+               f"refit {ORACLE_ROWS} and {4 * ORACLE_ROWS} matured rows after each change point on the new concept's "
+               f"rows; a stream without change points (hyperplane, sea-stationary): best (period, window) in hindsight "
+               f"of {HYPERPLANE_GRID}.")
+    out.append("")
+    out.append("## Headline: mean metric over seeds (accuracy ↑, MAE ↓), the seeds' min–max in brackets")
     out.append("")
     shown = [p for p in POLICY_ORDER if any(p in cells for cells in table.values())]
-    out.append("| stream | " + " | ".join(shown) + " | best non-oracle baseline | auto vs it |")
+    out.append("| stream (regime) | " + " | ".join(shown) + " | best non-oracle baseline | auto − best |")
     out.append("|---|" + "---:|" * len(shown) + "---|---:|")
-    for stream, cells in table.items():
-        m = next(iter(cells.values()))["metric"]
+    for label, cells in table.items():
         row = []
         for p in shown:
             c = cells.get(p)
-            row.append("—" if c is None else fmt(c["mean"], m) + (f" ({c['family']})" if p in ("static", "periodic",
-                                                                                                  "oracle") else ""))
-        baselines = {p: cells[p] for p in ("static", "periodic", "river-arf", "river-hat") if p in cells}
-        best_p = max(baselines, key=lambda p: baselines[p]["mean"] * (1 if m == "accuracy" else -1))
-        gap = cells["auto"]["mean"] - baselines[best_p]["mean"]
-        ok = not better(m, baselines[best_p]["mean"], cells["auto"]["mean"])
-        out.append(f"| {stream} | " + " | ".join(row) + f" | {best_p} {fmt(baselines[best_p]['mean'], m)} | "
-                   f"{gap:+.4f} {'met' if ok else '**missed**'} |")
+            row.append("—" if c is None else spread(c) + (f" {c['family']}" if p in ("static", "periodic", "oracle")
+                                                            else ""))
+        best, auto = best_baseline(cells), cells.get("auto")
+        best_text = "—" if best is None else f"{best[0]} {fmt(best[1]['mean'], best[1]['metric'])}"
+        gap = "—"
+        if best is not None and auto is not None:
+            m = auto["metric"]
+            gap = (f"{gap_text(m, auto['mean'], best[1]['mean'])} "
+                   f"{_verdict(meets_baseline(m, auto['mean'], best[1]['mean']))}")
+        out.append(f"| {label} | " + " | ".join(row) + f" | {best_text} | {gap} |")
     out.append("")
     out.append("## Retrains, compute and decision quality")
     out.append("")
@@ -495,43 +665,45 @@ def write_report(path: Path, runs: list[Run], args: argparse.Namespace, command:
                "the policy's whole run (auto: the replay — store writes, serving, ticks — plus the harmful-promotion "
                "check); wall s on this shared machine.")
     out.append("")
-    out.append("| stream | policy | family | seeds | metric mean (median; min–max) | retrains | models | CPU s | wall s |")
+    out.append("| stream (regime) | policy | family | seeds | metric mean (median; min–max) | retrains | models | "
+               "CPU s | wall s |")
     out.append("|---|---|---|---:|---:|---:|---:|---:|---:|")
-    for stream, cells in table.items():
+    for label, cells in table.items():
         for p in shown:
             if p not in cells:
                 continue
             c = cells[p]
             m = c["metric"]
-            out.append(f"| {stream} | {p} | {c['family'] or '—'} | {c['seeds']} | {fmt(c['mean'], m)} ({fmt(c['median'], m)}; "
-                       f"{fmt(c['min'], m)}–{fmt(c['max'], m)}) | {c['retrains']:.1f} | {c['models_trained']:.1f} | "
-                       f"{c['cpu']:.1f} | {c['wall']:.1f} |")
-    out.append("")
-    out.append("### auto: promotions, harmful promotions, detection delays")
-    out.append("")
-    out.append("| stream | promotions (all seeds) | harmful (all seeds) | rollbacks | failed decisions | "
-               "controller s / run | detection delay (rows after the change point) |")
-    out.append("|---|---:|---:|---:|---:|---:|---|")
-    for stream, cells in table.items():
-        c = cells["auto"]
-        out.append(f"| {stream} | {c['promotions']} | {c['harmful']} | {c['rollbacks']} | {c['failed']} | "
-                   f"{c['controller']:.1f} | {delays_text(c['delays'])} |")
-    out.append("")
-    out.append("### Every family of the fixed baselines (mean over seeds)")
-    out.append("")
-    out.append("| stream | policy | " + " | ".join(dict.fromkeys(
-        f for cells in table.values() for p in ("static", "periodic", "oracle") if p in cells
-        for f in cells[p]["families"])) + " |")
+            out.append(f"| {label} | {p} | {c['family'] or '—'} | {c['seeds']} | {fmt(c['mean'], m)} "
+                       f"({fmt(c['median'], m)}; {fmt(c['min'], m)}–{fmt(c['max'], m)}) | {c['retrains']:.1f} | "
+                       f"{c['models_trained']:.1f} | {c['cpu']:.1f} | {c['wall']:.1f} |")
+    with_auto = {label: cells["auto"] for label, cells in table.items() if "auto" in cells}
+    if with_auto:
+        out.append("")
+        out.append("### auto: promotions, harmful promotions, detection delays")
+        out.append("")
+        out.append("| stream (regime) | promotions (all seeds) | harmful (all seeds) | max promotions of one racer in "
+                   "one run | rollbacks | failed decisions | controller s / run | detection delay (rows after the "
+                   "change point) |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---|")
+        for label, c in with_auto.items():
+            per_racer = "—" if c["max_per_racer"] is None else c["max_per_racer"]
+            out.append(f"| {label} | {c['promotions']} | {c['harmful']} | {per_racer} | {c['rollbacks']} | "
+                       f"{c['failed']} | {c['controller']:.1f} | {delays_text(c['delays'])} |")
     fams = list(dict.fromkeys(f for cells in table.values() for p in ("static", "periodic", "oracle") if p in cells
                               for f in cells[p]["families"]))
-    out[-1] = "| stream | policy | " + " | ".join(fams) + " |"
-    out.append("|---|---|" + "---:|" * len(fams))
-    for stream, cells in table.items():
-        for p in ("static", "periodic", "oracle"):
-            if p in cells:
-                fs = cells[p]["families"]
-                out.append(f"| {stream} | {p} | " + " | ".join(
-                    fmt(fs[f]["mean"], fs[f]["metric"]) if f in fs else "—" for f in fams) + " |")
+    if fams:
+        out.append("")
+        out.append("### Every family of the fixed baselines (mean over seeds)")
+        out.append("")
+        out.append("| stream (regime) | policy | " + " | ".join(fams) + " |")
+        out.append("|---|---|" + "---:|" * len(fams))
+        for label, cells in table.items():
+            for p in ("static", "periodic", "oracle"):
+                if p in cells:
+                    fs = cells[p]["families"]
+                    out.append(f"| {label} | {p} | " + " | ".join(
+                        fmt(fs[f]["mean"], fs[f]["metric"]) if f in fs else "—" for f in fams) + " |")
     whatif = [r for r in runs if r.extra.get("what_if")]
     if whatif:
         out.append("")
@@ -542,54 +714,30 @@ def write_report(path: Path, runs: list[Run], args: argparse.Namespace, command:
                    "registered checkpoint would score if every checkpoint were promoted at once.")
         out.append("")
         cs = sorted({r.extra["snapshot_every"] for r in whatif})
-        out.append("| stream | river-arf (live) | " + " | ".join(f"copy every {c}" for c in cs) + " |")
+        out.append("| stream (regime) | river-arf (live) | " + " | ".join(f"copy every {c}" for c in cs) + " |")
         out.append("|---|---:|" + "---:|" * len(cs))
-        for stream, cells in table.items():
+        for label, cells in table.items():
             if "river-arf" not in cells:
                 continue
             m = cells["river-arf"]["metric"]
-            out.append(f"| {stream} | {fmt(cells['river-arf']['mean'], m)} | " + " | ".join(
-                fmt(cells[f"river-arf served every {c}"]["mean"], m) for c in cs) + " |")
+            out.append(f"| {label} | {fmt(cells['river-arf']['mean'], m)} | " + " | ".join(
+                fmt(cells[f"river-arf served every {c}"]["mean"], m) if f"river-arf served every {c}" in cells
+                else "—" for c in cs) + " |")
     out.append("")
-    out.append("## Targets of issue 11, computed from the tables above")
-    out.append("")
-    out.append("| stream | auto ≥ best non-oracle baseline | auto retrains / periodic retrains (≤ 1/3) | auto vs periodic "
-               "(equal or better) | harmful promotions (0) |")
-    out.append("|---|---|---|---|---:|")
-    for stream, cells in table.items():
-        c, m = cells["auto"], cells["auto"]["metric"]
-        baselines = {p: cells[p] for p in ("static", "periodic", "river-arf", "river-hat") if p in cells}
-        best_p = max(baselines, key=lambda p: baselines[p]["mean"] * (1 if m == "accuracy" else -1))
-        beat = not better(m, baselines[best_p]["mean"], c["mean"])
-        # periodic's retrains do not depend on its family: the same schedule for every family
-        periodic = cells["periodic"]
-        ratio = c["retrains"] / periodic["retrains"] if periodic["retrains"] else float("inf")
-        as_good = not better(m, periodic["mean"], c["mean"])
-        out.append(f"| {stream} | {'met' if beat else '**missed**'} ({fmt(c['mean'], m)} vs {best_p} "
-                   f"{fmt(baselines[best_p]['mean'], m)}) | {'met' if ratio <= 1 / 3 else '**missed**'} "
-                   f"({c['retrains']:.1f} / {periodic['retrains']:.1f} = {ratio:.2f}) | "
-                   f"{'yes' if as_good else 'no'} ({fmt(c['mean'], m)} vs {fmt(periodic['mean'], m)}) | "
-                   f"{c['harmful']} of {c['promotions']} |")
-    if "elec2" in table:
-        value = table["elec2"]["auto"]["mean"]
-        out.append("")
-        out.append(f"Elec2 accuracy of auto with the one-row label delay: **{value:.4f}** (target ≥ 0.89: "
-                   f"{'met' if value >= 0.89 else 'missed'}).")
-    if elec2_wall is not None:
-        out.append("")
-        elec2_cpu = table["elec2"]["auto"]["cpu"] if "elec2" in table else float("nan")
-        out.append(f"Elec2 end to end (auto replay incl. bootstrap and harmful-promotion check): "
-                   f"**{elec2_wall:.0f} s wall, {elec2_cpu:.0f} s CPU** (target ≤ 120 s: "
-                   f"{'met' if elec2_wall <= 120 else 'missed'}{'' if elec2_cpu <= 120 else ', also in CPU seconds'}).")
+    out.extend(targets_table(table, regime_map))
     out.append("")
     kept = ""
     if path.is_file() and ANALYSIS_MARKER in path.read_text():
         text = path.read_text()
         kept = text[text.index(ANALYSIS_MARKER):]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out) + "\n" + (kept or ANALYSIS_MARKER + "\n"))
 
 
 # ------------------------------------------------------------------------------------------------ main
+
+
+DEFAULT_OUT = ROOT / "docs" / "benchmarks-policies.md"
 
 
 def load_average() -> str:
@@ -610,69 +758,184 @@ def git_commit() -> tuple[str, bool]:
         return "unknown", False
 
 
+def protocol_of(args: argparse.Namespace) -> dict[str, Any]:
+    """What two raw files must share to be merged (rows per stream and regime are checked on the runs)."""
+    return {**{key: getattr(args, key) for key in PROTOCOL_KEYS}, "oracle_rows": ORACLE_ROWS, "horizon": HORIZON,
+            "hyperplane_grid": [list(pair) for pair in HYPERPLANE_GRID]}
+
+
+def _delay_from_command(command: str) -> int:
+    """The scenarios' label delay of a raw file written before it was recorded on each run (the old default: 10)."""
+    found = set(re.findall(r"--label-delays?[ =](\d+)", command))
+    return int(found.pop()) if len(found) == 1 else 10
+
+
+def load_raw(path: Path) -> tuple[dict[str, Any], list[Run]]:
+    """A raw JSON file: its meta and its runs, each with its label delay (inferred for files that predate it)."""
+    data = json.loads(path.read_text())
+    meta = data["meta"]
+    fallback = _delay_from_command(meta.get("command", ""))
+    runs = []
+    for raw in data["runs"]:
+        run = Run(**raw)
+        if run.label_delay is None:
+            run.label_delay = ELEC2_DELAY if run.stream == "elec2" else fallback
+        runs.append(run)
+    return meta, runs
+
+
+class MergeError(ValueError):
+    """The files given to --merge are not parts of one protocol."""
+
+
+def merge_runs(parts: Sequence[tuple[Path, dict[str, Any], list[Run]]]) -> tuple[list[Run], dict[str, Any], int]:
+    """Join the runs of several raw files, each run once by its key (stream, label delay, seed, policy, family; the
+    first file wins). Returns the runs, the shared protocol and how many duplicates were dropped; raises
+    :class:`MergeError` if two files disagree on the protocol or on a stream's rows in one regime."""
+    protocol: dict[str, tuple[Path, Any]] = {}
+    for path, meta, _ in parts:
+        for key, value in (meta.get("protocol") or {}).items():
+            if key in protocol and protocol[key][1] != value:
+                raise MergeError(f"{path} has {key}={value!r} but {protocol[key][0]} has {protocol[key][1]!r}: not "
+                                 "the same protocol")
+            protocol.setdefault(key, (path, value))
+    unique: dict[tuple, Run] = {}
+    dropped = 0
+    for _, _, runs in parts:
+        for r in runs:
+            if r.key() in unique:
+                dropped += 1
+            else:
+                unique[r.key()] = r
+    rows: dict[tuple, dict[int, Path]] = {}
+    for path, _, runs in parts:
+        for r in runs:
+            if r.extra.get("rows"):
+                rows.setdefault((r.stream, r.label_delay), {}).setdefault(r.extra["rows"], path)
+    mixed = {k: v for k, v in rows.items() if len(v) > 1}
+    if mixed:
+        (stream, delay), counts = next(iter(mixed.items()))
+        raise MergeError(f"{regime_label(stream, delay)} was run on different row counts: " + ", ".join(
+            f"{n:,} rows in {p}" for n, p in counts.items()) + "; not the same protocol")
+    return list(unique.values()), {k: v for k, (_, v) in protocol.items()}, dropped
+
+
 def merge(args: argparse.Namespace) -> None:
-    """The report from the raw JSON files of earlier runs; their commands, load averages and wall times are joined."""
-    runs: list[Run] = []
-    commands, loads, seconds, commits, dirty = [], [], 0.0, [], False
+    """The report from the raw JSON files of earlier runs (e.g. a baselines-only and an auto-only one); their
+    commands, load averages and wall times are joined."""
+    parts, commands, loads, seconds, commits, dirty = [], [], [], 0.0, [], False
     for path in args.merge:
-        data = json.loads(path.read_text())
-        meta = data["meta"]
+        meta, runs = load_raw(path)
+        parts.append((path, meta, runs))
         commands.append(meta["command"])
         loads.append("/".join(meta["loads"][:1] + meta["loads"][-1:]))
         seconds += meta["seconds"]
         commits.append(meta["commit"])
         dirty = dirty or meta["dirty"]
-        runs.extend(Run(**r) for r in data["runs"])
-    # A baseline run again by a second process (e.g. to add Elec2's expensive baselines later) counts once.
-    unique: dict[tuple, Run] = {}
-    for r in runs:
-        unique.setdefault((r.stream, r.seed, r.policy, r.family), r)
-    runs = list(unique.values())
-    elec2_wall = next((r.wall_seconds for r in runs if r.stream == "elec2" and r.policy == "auto"), None)
+    try:
+        runs, protocol, dropped = merge_runs(parts)
+    except MergeError as error:
+        sys.exit(f"--merge: {error}")
+    if dropped:
+        print(f"--merge: {dropped} runs present in more than one file were counted once (the first file's)")
+    for key in PROTOCOL_KEYS:  # the report states the runs' protocol, not this command line's defaults
+        if key in protocol:
+            setattr(args, key, protocol[key])
     command = "`, then `".join(commands + [" ".join([".venv/bin/python benchmarks/policies.py --merge",
                                                      *map(str, args.merge), "--out", str(args.out)])])
-    write_report(args.out, runs, args, command, ", ".join(dict.fromkeys(commits)), dirty, seconds, loads, elec2_wall)
+    write_report(args.out, runs, args, command, ", ".join(dict.fromkeys(commits)), dirty, seconds, loads)
     meta = {"command": command, "commit": ", ".join(dict.fromkeys(commits)), "dirty": dirty, "loads": loads,
-            "seconds": seconds, "merged": [str(p) for p in args.merge]}
+            "seconds": seconds, "merged": [str(p) for p in args.merge], "protocol": protocol_of(args)}
     raw = args.out.with_suffix(".json")
     raw.write_text(json.dumps({"meta": meta, "runs": [asdict(r) for r in runs]}, indent=1, default=str))
     print(f"wrote {args.out} and {raw}")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def plan(args: argparse.Namespace) -> list[tuple[str, int, int]]:
+    """The (stream, seed, label delay) jobs of one process."""
+    delays = args.label_delays
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    jobs = [(name, seed, delay) for delay in delays for seed in seeds for name in args.scenarios
+            if name != STATIONARY]
+    if STATIONARY in args.scenarios:
+        stationary = [d for d in delays if d in args.stationary_delays]
+        if not stationary:
+            print(f"note: {STATIONARY} runs only in the regimes of --stationary-delays "
+                  f"({' '.join(map(str, args.stationary_delays)) or 'none'}), none of which is in --label-delays "
+                  f"({' '.join(map(str, delays))}); it is left out", file=sys.stderr)
+        jobs += [(STATIONARY, seed, delay) for delay in stationary
+                 for seed in range(args.first_seed, args.first_seed + args.stationary_seeds)]
+    if not args.no_elec2:
+        jobs.append(("elec2", 0, ELEC2_DELAY))
+    return jobs
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="seed 0, 4,000 rows per scenario, 10,000 Elec2 rows")
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--quick", action="store_true",
+                        help="seed 0, 4,000 rows per scenario (sea-stationary too), 10,000 Elec2 rows")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per regime of the drifting scenarios")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="seeds first..first+seeds-1 (split one protocol over processes, then --merge)")
-    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--rows", type=int, default=10_000, help="rows of each drifting scenario")
     parser.add_argument("--bootstrap", type=int, default=1_000)
-    parser.add_argument("--label-delay", type=int, default=10, help="rows (minutes) until a scenario label arrives")
+    parser.add_argument("--label-delays", type=int, nargs="+", default=None, metavar="ROWS",
+                        help="the scenarios' label-delay regimes in rows (minutes), each a full set of runs in this "
+                             f"process (default: {' '.join(map(str, DEFAULT_DELAYS))})")
+    parser.add_argument("--label-delay", type=int, default=None, metavar="ROWS",
+                        help="a single regime: the same as --label-delays ROWS")
+    parser.add_argument("--stationary-rows", type=int, default=20_000, help=f"rows of {STATIONARY}")
+    parser.add_argument("--stationary-seeds", type=int, default=10, help=f"seeds of {STATIONARY} (from --first-seed)")
+    parser.add_argument("--stationary-delays", type=int, nargs="*", default=[10], metavar="ROWS",
+                        help=f"the regimes (of --label-delays) in which {STATIONARY} runs (default: 10)")
     parser.add_argument("--elec2-rows", type=int, default=None)
-    parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS), choices=list(SCENARIOS), metavar="NAME",
+                        help=f"scenarios to run (default: all: {', '.join(SCENARIOS)})")
     parser.add_argument("--no-elec2", action="store_true")
     parser.add_argument("--period", type=int, default=500)
     parser.add_argument("--window", type=int, default=2000)
     parser.add_argument("--tick-every", type=int, default=20)
-    parser.add_argument("--snapshot-every", type=int, nargs="*", default=[200, 1000])
+    parser.add_argument("--snapshot-every", type=int, nargs="*", default=[], metavar="C",
+                        help="what-ifs: also score ARF served from a copy refreshed every C rows (costly; default: "
+                             "none)")
     parser.add_argument("--no-oracle-grid", action="store_true")
     parser.add_argument("--skip", nargs="*", default=[], choices=["river-arf", "river-hat", "oracle"],
                         help="baselines not to run (the expensive ones, when the machine is short of time)")
     parser.add_argument("--policy", default="config/backtest-auto.yaml")
     parser.add_argument("--regression-policy", default="config/backtest-auto-regression.yaml")
-    parser.add_argument("--skip-auto", action="store_true", help="baselines only (no report is written)")
+    parser.add_argument("--skip-auto", action="store_true",
+                        help="baselines only; writes the raw JSON and a partial report (needs its own --out)")
+    parser.add_argument("--only-auto", action="store_true",
+                        help="auto only, no baselines; writes the raw JSON and a partial report (needs its own --out)")
     parser.add_argument("--keep", type=Path, default=None, help="copy each auto run's stores into this folder")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-policies.md")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
-                        help="write the report from the raw JSON of earlier runs (e.g. scenarios and Elec2 run as two "
-                             "processes) instead of running anything; pass the protocol options those runs used")
+                        help="write the report from the raw JSON of earlier runs (e.g. a --skip-auto and an "
+                             "--only-auto run of the same protocol) instead of running anything")
     args = parser.parse_args(argv)
+    if args.label_delays is not None and args.label_delay is not None:
+        parser.error("give --label-delays or --label-delay, not both")
+    delays = args.label_delays or ([args.label_delay] if args.label_delay is not None else DEFAULT_DELAYS)
+    if any(d < 0 for d in delays):
+        parser.error("a label delay is a number of rows, >= 0")
+    args.label_delays = list(dict.fromkeys(delays))
+    if args.skip_auto and args.only_auto:
+        parser.error("--skip-auto and --only-auto exclude each other (run both parts, then --merge them)")
+    if (args.skip_auto or args.only_auto) and not args.merge and args.out.resolve() == DEFAULT_OUT.resolve():
+        parser.error("--skip-auto / --only-auto write a partial result: give it its own --out, then --merge the "
+                     f"parts into {DEFAULT_OUT.relative_to(ROOT)}")
+    if args.quick:
+        args.seeds, args.rows = 1, 4_000
+        args.stationary_seeds, args.stationary_rows = 1, 4_000
+        args.elec2_rows = args.elec2_rows or 10_000
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.merge:
         merge(args)
         return
-    if args.quick:
-        args.seeds, args.rows = 1, 4_000
-        args.elec2_rows = args.elec2_rows or 10_000
     logging.disable(logging.WARNING)
     warnings.simplefilter("ignore")
     command = "  ".join([".venv/bin/python benchmarks/policies.py", *(argv if argv is not None else sys.argv[1:])])
@@ -682,41 +945,39 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     policies = {"classification": load_policy(ROOT / args.policy),
                 "regression": load_policy(ROOT / args.regression_policy)}
-    jobs: list[tuple[str, int]] = [(name, seed) for seed in range(args.first_seed, args.first_seed + args.seeds)
-                                   for name in args.scenarios]
-    if not args.no_elec2:
-        jobs.append(("elec2", 0))
+    jobs = plan(args)
     runs: list[Run] = []
-    elec2_wall = None
     raw = args.out.with_suffix(".json")
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    part = "baselines" if args.skip_auto else "auto" if args.only_auto else "baselines and auto"
     with threadpool_limits(1), tqdm(jobs, desc="streams", unit="stream") as bar:
-        for name, seed in bar:
-            bar.set_postfix_str(f"{name} seed {seed}")
+        for name, seed, delay in bar:
+            label = regime_label(name, delay)
+            bar.set_postfix_str(f"{label} seed {seed}")
             if name == "elec2":
                 stream = elec2(rows=args.elec2_rows)
             else:
-                stream = scenario(name, rows=args.rows, seed=seed, label_delay=timedelta(minutes=args.label_delay))
-            new = bench_stream(stream, seed, policies[stream.spec.task], args)
+                rows = args.stationary_rows if name == STATIONARY else args.rows
+                stream = scenario(name, rows=rows, seed=seed, label_delay=timedelta(minutes=delay))
+            keep = args.keep / f"delay-{delay}" if args.keep is not None else None
+            new = bench_stream(stream, seed, policies[stream.spec.task], args, keep=keep)
             for r in new:
                 r.extra["rows"] = stream.rows
+                r.label_delay = delay
             runs.extend(new)
-            if name == "elec2":
-                elec2_wall = next((r.wall_seconds for r in new if r.policy == "auto"), None)
             meta = {"command": command, "commit": commit, "dirty": dirty, "loads": [*loads, load_average()],
-                    "seconds": time.perf_counter() - started}
+                    "seconds": time.perf_counter() - started, "protocol": protocol_of(args),
+                    "label_delays": args.label_delays, "part": part}
             raw.write_text(json.dumps({"meta": meta, "runs": [asdict(r) for r in runs]}, indent=1, default=str))
-            tqdm.write(f"{name} seed {seed}: " + " ".join(
+            tqdm.write(f"{label} seed {seed}: " + " ".join(
                 f"{r.policy}/{r.family or '-'} {r.value:.4f} ({r.cpu_seconds:.0f}s)" for r in new))
             auto = next((r for r in new if r.policy == "auto"), None)
             if auto is not None:
-                tqdm.write(f"  auto retrains {auto.retrains} promotions {auto.extra['promotions']} harmful "
-                           f"{auto.extra['harmful']} delays {auto.extra['detection_delays']} strategies "
-                           f"{auto.extra['strategies']} wall {auto.wall_seconds:.0f}s")
+                tqdm.write(f"  auto retrains {auto.retrains} promotions {auto.extra.get('promotions')} harmful "
+                           f"{auto.extra.get('harmful')} delays {auto.extra.get('detection_delays')} strategies "
+                           f"{auto.extra.get('strategies')} wall {auto.wall_seconds:.0f}s")
     loads.append(load_average())
-    if args.skip_auto:
-        return
-    write_report(args.out, runs, args, command, commit, dirty, time.perf_counter() - started, ["/".join(loads)],
-                 elec2_wall)
+    write_report(args.out, runs, args, command, commit, dirty, time.perf_counter() - started, ["/".join(loads)])
     print(f"wrote {args.out} and {raw}")
 
 

@@ -11,6 +11,7 @@ name                     task            what changes
 ``hyperplane-incremental`` classification  a rotating hyperplane: every row moves the boundary a little (no step)
 ``agrawal-abrupt``       classification  Agrawal function 0 -> 2 at the middle row (numeric + categorical features)
 ``friedman-gradual``     regression      Friedman's function, gradual global drift between two positions
+``sea-stationary``       classification  nothing: one SEA concept (variant 0, 10 % noise) throughout, no change point
 =======================  ==============  ==========================================================================
 
 ``elec2`` replays ``../shared/data/ELEC.arff.zip`` (45,312 half-hourly rows) in its order, each label arriving with
@@ -102,6 +103,12 @@ def _friedman(rows: int, seed: int) -> tuple[list, tuple[int, ...]]:
     return list(itertools.islice(stream, rows)), (first, second)
 
 
+def _sea_stationary(rows: int, seed: int) -> tuple[list, tuple[int, ...]]:
+    # The control scenario: nothing changes, so a policy should not switch models for long (a promotion here is
+    # at best noise-chasing).
+    return _segments([(_sea(0, seed), rows)]), ()
+
+
 # name -> (builder, task, feature types or None for "all numeric", description)
 SCENARIOS: dict[str, tuple[Any, str, dict[str, str] | None, str]] = {
     "sea-abrupt": (_sea_abrupt, "classification", None, "SEA 0 -> 3 at the middle row"),
@@ -113,6 +120,7 @@ SCENARIOS: dict[str, tuple[Any, str, dict[str, str] | None, str]] = {
                         "car": "categorical", "zipcode": "categorical", "hvalue": "numeric", "hyears": "numeric",
                         "loan": "numeric"}, "Agrawal function 0 -> 2 at the middle row"),
     "friedman-gradual": (_friedman, "regression", None, "Friedman, gradual global drift"),
+    "sea-stationary": (_sea_stationary, "classification", None, "SEA 0 throughout (no change)"),
 }
 
 
