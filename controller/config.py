@@ -26,6 +26,7 @@ from controller.errors import ConfigError
 from controller.features.config import FeatureViewsConfig
 from controller.loop.config import AutoConfig, Duration, LoopConfig, PoolConfig, ProbationConfig, Rule
 from controller.loop.gate import GateConfig
+from controller.race.config import RaceConfig
 from monitors import MonitorsConfig
 from trainers.estimator_spec import EstimatorSpec
 from trainers.finetune import FinetuneConfig
@@ -203,6 +204,10 @@ class PolicyConfig(_Strict):
                                         description="More estimators that compete as challengers (the `estimator` "
                                                     "is the pool member named default).")
     pool: PoolConfig = Field(default_factory=PoolConfig, description="Cost bound of the candidate pool.")
+    race: RaceConfig | None = Field(
+        None, description="Models racing the champion on natural labels, and the sequential test that switches "
+                          "between them (controller/race). None: the gate judges each challenger once on its "
+                          "holdout and probation watches a new champion.")
     feature_views: FeatureViewsConfig = Field(
         default_factory=FeatureViewsConfig,
         description="Batch and near-real-time features /predict looks up by entity key (see controller/features).")
@@ -223,6 +228,19 @@ class PolicyConfig(_Strict):
 
         build_monitors(self.monitors, task=self.task, feature_types=self.feature_types,
                        classes=self.target.classes)
+        return self
+
+    @model_validator(mode="after")
+    def _gate_judges_the_monitored_metric(self) -> PolicyConfig:
+        """An unset ``gate.metric`` / ``gate.positive_class`` is the performance monitor's: the gate promotes on the
+        metric the monitor then watches (a retrain triggered by an f1 drop is judged on f1), and a version's holdout
+        metric, the monitor's reference, is computed with the same positive class."""
+        performance, gate = self.monitors.performance, self.gate
+        inherited = {name: getattr(performance, name) for name in ("metric", "positive_class")
+                     if getattr(gate, name) is None and getattr(performance, name) is not None}
+        if inherited:
+            # Frozen model, and an after-validator must return self: replace the section in place, once, here.
+            object.__setattr__(self, "gate", gate.model_copy(update=inherited))
         return self
 
     @model_validator(mode="after")
@@ -267,6 +285,26 @@ class PolicyConfig(_Strict):
         if self.rules and not pool:
             raise ValueError("rules need something to train: add an `estimator:` section")
         self.gate.metric_for(self.task)  # a metric that does not fit the task fails at load, not at the first gate
+        return self
+
+    @model_validator(mode="after")
+    def _racers_learn_online(self) -> PolicyConfig:
+        if self.race is None:
+            return self
+        self.race.metric_for(self.task, self.gate.metric)
+        for i, racer in enumerate(self.race.racers):
+            if re.fullmatch(r"v\d+", racer.name):
+                raise ValueError(f"race.racers[{i}].name {racer.name!r} looks like a version name (v<number> names "
+                                 "registered versions in the race); pick another name")
+            steps = racer.estimator.instantiate()
+            final = steps[-1]
+            if racer.estimator.family == "river":
+                continue
+            if not hasattr(final, "partial_fit"):
+                raise ValueError(f"race.racers[{i}] ({racer.name}): {type(final).__name__} has no partial_fit, so it "
+                                 "cannot learn every label; racers are River models or scikit-learn estimators "
+                                 "with partial_fit (SGD*, PassiveAggressive*, Perceptron, *NB, MLP). A batch model "
+                                 "races as a challenger from a retrain instead")
         return self
 
     def pool_members(self) -> dict[str, Candidate]:

@@ -55,6 +55,7 @@ TRIGGERS = (
     "concept_drift",
     "performance_drop",
     "bootstrap",
+    "race",
 )
 #: Strategies that continue a parent's learned state, so they need a parent and deepen the chain.
 STATEFUL_STRATEGIES = ("finetune", "incremental")

@@ -405,6 +405,26 @@ class ModelRegistry:
             self._log_alias_event(client, change, decision_id, reason)
             return change
 
+    def advance(
+        self, name: str, version: str | int, *, decision_id: str | None = None, reason: str | None = None
+    ) -> AliasChange:
+        """Move ``champion`` to ``version``, a checkpoint of the champion's own learner (its continuation), leaving
+        ``previous`` as it is: a rollback still returns to the champion before the last real change. Appends an alias
+        event like :meth:`promote`."""
+        target = _version_str(version)
+        with self._gateway.scope(f"advance the champion of {name!r}") as client:
+            before = self._aliases(client, name, must_exist=True)
+            target_mv = self._model_version(client, name, target)
+            old = before.get(CHAMPION)
+            if old != target:
+                client.set_registered_model_alias(name, CHAMPION, target)
+            if before.get(CHALLENGER) == target:
+                client.delete_registered_model_alias(name, CHALLENGER)
+            self._drop_stale_alias_tags(client, name, [target_mv] + ([] if old in (None, target) else [old]))
+            change = AliasChange(name, "advance", target, before, self._aliases(client, name))
+            self._log_alias_event(client, change, decision_id, reason)
+            return change
+
     def rollback(
         self, name: str, *, decision_id: str | None = None, reason: str | None = None
     ) -> AliasChange:

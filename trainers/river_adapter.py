@@ -78,6 +78,23 @@ def to_rows(X: pd.DataFrame, feature_types: Mapping[str, str]) -> list[dict[str,
     ]
 
 
+def record_row(record: Mapping[str, Any], feature_types: Mapping[str, str]) -> dict[str, Any]:
+    """One stored feature dict as a River row, by the same rules as :func:`to_rows` (numeric -> float, boolean ->
+    1.0/0.0, categorical -> str; missing, None and NaN dropped)."""
+    row: dict[str, Any] = {}
+    for name, kind in feature_types.items():
+        value = record.get(name)
+        if value is None or is_missing(value):
+            continue
+        if kind == "numeric":
+            row[name] = float(value)
+        elif kind == "boolean":
+            row[name] = float(bool(value))
+        else:
+            row[name] = str(value)
+    return row
+
+
 def _convert_column(column: pd.Series, kind: str) -> list[Any]:
     values = column.tolist()
     if kind == "numeric":
@@ -136,6 +153,23 @@ class RiverModel:
         if not self.is_classifier:
             return np.array([self._regress(x) for x in rows], dtype=float)
         return self._labels_of(self._proba_matrix([self._proba_one(x) for x in rows]))
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[Any], np.ndarray | None]:
+        """Predictions of stored feature dicts, without a DataFrame: (values, class probabilities or None).
+        A classifier that has learned nothing yet predicts None."""
+        rows = [record_row(r, self.feature_types) for r in records]
+        if not self.is_classifier:
+            return [self._regress(x) for x in rows], None
+        matrix = self._proba_matrix([self._proba_one(x) for x in rows])
+        return [_plain(v) for v in self._labels_of(matrix).tolist()], matrix
+
+    def learn_records(self, records: Sequence[Mapping[str, Any]], targets: Sequence[Any],
+                      label_seqs: Sequence[int] | None = None) -> int:
+        """Learn stored feature dicts with their labels, in order (one pass); returns the rows learned."""
+        for record, target in zip(records, targets, strict=True):
+            self._learn_one(record_row(record, self.feature_types), target)
+        self._advance(pd.Series(list(label_seqs)) if label_seqs else None, len(records))
+        return len(records)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         if not self.is_classifier:
@@ -270,6 +304,10 @@ class RiverModel:
         model.n_updates = state["n_updates"]
         model.last_label_seq = state["last_label_seq"]
         return model
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _tighten(labels: np.ndarray) -> np.ndarray:

@@ -40,6 +40,8 @@ from monitors.data_drift import NoReportYet
 log = logging.getLogger("driftpilot.monitoring")
 
 DETECTOR_KEY = "monitor.concept_drift"
+#: Rows the concept-drift detector learns in memory between two saves of its state (see MonitorCycle.concept_drift).
+DETECTOR_SAVE_ROWS = 500
 
 
 class MonitoringError(DriftpilotError):
@@ -82,6 +84,9 @@ class MonitorCycle(ModelJob):
         self.monitors = monitors or build_monitors(self.policy.monitors, task=self.policy.task,
                                                    feature_types=self.policy.feature_types,
                                                    classes=self.policy.target.classes)
+        # The detector as this process last left it: (champion, cursor, rows fed since the last save). A tick that
+        # finds it here neither reads nor writes the store's copy; see concept_drift.
+        self._detector_at: tuple[str, int | None, int] | None = None
 
     def run(self, *, html: bool = False) -> MonitorReport:
         """One cycle as of the clock's now. The data-drift HTML report is saved and logged to MLflow when a feature
@@ -219,11 +224,13 @@ class MonitorCycle(ModelJob):
         champion (e.g. by ``driftpilot report drift``) keeps its state and cursor."""
         saved = self.store.get_state(self.policy.model, DETECTOR_KEY)
         if after_seq is None or (saved and pickle.loads(saved).get("champion") == champion):
+            self._detector_at = None  # read the stored state on the next update
             return
         detector = self.monitors.concept_drift
         detector.reset()
         self.store.put_state(self.policy.model, DETECTOR_KEY, pickle.dumps(
             {"champion": champion, "cursor": after_seq, "detector": detector.dumps()}))
+        self._detector_at = (champion, after_seq, 0)
 
     def concept_drift(self, champion: str, as_of: datetime, new_rows: LabeledWindow | None = None,
                       read_through: int | None = None) -> Any:
@@ -235,21 +242,32 @@ class MonitorCycle(ModelJob):
         detector is caught up, and the detector reads from its own cursor when it lags behind.
         """
         detector = self.monitors.concept_drift
-        saved = self.store.get_state(self.policy.model, DETECTOR_KEY)
-        blob = pickle.loads(saved) if saved is not None else None
-        if blob is not None and blob["champion"] == champion:
-            detector.loads(blob["detector"])
-            cursor = blob["cursor"]
+        unsaved = 0
+        if self._detector_at is not None and self._detector_at[0] == champion:
+            cursor, unsaved = self._detector_at[1], self._detector_at[2]  # the in-memory detector is current
         else:
-            detector.reset()
-            cursor = None
+            saved = self.store.get_state(self.policy.model, DETECTOR_KEY)
+            blob = pickle.loads(saved) if saved is not None else None
+            if blob is not None and blob["champion"] == champion:
+                detector.loads(blob["detector"])
+                cursor = blob["cursor"]
+            else:
+                detector.reset()
+                cursor = None
         caught_up = new_rows is not None and cursor is not None and read_through is not None and cursor >= read_through
         rows = new_rows if caught_up else self.store.labeled_window(
             self.policy.model, as_of, after_seq=cursor, feature_types=self.policy.feature_types)
         signal = detector.update_rows(rows, model_version=champion)
         newest = rows.last_seq if rows.rows else cursor
-        self.store.put_state(self.policy.model, DETECTOR_KEY, pickle.dumps(
-            {"champion": champion, "cursor": newest, "detector": detector.dumps()}))
+        unsaved += rows.rows
+        # Saved every DETECTOR_SAVE_ROWS rows and whenever it alarms: after a crash the detector resumes from its
+        # saved cursor and reads the rows after it again (it lags, it does not skip), so a save per tick bought
+        # nothing but a write per tick.
+        if unsaved >= DETECTOR_SAVE_ROWS or signal.drift or signal.warning or self._detector_at is None:
+            self.store.put_state(self.policy.model, DETECTOR_KEY, pickle.dumps(
+                {"champion": champion, "cursor": newest, "detector": detector.dumps()}))
+            unsaved = 0
+        self._detector_at = (champion, newest, unsaved)
         return signal
 
     def _save_html(self, version: str, as_of: datetime) -> Path | None:

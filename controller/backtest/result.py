@@ -53,7 +53,8 @@ class BacktestResult:
     """One policy replayed over one stream.
 
     ``served`` has one row per prediction after the bootstrap: ``position`` (row of the stream), ``event_time``,
-    ``label``, ``prediction``, ``version`` (the champion that served it), ``score`` (1/0 correctness for
+    ``label``, ``prediction``, ``version`` (the champion that served it), ``racer`` (its race key: a policy racer's
+    name or ``v<version>``), ``score`` (1/0 correctness for
     classification, absolute error for regression). ``decisions`` are the decision log's rows (dicts, oldest first)
     plus ``position`` (the stream row at which the decision was made) and ``verdict_position`` (the row of the gate's
     last verdict: later than ``position`` when the challenger was held for matured labels first).
@@ -70,6 +71,9 @@ class BacktestResult:
     metric: str = "accuracy"                    # accuracy (higher is better) or mae (lower is better)
     detections: list[int] = field(default_factory=list)   # row positions of the ticks that saw a concept drift
     workdir: str | None = None                  # the throwaway store and MLflow store (events.db, mlflow.db)
+    # With a race: every racer's score on every row it predicted (``position``, ``seq``, ``prediction_id``, one
+    # column per racer; NaN: not predicted). ``served`` then also names the ``racer`` that served each row.
+    race: pd.DataFrame | None = None
 
     @property
     def value(self) -> float:

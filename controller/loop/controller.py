@@ -41,7 +41,11 @@ from controller.loop.rules import Hygiene, ManualRequest, Proposal, RuleEngine
 from controller.loop.runners import InlineRunner, JobState, TrainingJob, TrainingRunner, train_candidates
 from controller.loop.scoring import ModelCache, paired_sample
 from controller.loop.state import LoopState, Probation, clear_manual, load_state, load_tick_state, save_state
-from controller.store import EventStore
+from controller.race.driver import RaceDriver, RaceTick
+from controller.race.publish import ServedStatePublisher
+from controller.race.race import Switch
+from controller.store import EventStore, LabeledWindow
+from controller.store.recent import matured_window
 from controller.store.control import Decision, DecisionLog, InFlightConflict, Leases, new_decision_id
 from lineage import ModelRegistry, VersionInfo
 from trainers import NotFineTunableError, RiverModel, SinceDrift, fine_tune_method
@@ -70,6 +74,7 @@ class TickReport:
     suppressed: list[dict[str, Any]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     decisions: list[str] = field(default_factory=list)
+    race: dict[str, Any] | None = None
     error: str | None = None
 
     def note(self, decision_id: str, text: str) -> None:
@@ -89,7 +94,8 @@ class Controller(ModelJob):
 
     def __init__(self, loaded: LoadedPolicy, store: EventStore, registry: ModelRegistry, clock: Clock, *,
                  runner: TrainingRunner | None = None, decisions: DecisionLog | None = None,
-                 leases: Leases | None = None, owner: str = "inline") -> None:
+                 leases: Leases | None = None, owner: str = "inline",
+                 publisher: ServedStatePublisher | None = None) -> None:
         super().__init__(loaded, store, registry, clock)
         self.runner = runner or InlineRunner(lambda job: train_candidates(job, loaded, store, registry, clock))
         self.decisions = decisions or DecisionLog(store, clock)
@@ -101,6 +107,9 @@ class Controller(ModelJob):
                                  [self.policy.rule_name(i) for i in range(len(self.policy.rules))])
         self.gate = PromotionGate(self.policy.gate, self.policy.task)
         self.models = ModelCache(lambda version: self.registry.load(self.name, version=version))
+        # With a `race:` section the champion is chosen by the race on natural labels (controller/race); without
+        # one, the gate judges each challenger once and probation watches a new champion.
+        self.race = RaceDriver(loaded, store, registry, clock, publisher=publisher) if self.policy.race else None
         # A version's lineage never changes: read it from MLflow once. Alias moves made here are counted, so a tick
         # re-reads the champion only when it moved it.
         self._versions: dict[str, VersionInfo] = {}
@@ -154,17 +163,28 @@ class Controller(ModelJob):
             return
         report.champion = champion.version
         moves = self._alias_moves
+        read = None
+        if self.race is not None:
+            # First the race: it scores the rows logged since the last tick before anything learns their labels.
+            read = self._race_tick(now, champion, report)
+            if self._alias_moves != moves:
+                champion = self._champion() or champion
         self._advance(now, champion, state, report)
-        self._probation(now, self._champion() if self._alias_moves != moves else champion, state, report)
+        if self.race is None:
+            self._probation(now, self._champion() if self._alias_moves != moves else champion, state, report)
         if self._alias_moves != moves:  # the gate promoted, or probation rolled back
             champion = self._champion() or champion
         cursor = state.label_cursor
-        obs = self.observer.observe(now, champion, state, manual)
+        obs = self.observer.observe(now, champion, state, manual, read=read)
         report.signals = {k: v for k, v in state.signals.items() if v.get("at") == now.isoformat()}
+        if self.race is not None and obs.concept_drift is not None and obs.concept_drift.drift:
+            joined = self.race.join_past(now, champion)
+            if joined:
+                report.events.append(f"race: after the drift alarm, past versions race again: {', '.join(joined)}")
         in_flight, retrains = self.decisions.in_flight_and_recent(self.policy.model, since=now - DAY,
                                                                    actions=("retrain",))
-        if (self.policy.loop.continuous_learning and champion.flavor == "river" and in_flight is None
-                and state.label_cursor != cursor):
+        if (self.policy.loop.continuous_learning and self.race is None and champion.flavor == "river"
+                and in_flight is None and state.label_cursor != cursor):
             # What River learners are for: every matured label, not batches when a rule fires.
             self._learn(now, champion, "new_labels", "continuous_learning", {}, state, report, quiet=True)
             if self._alias_moves != moves:
@@ -205,6 +225,10 @@ class Controller(ModelJob):
                     "signals": dict(state.signals), "unlearned_rows": state.unlearned,
                     "new_labels": state.new_labels}
         if choice.strategy == "incremental":
+            if self.race is not None:  # the race's online racers, the champion among them, learn every label
+                report.events.append(f"{proposal.rule}: incremental learning is what the race's online racers do on "
+                                     "every tick; nothing to start")
+                return
             self._learn(now, champion, proposal.trigger, proposal.rule, evidence, state, report)
             return
         drift_at = proposal.evidence.get("drift_at")
@@ -300,7 +324,10 @@ class Controller(ModelJob):
             if decision is None:
                 return
         if decision.status == "held":
-            self._judge(now, champion, decision, state, report)
+            if self.race is not None:
+                self._enter_race(now, champion, decision, report)
+            else:
+                self._judge(now, champion, decision, state, report)
         elif decision.status == "promoting":
             self._promote(now, decision, decision.challenger_version, state, report)
 
@@ -369,6 +396,122 @@ class Controller(ModelJob):
             self.decisions.update(decision.decision_id, status="done", verdict="reject", challenger_version=best,
                                   evidence=gate_evidence)
             report.note(decision.decision_id, f"{decision.decision_id}: gate rejects {reasons}")
+
+    # ------------------------------------------------------------------------------------------------- the race
+
+    def _race_tick(self, now: datetime, champion: VersionInfo,
+                   report: TickReport) -> tuple[int | None, LabeledWindow] | None:
+        """Score the new rows, learn the matured labels, and switch when a challenger's evidence says so. Returns
+        the labeled rows it read (and the cursor they follow), for the monitors."""
+        assert self.race is not None
+        tick = self.race.tick(now, champion)
+        report.race = {"scored": tick.scored, "matured": tick.matured, "learned": tick.learned,
+                       "joined": tick.joined, "left": [vars(d) for d in tick.left]}
+        for gone in tick.left:
+            report.events.append(f"race: {gone.key} left the race: {gone.reason}")
+        if tick.switch is not None:
+            self._switch(now, champion, tick.switch, report)
+        elif tick.checkpoint_due:
+            self._checkpoint(now, champion, report)
+        if tick.read is None:
+            return None
+        sqlite = self.store.engine.dialect.name == "sqlite"
+        return tick.read_after, matured_window(tick.read, self.policy.model, now, self.policy.feature_types, sqlite)
+
+    def _switch(self, now: datetime, champion: VersionInfo, switch: Switch, report: TickReport) -> None:
+        """The race's verdict: the challenger's evidence crossed K/alpha. Register it if it is an online racer, move
+        the aliases, record the decision with the evidence, log the comparison run."""
+        assert self.race is not None
+        decision_id = new_decision_id("race")
+        aliases = self.registry.aliases(self.name)
+        version = self.race.promote(now, switch.challenger, decision_id=decision_id)
+        back = version == aliases.get("previous")
+        reason = (f"race: {switch.challenger} beat {switch.champion} on {switch.rows} paired rows ({self.race.metric} "
+                  f"{_fmt(switch.challenger_metric)} vs {_fmt(switch.champion_metric)}), evidence "
+                  f"{switch.evidence:.4g} >= K/alpha = {switch.threshold:.4g}")
+        self.registry.promote(self.name, version, decision_id=decision_id, reason=reason)
+        self._alias_moves += 1
+        self.race.crowned(now, switch.challenger)
+        racer = self.race.race.racers[switch.challenger]
+        evidence = {"race": {**switch.to_dict(), "metric": self.race.metric, "challenger_kind": racer.kind,
+                             "challenger_origin": racer.origin, "re_promoted": racer.origin == "past" or back},
+                    "standings": self.race.standings()}
+        self.decisions.open(self.policy.model, trigger="race", action="rollback" if back else "promote", rule="race",
+                            strategy=racer.kind, status="done", champion_version=champion.version,
+                            challenger_version=version, verdict="promote", evidence=evidence, owner=self.owner,
+                            decision_id=decision_id)
+        metric = self.race.metric
+        self.registry.log_comparison(
+            self.name, comparison_id=decision_id, champion_version=champion.version, challenger_version=version,
+            champion_metrics={metric: switch.champion_metric} if switch.champion_metric is not None else {},
+            challenger_metrics={metric: switch.challenger_metric} if switch.challenger_metric is not None else {},
+            holdout_rows=switch.rows, holdout_fingerprint=f"race-{switch.challenger}-vs-{switch.champion}",
+            verdict="promote", p_value=min(1.0, 1.0 / switch.evidence) if switch.evidence > 0 else 1.0,
+            test="e-process", params={"decision_id": decision_id, "trigger": "race", "rule": "race",
+                                      "metric": metric, "evidence": switch.evidence, "threshold": switch.threshold,
+                                      "racer": switch.challenger})
+        what = "re-promoted" if (racer.origin == "past" or back) else "promoted"
+        report.note(decision_id, f"{decision_id}: race {what} {switch.challenger} as v{version} over "
+                                 f"{switch.champion} (v{champion.version}): {reason}")
+
+    def _checkpoint(self, now: datetime, champion: VersionInfo, report: TickReport) -> None:
+        """An online champion's state registered at race.checkpoint's cadence; the champion alias follows it (the
+        same learner continued), ``previous`` stays what it was."""
+        assert self.race is not None
+        race = self.race.race
+        key = race.champion
+        decision_id = new_decision_id("checkpoint")
+        version = self.race.register(now, key, decision_id=decision_id, trigger="race")
+        self.registry.advance(self.name, version, decision_id=decision_id,
+                              reason=f"checkpoint of the serving racer {key} (continues v{champion.version})")
+        self._alias_moves += 1
+        self.race.crowned(now, key)
+        self.decisions.open(self.policy.model, trigger="race", action="checkpoint", rule="race",
+                            strategy="incremental", status="done", champion_version=champion.version,
+                            challenger_version=version, verdict="promote", owner=self.owner, decision_id=decision_id,
+                            evidence={"racer": key, "learned": race.racers[key].learned})
+        report.note(decision_id, f"{decision_id}: checkpoint of {key} registered as v{version} (continues "
+                                 f"v{champion.version})")
+
+    def _enter_race(self, now: datetime, champion: VersionInfo, decision: Decision, report: TickReport) -> None:
+        """Trained challengers enter the race unless their holdout shows them worse than the champion (the holdout
+        is only an entry filter: promotion is the race's test on rows scored after they joined)."""
+        assert self.race is not None
+        trained = [r for r in decision.evidence.get("challengers", []) if r.get("ok")]
+        first = min(int(r["holdout_first_seq"]) for r in trained)
+        after = max(first - 1, last_seq(champion) or -1)
+        rows = self.store.labeled_window(self.policy.model, now, after_seq=after,
+                                         feature_types=self.policy.feature_types)
+        champion_model = self.models.get(champion.version).model
+        classes = tuple(self.policy.target.classes or ())
+        verdicts: dict[str, GateVerdict] = {}
+        entered, refused = [], {}
+        for result in trained:
+            version = str(result["version"])
+            sample = paired_sample(rows, champion_model, self.models.get(version).model, self.policy.task, classes)
+            verdict = verdicts[version] = self.gate.judge(sample, held_for=now - decision.created_at)
+            # Too few holdout rows to tell (a hold) is no reason to keep it out: the race judges it on what comes.
+            judged = verdict.verdict != "hold"
+            worse = judged and verdict.delta is not None and verdict.delta < 0
+            below_floor = judged and verdict.verdict == "reject" and "floor" in verdict.reason
+            if worse or below_floor:
+                refused[version] = f"holdout: {verdict.reason}"
+                continue
+            why_not = self.race.enter(now, version, origin="retrain")
+            if why_not is None:
+                entered.append(version)
+            else:
+                refused[version] = why_not
+        evidence = {"gate": {"as_of": now.isoformat(), "rows": rows.rows, "fingerprint": rows.fingerprint,
+                             "first_seq": after + 1, "champion_version": champion.version, "role": "entry filter",
+                             "verdicts": {v: verdict.to_dict() for v, verdict in verdicts.items()}},
+                    "race": {"entered": entered, "refused": refused}}
+        self.decisions.update(decision.decision_id, status="done", verdict="race" if entered else "reject",
+                              challenger_version=entered[0] if entered else None, evidence=evidence)
+        text = (f"v{', v'.join(entered)} joined the race" if entered else "no challenger joined the race")
+        if refused:
+            text += "; refused: " + "; ".join(f"v{v}: {why}" for v, why in refused.items())
+        report.note(decision.decision_id, f"{decision.decision_id}: {text}")
 
     def _confirm_on_shadow(self, now: datetime, champion: VersionInfo, decision: Decision,
                            verdicts: dict[str, GateVerdict]) -> None:
@@ -608,6 +751,14 @@ class Controller(ModelJob):
 
     # ------------------------------------------------------------------------------------------------ helpers
 
+    def champion_version(self, *, recheck: bool = True) -> str | None:
+        """The champion alias as this controller knows it (read again only when something may have moved it).
+        ``recheck=False`` trusts what this controller read or moved last, without a store read: for a caller in the
+        same thread right after :meth:`tick` (the backtest), where nothing else moves the aliases."""
+        if not recheck and self._alias_read is not None and self._alias_read[1][0] == self._alias_moves:
+            return self._alias_read[2]
+        return self._champion_alias()
+
     def _champion(self) -> VersionInfo | None:
         version = self._champion_alias()
         if version is None:
@@ -631,3 +782,7 @@ class Controller(ModelJob):
         # No champion yet is never cached: a bootstrap made by hand is picked up on the next tick.
         self._alias_read = (now, mark, version) if version is not None else None
         return version
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

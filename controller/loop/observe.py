@@ -48,6 +48,7 @@ class Observer:
         self.loop = loop
         self._reference: tuple[str, pd.DataFrame] | None = None
         self._recent: LabeledWindow | None = None
+        self._arrived: list[LabeledWindow] = []
         # The newest signal object of each monitor in this process (strategy auto reads their details).
         self.latest: dict[str, Any] = {}
 
@@ -56,13 +57,19 @@ class Observer:
         return self.cycle.policy
 
     def observe(self, now: datetime, champion: VersionInfo, state: LoopState,
-                manual: ManualRequest | None = None) -> Observation:
+                manual: ManualRequest | None = None, *, read: tuple[int | None, LabeledWindow] | None = None
+                ) -> Observation:
+        """``read``: (cursor, rows) when the caller already read the labeled rows after ``cursor`` as of ``now``
+        (the race does); used when its cursor is this loop's, else the observer reads them itself."""
         store, model = self.cycle.store, self.policy.model
         if state.champion != champion.version:
             self._rebase(now, champion, state)
         # One read per tick: the labeled rows after the cursor feed the counters, the detector and the live metric.
         previous = state.label_cursor
-        rows = store.labeled_window(model, now, after_seq=previous, feature_types=self.policy.feature_types)
+        if read is not None and read[0] == previous:
+            rows = read[1]
+        else:
+            rows = store.labeled_window(model, now, after_seq=previous, feature_types=self.policy.feature_types)
         concept = performance = data = None
         if rows.rows:
             state.label_cursor = rows.last_seq
@@ -90,15 +97,25 @@ class Observer:
                            unlearned_rows=state.unlearned, new_labels=state.new_labels, manual=manual)
 
     def _remember(self, now: datetime, rows: LabeledWindow) -> None:
-        """The newest ``2 x performance.window_rows`` labeled rows, kept in memory (read once after a start)."""
+        """The newest ``2 x performance.window_rows`` labeled rows, kept in memory (read once after a start). New
+        rows wait in a list and are joined when the live metric needs them: a tick of one row does no concat."""
         keep = self.policy.monitors.performance.window_rows * 2
         if self._recent is None:
             store = self.cycle.store
             since = store.tail_start(self.policy.model, now, keep)
             self._recent = _without_features(store.labeled_window(self.policy.model, now, since=since,
                                                                   max_rows=keep))
+            self._arrived = []
         elif rows.rows:
-            self._recent = _tail(self._recent, _without_features(rows), keep)
+            self._arrived.append(_without_features(rows))
+
+    def recent(self) -> LabeledWindow:
+        """The newest ``2 x performance.window_rows`` labeled rows (see :meth:`_remember`)."""
+        if self._arrived:
+            keep = self.policy.monitors.performance.window_rows * 2
+            self._recent = _tail(self._recent, _concat(self._arrived), keep)
+            self._arrived = []
+        return self._recent
 
     def reference(self, champion: VersionInfo) -> pd.DataFrame:
         """The champion's training window as a seeded sample: memory, then the store, then rebuilt once."""
@@ -143,7 +160,7 @@ class Observer:
         config = self.policy.monitors.performance
         metric = config.metric_for(self.policy.task)
         reference = champion.record.holdout_metrics.get(metric) if champion.record else None
-        return self.cycle.monitors.performance.evaluate(self._recent, reference, model_version=champion.version)
+        return self.cycle.monitors.performance.evaluate(self.recent(), reference, model_version=champion.version)
 
 
 def _without_features(window: LabeledWindow) -> LabeledWindow:
@@ -169,6 +186,25 @@ def _tail(old: LabeledWindow, new: LabeledWindow, keep: int) -> LabeledWindow:
         prediction_ids=cat(old.prediction_ids, new.prediction_ids), event_times=cat(old.event_times, new.event_times),
         label_times=cat(old.label_times, new.label_times), model_versions=cat(old.model_versions, new.model_versions),
         label_seqs=cat(old.label_seqs, new.label_seqs), fingerprint="")
+
+
+def _concat(windows: list[LabeledWindow]) -> LabeledWindow:
+    """Featureless windows one after the other (their own order), each column joined once."""
+    if len(windows) == 1:
+        return windows[0]
+
+    def cat(name: str) -> Any:
+        return pd.concat([getattr(w, name) for w in windows], ignore_index=True)
+
+    rows = sum(w.rows for w in windows)
+    scores = None
+    if any(w.scores is not None for w in windows):
+        scores = pd.concat([w.scores if w.scores is not None else pd.DataFrame(index=pd.RangeIndex(w.rows))
+                            for w in windows], ignore_index=True)
+    return replace(windows[-1], features=pd.DataFrame(index=pd.RangeIndex(rows)), labels=cat("labels"),
+                   predictions=cat("predictions"), scores=scores, prediction_ids=cat("prediction_ids"),
+                   event_times=cat("event_times"), label_times=cat("label_times"),
+                   model_versions=cat("model_versions"), label_seqs=cat("label_seqs"), fingerprint="")
 
 
 def _newest(*seqs: int | None) -> int | None:

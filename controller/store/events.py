@@ -51,7 +51,7 @@ from sqlalchemy.dialects import postgresql
 
 from controller.clock import Clock, SystemClock, ensure_utc
 from controller.errors import LabelConflict, PredictionConflict, Problem, StoreUnavailable
-from controller.store import sealed
+from controller.store import recent, sealed
 from controller.store import segments as seg
 from controller.store.db import (
     STAGE_TABLES,
@@ -65,12 +65,14 @@ from controller.store.db import (
     upgrade,
 )
 from controller.store.rows import fetch_block, from_us, in_force, labeled_rows, to_us
+from controller.store.recent import LoggedRows, MaturedRows
 from controller.store.sealed import SealResult
 from controller.store.tables import (
     UTCDateTime,
     controller_state,
     labels,
     predictions,
+    race_outcomes,
     sealed_ids,
     sealed_supersessions,
     segments,
@@ -698,6 +700,17 @@ class EventStore:
     # ------------------------------------------------------------------------------------- cheap reads of the loop
     # The controller ticks often; these cost what arrived after a cursor, never the whole history.
 
+    def recent_events(self, model: str, *, logged_from: datetime, logged_before: datetime, labels_after: int | None,
+                      as_of: datetime, max_labels: int | None = None) -> tuple[LoggedRows, MaturedRows]:
+        """One race tick's reads in one snapshot: predictions logged in ``[logged_from, logged_before)`` (store
+        arrival time, reference rows excluded) and labels after seq ``labels_after`` in force at ``as_of`` with their
+        features (see :mod:`controller.store.recent`; ``complete`` False: read those labels with
+        :meth:`labeled_window`, some of them are sealed)."""
+        with self._read() as conn:
+            logged = recent.logged_rows(conn, model, ensure_utc(logged_from), ensure_utc(logged_before))
+            matured = recent.matured_rows(conn, model, ensure_utc(as_of), labels_after, max_labels)
+        return logged, matured
+
     def labeled_count(self, model: str, as_of: datetime, *, after_seq: int | None = None,
                       since: datetime | None = None) -> tuple[int, int | None]:
         """Labeled rows ``labeled_window(model, as_of, after_seq=..., since=...)`` would return: (count, newest
@@ -908,6 +921,35 @@ class EventStore:
             conn.execute(controller_state.delete().where(controller_state.c.model == model,
                                                          controller_state.c.key == key))
             conn.execute(controller_state.insert().values(model=model, key=key, value=value, updated_at=now))
+
+    def put_states(self, model: str, values: Mapping[str, bytes], *,
+                   outcome_block: Mapping[str, Any] | None = None) -> None:
+        """Several named blobs, and optionally one block of the race's outcome log (``first_seq``, ``last_seq``,
+        ``row_count``, ``racers``, ``data``), in one transaction: a crash keeps all of them or none."""
+        now = self.clock.now()
+        with self._transaction() as conn:
+            for key, value in values.items():
+                conn.execute(controller_state.delete().where(controller_state.c.model == model,
+                                                             controller_state.c.key == key))
+                conn.execute(controller_state.insert().values(model=model, key=key, value=value, updated_at=now))
+            if outcome_block is not None:
+                conn.execute(race_outcomes.insert().values(model=model, created_at=now, **outcome_block))
+
+    def state_updated_at(self, model: str, key: str) -> datetime | None:
+        """When a named blob was last written (None when it was never written)."""
+        with self._connection() as conn:
+            return conn.execute(sa.select(controller_state.c.updated_at).where(
+                controller_state.c.model == model, controller_state.c.key == key)).scalar_one_or_none()
+
+    def race_outcome_blocks(self, model: str, *, after_seq: int | None = None) -> list[dict[str, Any]]:
+        """The race's outcome log of ``model`` (blocks holding a label seq after ``after_seq``), oldest first."""
+        query = sa.select(race_outcomes.c.first_seq, race_outcomes.c.last_seq, race_outcomes.c.row_count,
+                          race_outcomes.c.racers, race_outcomes.c.created_at, race_outcomes.c.data).where(
+            race_outcomes.c.model == model)
+        if after_seq is not None:
+            query = query.where(race_outcomes.c.last_seq > after_seq)
+        with self._read() as conn:
+            return [dict(row._mapping) for row in conn.execute(query.order_by(race_outcomes.c.block_id))]
 
     def get_state(self, model: str, key: str) -> bytes | None:
         with self._connection() as conn:

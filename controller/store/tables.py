@@ -59,6 +59,8 @@ predictions = sa.Table(
     sa.Column("source", sa.String(16), nullable=False, server_default="logged"),
     # "Newest predictions" (the current side of data drift) read backwards along this index.
     sa.Index("ix_predictions_model_event_time", "model", "event_time"),
+    # The race's "logged since the last tick" read (controller/store/recent.py).
+    sa.Index("ix_predictions_model_received", "model", "received_at"),
 )
 
 labels = sa.Table(
@@ -188,4 +190,20 @@ controller_state = sa.Table(
     sa.Column("key", sa.String(128), primary_key=True),
     sa.Column("value", sa.LargeBinary(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# The race's outcome log (controller/race/outcomes.py): every racer's score on every matured row it predicted, one
+# compressed block per save of the race state. ``racers`` names the block's score columns.
+race_outcomes = sa.Table(
+    "race_outcomes",
+    metadata,
+    sa.Column("block_id", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("first_seq", sa.BigInteger(), nullable=False),
+    sa.Column("last_seq", sa.BigInteger(), nullable=False),
+    sa.Column("row_count", sa.Integer(), nullable=False),
+    sa.Column("racers", JSONValue, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("data", sa.LargeBinary(), nullable=False),
+    sa.Index("ix_race_outcomes_model_last_seq", "model", "last_seq"),
 )
