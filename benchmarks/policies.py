@@ -74,7 +74,12 @@ import pandas as pd  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from controller.backtest.quality import detection_delays, promotion_impacts  # noqa: E402
+from controller.backtest.quality import (  # noqa: E402
+    detection_delays,
+    promotion_impacts,
+    race_switch_impacts,
+    race_switches,
+)
 from controller.backtest.replay import replay  # noqa: E402
 from controller.backtest.report import registry_loader  # noqa: E402
 from controller.backtest.result import EVENT_TIME, LABEL_TIME, BacktestResult, ReplayStream  # noqa: E402
@@ -305,7 +310,7 @@ def _plain(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------------ auto
 
 
-def run_auto(loaded: LoadedPolicy, stream: ReplayStream, seed: int, bootstrap_rows: int, tick_every: int,
+def run_auto(loaded: LoadedPolicy, stream: ReplayStream, seed: int, bootstrap_rows: int, tick_every: int | None,
              keep: Path | None) -> Run:
     workdir = Path(tempfile.mkdtemp(prefix=f"policies-{stream.spec.name}-{seed}-"))
     seeded = loaded._replace(config=loaded.config.model_copy(
@@ -313,7 +318,10 @@ def run_auto(loaded: LoadedPolicy, stream: ReplayStream, seed: int, bootstrap_ro
     try:
         result, cpu, wall = timed(lambda: replay(seeded, stream, workdir, bootstrap_rows=bootstrap_rows,
                                                  tick_every=tick_every, name="auto"))
-        impacts = promotion_impacts(result, stream, registry_loader(seeded, result), horizon=HORIZON)
+        if result.race is not None:  # every change of the served model, each arm as it served (learners learning)
+            impacts = race_switch_impacts(result, horizon=HORIZON)
+        else:
+            impacts = promotion_impacts(result, stream, registry_loader(seeded, result), horizon=HORIZON)
         run = auto_run(result, stream, seed, cpu, wall, impacts)
         if keep is not None:
             shutil.copytree(workdir, keep / f"{stream.spec.name}-{seed}", dirs_exist_ok=True)
@@ -334,8 +342,20 @@ def auto_run(result: BacktestResult, stream: ReplayStream, seed: int, cpu: float
         strategies[d["strategy"]] = strategies.get(d["strategy"], 0) + 1
     delays = [x.delay for x in detection_delays(result)]
     harmful = [asdict(i) | {"harmful": i.harmful} for i in impacts if i.harmful]
+    switches = race_switches(result)
+    if result.race is not None:
+        promotions = switches
+    by_racer: dict[str, int] = {}
+    for d in switches:
+        key = ((d.get("evidence") or {}).get("race") or {}).get("challenger", "?")
+        by_racer[key] = by_racer.get(key, 0) + 1
     extra = {
         "promotions": len(promotions), "learn_checkpoints": len(learns), "strategies": strategies,
+        "switches_by_racer": by_racer, "max_promotions_per_racer": max(by_racer.values(), default=0),
+        "unjudged_switches": sum(1 for i in impacts if getattr(i, "rows", 1) == 0),
+        "served_by_racer": result.served["racer"].value_counts().to_dict() if "racer" in result.served else {},
+        "racer_metrics": result.race.drop(columns=["position", "seq", "prediction_id"]).mean().round(5).to_dict()
+        if result.race is not None and len(result.race) else {},
         "rollbacks": sum(1 for d in decisions if d["action"] == "rollback" and d["status"] == "done"),
         "rejected": sum(1 for d in decisions if d["verdict"] == "reject"),
         "failed": sum(1 for d in decisions if d["status"] == "failed"),
@@ -421,6 +441,7 @@ ELEC2_TARGET = 0.883          # auto's accuracy on Elec2 (next-row labels)
 ELEC2_CPU_TARGET = 120.0      # CPU seconds of auto's Elec2 replay
 HARMFUL_SHARE = 0.01          # harmful promotions <= 1 % of promotions
 PROTOCOL_KEYS = ("bootstrap", "period", "window", "tick_every", "policy", "regression_policy")
+AUTO_ONLY_KEYS = ("tick_every",)  # compared only between files that hold auto runs
 
 
 def regimes(runs: Sequence[Run]) -> dict[str, tuple[str, int | None]]:
@@ -793,8 +814,11 @@ def merge_runs(parts: Sequence[tuple[Path, dict[str, Any], list[Run]]]) -> tuple
     first file wins). Returns the runs, the shared protocol and how many duplicates were dropped; raises
     :class:`MergeError` if two files disagree on the protocol or on a stream's rows in one regime."""
     protocol: dict[str, tuple[Path, Any]] = {}
-    for path, meta, _ in parts:
+    for path, meta, runs in parts:
+        has_auto = any(r.policy == "auto" for r in runs)
         for key, value in (meta.get("protocol") or {}).items():
+            if key in AUTO_ONLY_KEYS and not has_auto:
+                continue  # how auto ticks does not concern a baselines-only file
             if key in protocol and protocol[key][1] != value:
                 raise MergeError(f"{path} has {key}={value!r} but {protocol[key][0]} has {protocol[key][1]!r}: not "
                                  "the same protocol")
@@ -894,7 +918,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-elec2", action="store_true")
     parser.add_argument("--period", type=int, default=500)
     parser.add_argument("--window", type=int, default=2000)
-    parser.add_argument("--tick-every", type=int, default=20)
+    parser.add_argument("--tick-every", type=int, default=None,
+                        help="auto ticks every N rows; default: at the policy's loop.tick of event time (the "
+                             "scenarios' rows come a minute apart, Elec2's half an hour: a tick between two rows)")
     parser.add_argument("--snapshot-every", type=int, nargs="*", default=[], metavar="C",
                         help="what-ifs: also score ARF served from a copy refreshed every C rows (costly; default: "
                              "none)")

@@ -16,6 +16,7 @@ import numpy as np
 
 from controller.backtest.result import BacktestResult, ReplayStream
 from controller.loop.scoring import predict
+from monitors.metrics import HIGHER_IS_BETTER, row_scores
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,65 @@ def promotion_impacts(result: BacktestResult, stream: ReplayStream, load: Callab
         if rows.empty:
             continue
         features, labels = rows[list(spec.features)], rows[spec.target].to_numpy()
+        metric = "accuracy" if spec.task == "classification" else "mae"  # the replay's prequential metric
         scores = []
         for version in (new, old):
             predicted, _ = predict(load(version), features, spec.task, classes)
-            if spec.task == "classification":
-                scores.append(float(np.mean(predicted == labels)))
-            else:
-                scores.append(float(np.mean(np.abs(predicted.astype(float) - labels.astype(float)))))
+            scores.append(float(np.mean(row_scores(metric, labels, predicted))))
         impacts.append(PromotionImpact(decision["decision_id"], decision["position"], str(new), str(old), len(rows),
-                                       scores[0], scores[1], spec.task == "classification"))
+                                       scores[0], scores[1], metric in HIGHER_IS_BETTER))
+    return impacts
+
+
+@dataclass(frozen=True)
+class SwitchImpact:
+    """A change of the served model by the race, judged on the next rows with both racers' own prequential scores
+    (each as it would have served: online racers kept learning in both arms)."""
+
+    decision_id: str
+    position: int
+    new_racer: str
+    old_racer: str
+    rows: int
+    new_score: float
+    old_score: float
+    higher_is_better: bool
+
+    @property
+    def harmful(self) -> bool:
+        if self.rows == 0:
+            return False
+        return self.new_score < self.old_score if self.higher_is_better else self.new_score > self.old_score
+
+
+def race_switches(result: BacktestResult) -> list[dict[str, Any]]:
+    """The decisions that changed the served model through the race (promotions and rollbacks; a checkpoint of
+    the serving learner is the same model continued)."""
+    return [d for d in result.decisions if d.get("trigger") == "race" and d["action"] in ("promote", "rollback")
+            and d["status"] == "done"]
+
+
+def race_switch_impacts(result: BacktestResult, *, horizon: int = 500) -> list[SwitchImpact]:
+    """Each race switch: the new vs the replaced racer on the rows served in the next ``horizon`` positions that
+    both predicted (read from the race's outcome log). A replaced racer that left the race has no rows: not judged
+    (``rows`` 0)."""
+    if result.race is None:
+        return []
+    log = result.race.set_index("position").sort_index()
+    metric = "accuracy" if result.spec.task == "classification" else "mae"
+    impacts = []
+    for decision in race_switches(result):
+        race = (decision.get("evidence") or {}).get("race") or {}
+        new, old = race.get("challenger"), race.get("champion")
+        start = decision["position"]
+        window = log.loc[start:start + horizon - 1]
+        if new not in log.columns or old not in log.columns:
+            impacts.append(SwitchImpact(decision["decision_id"], start, str(new), str(old), 0, float("nan"),
+                                        float("nan"), metric in HIGHER_IS_BETTER))
+            continue
+        both = window[[new, old]].dropna()
+        impacts.append(SwitchImpact(decision["decision_id"], start, str(new), str(old), len(both),
+                                    float(both[new].mean()) if len(both) else float("nan"),
+                                    float(both[old].mean()) if len(both) else float("nan"),
+                                    metric in HIGHER_IS_BETTER))
     return impacts

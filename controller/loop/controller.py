@@ -33,7 +33,7 @@ from controller.actions.training import candidate_of
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
-from controller.loop.auto import ChampionFacts, choose_strategy
+from controller.loop.auto import ChampionFacts, choose_strategy, severity
 from controller.loop.config import Action
 from controller.loop.gate import GateVerdict, PairedSample, PromotionGate
 from controller.loop.observe import Observer, last_seq
@@ -194,9 +194,11 @@ class Controller(ModelJob):
             in_flight, retrains = self.decisions.in_flight_and_recent(self.policy.model, since=now - DAY,
                                                                        actions=("retrain",))
         waiting = f"deferred:{state.deferred['rule']}" if state.deferred else None
+        severe = severity(obs.concept_drift, obs.data_drift, self.policy.auto, obs.performance)
         hygiene = Hygiene(in_flight=in_flight.decision_id if in_flight else waiting,
                           last_retrain_at=retrains[0].created_at if retrains else None,
-                          retrains_last_day=len(retrains), river_champion=champion.flavor == "river")
+                          retrains_last_day=len(retrains), river_champion=champion.flavor == "river",
+                          in_flight_trigger=in_flight.trigger if in_flight else None, severe=severe)
         evaluation = self.engine.evaluate(obs, state.rules, hygiene)
         state.rules = evaluation.state
         for held in evaluation.suppressed:
@@ -237,6 +239,13 @@ class Controller(ModelJob):
         if state.deferred is not None:
             evidence["deferred_since"] = state.deferred["since"]
             state.deferred = None
+        if proposal.supersedes:
+            # A severe change does not wait for a routine refresh (or its cooldown) to finish.
+            self.runner.cancel(proposal.supersedes)
+            self.decisions.update(proposal.supersedes, status="superseded",
+                                  error=f"superseded by rule {proposal.rule}: {proposal.evidence.get('severe')}")
+            report.events.append(f"{proposal.supersedes} superseded by rule {proposal.rule} (a severe change)")
+            evidence["superseded"] = proposal.supersedes
         candidates = self._candidates(proposal, champion)
         if self.policy.gate.shadow_rows:
             # The newest label this decision's training can see: the gate's shadow rows are the ones after it.

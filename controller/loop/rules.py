@@ -10,7 +10,9 @@ nothing new arrived) and the previous :class:`RuleState`; the engine returns the
   One decision per tick: another rule that fires on the same tick is recorded as ``superseded``.
   A manual request skips cooldown and budget (a person asked); strategy ``incremental`` — and ``auto`` while the
   champion is a River model, which auto keeps learning — skips all but single flight (continual learning is cheap
-  and meant to run often).
+  and meant to run often). A **severe** change (``Hygiene.severe``, as strategy auto defines it) fired by a change
+  trigger (concept drift, performance drop, data drift) skips the cooldown and supersedes a routine decision in flight
+  (one a schedule or the label volume started): the proposal names it in ``supersedes`` and the controller cancels it.
 * Schedules fire once when their due time has passed (missed runs while the daemon was down coalesce into one).
 """
 
@@ -64,6 +66,14 @@ class Hygiene:
     last_retrain_at: datetime | None = None
     retrains_last_day: int = 0
     river_champion: bool = False           # strategy auto keeps a River champion learning (incremental)
+    in_flight_trigger: str | None = None   # the trigger of the in-flight decision
+    severe: str | None = None              # why this tick's change counts as severe (strategy auto's rule), if it does
+
+
+#: Triggers that report a change of the world; a severe one outruns the hygiene of routine decisions.
+CHANGE_TRIGGERS = ("concept_drift", "performance_drop", "data_drift")
+#: Triggers of routine refreshes, which a severe change supersedes when one is in flight.
+ROUTINE_TRIGGERS = ("schedule", "data_volume")
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,7 @@ class Proposal:
     action: Action
     evidence: dict[str, Any]
     manual: ManualRequest | None = None
+    supersedes: str | None = None          # the routine in-flight decision this severe change replaces
 
 
 @dataclass(frozen=True)
@@ -156,13 +167,18 @@ class RuleEngine:
                 suppressed.append(Suppressed(name, rule.trigger, "superseded",
                                              f"rule {proposal.rule} acted on this tick (one decision per tick)"))
                 continue
+            severe = _outruns(rule, hygiene)
+            if severe:
+                evidence = {**evidence, "severe": hygiene.severe}
             proposal = Proposal(name, rule.trigger, action, _with_drift(evidence, drift_at),
-                                manual=obs.manual if rule.when.key == "manual" else None)
+                                manual=obs.manual if rule.when.key == "manual" else None,
+                                supersedes=hygiene.in_flight if severe else None)
             streaks[name] = 0
         return Evaluation(RuleState(streaks, next_due, drift_at), proposal, tuple(suppressed))
 
     def _hygiene(self, rule: Rule, action: Action, obs: Observation, h: Hygiene) -> tuple[str, str] | None:
-        if h.in_flight is not None:
+        severe = _outruns(rule, h) or (h.severe is not None and rule.trigger in CHANGE_TRIGGERS)
+        if h.in_flight is not None and not _outruns(rule, h):
             return "in_flight", f"decision {h.in_flight} is in flight (one challenger at a time)"
         if action.strategy == "incremental" or (action.strategy == "auto" and h.river_champion):
             return None
@@ -171,13 +187,19 @@ class RuleEngine:
                                         f"loop.min_matured_rows {self.loop.min_matured_rows}"))
         if rule.when.key == "manual":
             return None
-        if h.last_retrain_at is not None and obs.now - h.last_retrain_at < self.loop.cooldown:
+        if h.last_retrain_at is not None and obs.now - h.last_retrain_at < self.loop.cooldown and not severe:
             left = self.loop.cooldown - (obs.now - h.last_retrain_at)
             return "cooldown", f"last retrain started {h.last_retrain_at.isoformat()}; cooldown ends in {left}"
         if h.retrains_last_day >= self.loop.max_retrains_per_day:
             return ("budget", (f"{h.retrains_last_day} retrains in the last 24 h = loop.max_retrains_per_day "
                               f"{self.loop.max_retrains_per_day}"))
         return None
+
+
+def _outruns(rule: Rule, h: Hygiene) -> bool:
+    """A severe change fired by a change trigger, while a routine decision is in flight: it takes that one's place."""
+    return (h.severe is not None and rule.trigger in CHANGE_TRIGGERS and h.in_flight is not None
+            and h.in_flight_trigger in ROUTINE_TRIGGERS)
 
 
 def _condition(key: str, condition: Any, obs: Observation) -> tuple[bool | None, dict[str, Any]]:

@@ -58,6 +58,7 @@ class JobState:
 class TrainingRunner(Protocol):
     def submit(self, job: TrainingJob) -> None: ...
     def poll(self, decision_id: str) -> JobState: ...
+    def cancel(self, decision_id: str) -> None: ...
     def shutdown(self) -> None: ...
 
 
@@ -99,6 +100,9 @@ class InlineRunner:
 
     def poll(self, decision_id: str) -> JobState:
         return self._done.pop(decision_id, JobState("unknown"))
+
+    def cancel(self, decision_id: str) -> None:
+        self._done.pop(decision_id, None)
 
     def shutdown(self) -> None:
         self._done.clear()
@@ -162,6 +166,14 @@ class ProcessRunner:
                 return JobState("failed", error=f"training timed out after {elapsed} (loop.training_timeout "
                                                 f"{running.timeout}); the worker was killed")
             return JobState("running")
+
+    def cancel(self, decision_id: str) -> None:
+        """Drop a queued job or kill a running one (a decision superseded by a severe change)."""
+        with self._lock:
+            self._queued = [job for job in self._queued if job.decision_id != decision_id]
+            if decision_id in self._running:
+                self._running[decision_id].process.kill()
+                self._finish(decision_id)
 
     def running(self) -> dict[str, str]:
         """decision id -> model of every job started or queued."""

@@ -59,6 +59,9 @@ class RaceConfig(_Strict):
                                                       "(how fast a racer that turned better is noticed).")
     max_rows_per_tick: int | None = Field(None, ge=1, description="Rows scored per tick at most (a seeded sample "
                                                                   "beyond); None: every row.")
+    batch_rows: int = Field(20, ge=1, description="Matured rows judged together: frozen racers predict them in one "
+                                                  "call and the duels are fed per batch (a switch comes at most this "
+                                                  "many rows later; at high volume a tick holds more anyway).")
     seed: int = Field(0, ge=0, description="Seed of the row sample and of the racers' estimators.")
     warm_start_rows: int = Field(5000, ge=0, description="A policy racer joining an existing model first learns "
                                                          "its newest matured rows, at most this many.")

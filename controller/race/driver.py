@@ -21,6 +21,7 @@ controller tick:
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 from collections import deque
@@ -48,6 +49,8 @@ from trainers.online import loads as load_learner
 log = logging.getLogger("driftpilot.race")
 
 STATE_KEY = "race.state"
+#: The standings as JSON, saved with the state (``driftpilot status``, the demo and the API read them).
+STANDINGS_KEY = "race.standings"
 STATE_FORMAT = "driftpilot.race_state/1"
 RACER_TAG = "racer"          # lineage extra: the race key of the racer a version was registered from
 
@@ -406,11 +409,13 @@ class RaceDriver(ModelJob):
     # ---------------------------------------------------------------------------------------------- persistence
 
     def save(self, now: datetime) -> None:
-        """The race state and the outcome log's new block, in one transaction."""
+        """The race state and the outcome log's new block, in one transaction. The matured rows collected for the
+        next batch are judged first, so the log holds every row matured so far."""
         race = self._require()
+        self.outcomes.add(race.judge().outcomes)
         body = {
             "format": STATE_FORMAT, "cut": self.cut, "cursor": self.cursor, "ticks": self.ticks,
-            "champion": race.champion, "rows": race.rows,
+            "champion": race.champion, "rows": race.rows, "matured": race.matured, "unjudged": race.unjudged,
             "racers": [{"key": r.key, "kind": r.kind, "origin": r.origin, "version": r.version,
                         "joined_row": r.joined_row, "learned_through": r.learned_through, "learned": r.learned,
                         "scored": r.scored, "rolling": list(r.rolling), "note": r.note,
@@ -420,8 +425,13 @@ class RaceDriver(ModelJob):
             "meta": {k: vars(m) for k, m in self.meta.items()},
             "dropped": [vars(d) for d in race.dropped[-50:]],
         }
-        self.store.put_states(self.policy.model, {STATE_KEY: pickle.dumps(body, protocol=pickle.HIGHEST_PROTOCOL)},
-                              outcome_block=self.outcomes.block())
+        standings = {"as_of": now.isoformat(), "metric": self.metric, "champion": race.champion,
+                     "threshold": race.threshold, "k": race.k, "alpha": self.config.alpha,
+                     "racers": race.standings(), "left": [vars(d) for d in race.dropped[-10:]]}
+        self.store.put_states(self.policy.model, {
+            STATE_KEY: pickle.dumps(body, protocol=pickle.HIGHEST_PROTOCOL),
+            STANDINGS_KEY: json.dumps(standings, default=_json_safe).encode()},
+            outcome_block=self.outcomes.block())
         self.unsaved = 0
 
     def _restore(self, now: datetime) -> bool:
@@ -452,7 +462,7 @@ class RaceDriver(ModelJob):
                 scored=item["scored"], rolling=deque(item["rolling"], maxlen=self.config.rolling_rows),
                 note=item["note"])
         race.champion = body["champion"]
-        race.rows = body["rows"]
+        race.rows, race.matured, race.unjudged = body["rows"], body["matured"], body["unjudged"]
         race.duels = {d["challenger"]: Duel.from_dict(d) for d in body["duels"] if d["challenger"] in race.racers}
         race.pending.update(body["pending"])
         race.dropped = [Dropped(**d) for d in body["dropped"]]
@@ -461,6 +471,20 @@ class RaceDriver(ModelJob):
         log.info("%s: race restored (%d racers, labels after seq %s)", self.policy.model, len(race.racers),
                  self.cursor)
         return True
+
+
+def read_standings(store: EventStore, model: str) -> dict[str, Any] | None:
+    """The race standings of ``model`` as of its last save (None: the model has no race yet)."""
+    raw = store.get_state(model, STANDINGS_KEY)
+    return json.loads(raw) if raw else None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def _is_river(model: Any) -> bool:

@@ -5,11 +5,13 @@ Pure logic, no I/O (the store and the registry are :mod:`controller.race.driver`
 
 Per tick, in this order (the order is what makes it leak-free):
 
-1. :meth:`Race.score` — the rows logged since the last tick: every racer predicts them; the predictions wait in
-   ``pending`` for their labels. No label of these rows has been learned yet, so no score can use one.
-2. :meth:`Race.mature` — the labels matured since the last tick, in label-seq (arrival) order: the pending
-   predictions of those rows are scored (per racer, per row); each challenger's :class:`Duel` with the champion is fed
-   the paired score differences of the rows both predicted; then the online racers learn the labels.
+1. :meth:`Race.score` — the rows logged since the last tick: every online racer predicts them; the predictions wait
+   in ``pending`` for their labels. No label of these rows has been learned yet, so no score can use one.
+2. :meth:`Race.mature` — the labels matured since the last tick, in label-seq (arrival) order: every
+   ``race.batch_rows`` matured rows the frozen racers predict them (a frozen model answers the same at any time, and
+   a 100-tree gradient boosting model costs as much for 20 rows as for one), every racer's prediction is scored
+   (per racer, per row), and each challenger's :class:`Duel` with the champion is fed the paired score differences of
+   the rows both predicted; then the online racers learn the labels.
 3. :meth:`Race.verdict` — a challenger whose evidence of being better than the champion by the margin reaches
    ``K / alpha`` is the switch to make (the largest evidence if several); a frozen challenger whose evidence of being
    worse reaches the same bound leaves the race, and so does one that stays undecided for ``challenger_rows`` rows.
@@ -157,9 +159,13 @@ class Race:
         self.racers: dict[str, Racer] = {}
         self.champion: str | None = None
         self.duels: dict[str, Duel] = {}
-        # prediction id -> (row counter when scored, racer -> prediction); oldest first, bounded.
-        self.pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self.rows = 0            # matured rows scored, ever (the clock of joins and duel starts)
+        # prediction id -> (its features, online racer -> prediction made before any of its labels was learned);
+        # oldest first, bounded.
+        self.pending: OrderedDict[str, tuple[dict[str, Any], dict[str, Any]]] = OrderedDict()
+        # Matured rows waiting to be judged: (seq, id, label, features, online predictions, matured counter).
+        self.unjudged: list[tuple[int, str, Any, dict[str, Any], dict[str, Any], int]] = []
+        self.matured = 0         # matured rows the race had predicted, ever (the clock of joins)
+        self.rows = 0            # of them, rows judged (scored and fed to the duels)
         self.dropped: list[Dropped] = []
 
     # ----------------------------------------------------------------------------------------------- membership
@@ -185,14 +191,14 @@ class Race:
                 return f"the race is full ({self.config.max_racers} racers, none of them a frozen challenger)"
             worst = min(frozen, key=lambda r: self._sortable(r))
             self.drop(worst.key, f"retired to make room for {racer.key}")
-        racer.joined_row = self.rows
+        racer.joined_row = self.matured
         racer.rolling = deque(racer.rolling, maxlen=self.config.rolling_rows)
         self.racers[racer.key] = racer
         return None
 
     def _rejoin(self, key: str) -> None:
         """A racer already racing (a past version after a drift alarm): its duel starts again from now."""
-        self.racers[key].joined_row = self.rows
+        self.racers[key].joined_row = self.matured
         self.duels.pop(key, None)
 
     def crown(self, key: str) -> None:
@@ -212,11 +218,14 @@ class Race:
     # ---------------------------------------------------------------------------------------------------- tick
 
     def score(self, ids: Sequence[str], records: Sequence[Mapping[str, Any]]) -> int:
-        """Every racer predicts the new rows (before any of their labels is learned); returns the rows kept."""
+        """The online racers predict the new rows (before any of their labels is learned); returns the rows kept.
+
+        Frozen racers never learn, so their answer does not depend on when they give it: they predict the rows
+        when the labels have matured, ``race.batch_rows`` rows per call (see :meth:`mature`)."""
         if not len(ids):
             return 0
-        rows = [dict() for _ in ids]
-        for racer in list(self.racers.values()):
+        rows: list[dict[str, Any]] = [dict() for _ in ids]
+        for racer in [r for r in self.racers.values() if r.online]:
             try:
                 predicted = racer.model.predict_records(records)
             except Exception as exc:  # noqa: BLE001 - one bad racer must not stop the race
@@ -225,8 +234,8 @@ class Race:
             for i, value in enumerate(predicted.values):
                 proba = predicted.proba[i] if predicted.proba is not None and self.metric == "log_loss" else None
                 rows[i][racer.key] = (value, proba)
-        for pid, row in zip(ids, rows, strict=True):
-            self.pending[pid] = row
+        for pid, record, row in zip(ids, records, rows, strict=True):
+            self.pending[pid] = (record, row)
             self.pending.move_to_end(pid)
         limit = 100 * (self.config.max_rows_per_tick or 1000)
         while len(self.pending) > max(limit, 100_000):  # labels that never come: forget the oldest predictions
@@ -235,20 +244,44 @@ class Race:
 
     def mature(self, seqs: Sequence[int], ids: Sequence[str], records: Sequence[Mapping[str, Any]],
                labels: Sequence[Any]) -> Matured:
-        """Score the pending predictions of these matured rows, feed the duels, then let the online racers learn."""
+        """Collect the matured rows the race predicted; every ``race.batch_rows`` of them the frozen racers predict
+        them in one call, all racers are scored and the duels fed. Then the online racers learn the labels."""
         out = Matured(rows=len(seqs))
-        scored_ids, scored_labels, predictions = [], [], []
         for seq, pid, label in zip(seqs, ids, labels, strict=True):
-            row = self.pending.pop(pid, None)
-            if row is not None:
-                scored_ids.append((int(seq), pid))
-                scored_labels.append(label)
-                predictions.append(row)
-        if predictions:
-            self._judge_rows(scored_ids, scored_labels, predictions, out)
+            found = self.pending.pop(pid, None)
+            if found is not None:
+                record, predictions = found
+                self.unjudged.append((int(seq), pid, label, record, predictions, self.matured))
+                self.matured += 1
+        if len(self.unjudged) >= self.config.batch_rows:
+            self.judge(out)
         for racer in list(self.racers.values()):
             if racer.online:
                 self._learn(racer, seqs, records, labels, out)
+        return out
+
+    def judge(self, out: Matured | None = None) -> Matured:
+        """Score the collected matured rows now (the frozen racers predict them) and feed the duels."""
+        out = out if out is not None else Matured()
+        rows, self.unjudged = self.unjudged, []
+        if not rows:
+            return out
+        predictions = [dict(row[4]) for row in rows]
+        records = [row[3] for row in rows]
+        for racer in [r for r in self.racers.values() if not r.online]:
+            # Rows that matured after it joined: none of them can be in its training window.
+            mine = [i for i, row in enumerate(rows) if row[5] >= racer.joined_row]
+            if not mine:
+                continue
+            try:
+                predicted = racer.model.predict_records([records[i] for i in mine])
+            except Exception as exc:  # noqa: BLE001 - one bad racer must not stop the race
+                self._failed(racer, "predict", exc)
+                continue
+            for j, i in enumerate(mine):
+                proba = predicted.proba[j] if predicted.proba is not None and self.metric == "log_loss" else None
+                predictions[i][racer.key] = (predicted.values[j], proba)
+        self._judge_rows([(row[0], row[1]) for row in rows], [row[2] for row in rows], predictions, out)
         return out
 
     def verdict(self) -> tuple[Switch | None, list[Dropped]]:

@@ -26,8 +26,9 @@ from controller.store.events import EventStore
 from controller.store.tables import IN_FLIGHT_STATUSES, decisions, leases
 from monitors.signals import to_jsonable
 
-STATUSES = ("training", "held", "promoting", "done", "failed", "skipped")
-TERMINAL_STATUSES = ("done", "failed", "skipped")
+# superseded: a routine decision cancelled in flight because a severe change started its own (controller/loop/rules.py).
+STATUSES = ("training", "held", "promoting", "done", "failed", "skipped", "superseded")
+TERMINAL_STATUSES = ("done", "failed", "skipped", "superseded")
 
 
 class InFlightConflict(DriftpilotError):

@@ -164,3 +164,33 @@ def test_auto_on_a_river_champion_learns_as_often_as_incremental() -> None:
     assert e.evaluate(obs(rows=5), RuleState(), busy).proposal is None
     assert e.evaluate(obs(rows=5), RuleState(), Hygiene(last_retrain_at=T0, retrains_last_day=99,
                                                         river_champion=True)).proposal is not None
+
+
+SEVERE = "abrupt concept drift: mean loss 0.100 -> 0.450 (+0.350 >= auto.abrupt_loss_jump 0.1)"
+
+
+def test_a_severe_change_supersedes_a_routine_decision_in_flight_and_skips_the_cooldown() -> None:
+    e = engine({"name": "drift", "when": {"concept_drift": "drift"}},
+               {"name": "volume", "when": {"new_labels": {"at_least": 100}}})
+    recent = T0 - timedelta(minutes=5)  # well inside the 1h cooldown
+    routine = Hygiene(in_flight="retrain-volume", in_flight_trigger="data_volume", last_retrain_at=recent,
+                      severe=SEVERE)
+    result = e.evaluate(obs(concept_drift=concept(True)), RuleState(), routine)
+    assert result.proposal.rule == "drift" and result.proposal.supersedes == "retrain-volume"
+    assert result.proposal.evidence["severe"] == SEVERE
+    # Not severe: the routine decision keeps its place, the drift waits.
+    held = e.evaluate(obs(concept_drift=concept(True)), RuleState(), Hygiene(
+        in_flight="retrain-volume", in_flight_trigger="data_volume", last_retrain_at=recent))
+    assert held.proposal is None and held.suppressed[0].reason == "in_flight"
+    # A severe change never cancels a decision that answers a change (or a person) itself.
+    other = e.evaluate(obs(concept_drift=concept(True)), RuleState(), Hygiene(
+        in_flight="retrain-drift", in_flight_trigger="concept_drift", severe=SEVERE))
+    assert other.proposal is None and other.suppressed[0].reason == "in_flight"
+    # Nothing in flight: severe skips the cooldown (a routine rule would wait), but not the daily budget.
+    idle = e.evaluate(obs(concept_drift=concept(True)), RuleState(), Hygiene(last_retrain_at=recent, severe=SEVERE))
+    assert idle.proposal.rule == "drift" and idle.proposal.supersedes is None
+    spent = e.evaluate(obs(concept_drift=concept(True)), RuleState(), Hygiene(
+        last_retrain_at=recent, retrains_last_day=2, severe=SEVERE))
+    assert spent.proposal is None and spent.suppressed[0].reason == "budget"
+    routine_only = e.evaluate(obs(), RuleState(), Hygiene(last_retrain_at=recent, severe=SEVERE))
+    assert routine_only.proposal is None and routine_only.suppressed[0].reason == "cooldown"

@@ -56,8 +56,8 @@ def test_no_racer_score_uses_a_label_that_arrived_after_its_row(tmp_path, clock:
     checked = 0
     for _ in range(40):
         stream.minute(driver)
-        for pid, row in driver.race.pending.items():
-            value = row["no-change"][0]
+        for pid, (_, predictions) in driver.race.pending.items():
+            value = predictions["no-change"][0]
             # The no-change racer predicts the newest label it learned: that label must have arrived by the time
             # the row was logged, or the score of the row used the future.
             assert stream.arrived_at[value] <= stream.logged_at[pid], pid

@@ -57,7 +57,8 @@ def coin(seed: int, p: float) -> Any:
 
 
 def race_of(*racers: tuple[str, Any, str], config: RaceConfig | None = None, champion: str | None = None) -> Race:
-    race = Race(config or RaceConfig(min_rows=10), task="classification", metric="accuracy", classes=[0, 1])
+    race = Race(config or RaceConfig(min_rows=10, batch_rows=1), task="classification", metric="accuracy",
+                classes=[0, 1])
     for key, model, kind in racers:
         race.add(Racer(key=key, kind=kind, origin="policy" if kind == "online" else "retrain", model=model))
     race.crown(champion or racers[0][0])
@@ -148,7 +149,7 @@ def test_a_clearly_worse_frozen_challenger_leaves_but_a_policy_learner_stays() -
 
 
 def test_an_undecided_frozen_challenger_retires_after_challenger_rows() -> None:
-    config = RaceConfig(min_rows=10, challenger_rows=100)
+    config = RaceConfig(min_rows=10, batch_rows=1, challenger_rows=100)
     race = race_of(("champion", Scripted(coin(1, 0.8)), "frozen"), ("twin", Scripted(coin(2, 0.8)), "frozen"),
                    config=config)
     gone = []
@@ -159,7 +160,7 @@ def test_an_undecided_frozen_challenger_retires_after_challenger_rows() -> None:
 
 
 def test_a_full_race_retires_its_worst_frozen_challenger_to_let_a_new_one_in() -> None:
-    config = RaceConfig(min_rows=10, max_racers=3)
+    config = RaceConfig(min_rows=10, batch_rows=1, max_racers=3)
     race = race_of(("champion", Scripted(coin(1, 0.9)), "frozen"), ("weak", Scripted(coin(2, 0.6)), "frozen"),
                    ("strong", Scripted(coin(3, 0.85)), "frozen"), config=config)
     for t in range(5):
@@ -186,7 +187,7 @@ def test_crowning_restarts_every_duel_against_the_new_champion() -> None:
 
 
 def test_regression_duels_compare_clipped_losses() -> None:
-    config = RaceConfig(min_rows=20, margin={"relative": 0.05})
+    config = RaceConfig(min_rows=20, batch_rows=1, margin={"relative": 0.05})
     race = Race(config, task="regression", metric="mae")
 
     def noisy(seed: int, scale: float) -> Any:
@@ -208,3 +209,16 @@ def test_regression_duels_compare_clipped_losses() -> None:
     duel_clip = switch.delta  # delta is the margin in clipped-loss units: below 0.5 and positive
     assert 0 < duel_clip < 0.5
     assert switch.challenger_metric < switch.champion_metric
+
+
+def test_frozen_racers_are_judged_in_batches_of_batch_rows() -> None:
+    frozen = Scripted(right)
+    race = race_of(("champion", Scripted(coin(1, 0.7)), "online"), ("frozen", frozen, "frozen"),
+                   config=RaceConfig(min_rows=10, batch_rows=7))
+    for t in range(20):
+        tick(race, t, 1)
+        # The frozen racer is asked only once 7 matured rows are waiting, then for all 7 at once.
+        assert len(frozen.known_at_predict) == 7 * ((t + 1) // 7)
+        assert race.rows == 7 * ((t + 1) // 7) and len(race.unjudged) == (t + 1) % 7
+    race.judge()
+    assert race.rows == 20 and race.racers["frozen"].scored == 20
