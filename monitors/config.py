@@ -38,6 +38,7 @@ from pydantic import (
 
 from monitors.detectors import DETECTORS, build_detector, detector_spec
 from monitors.drift_methods import DEFAULT_METHOD, DRIFT_METHODS, FEATURE_TYPES, check_method
+from monitors.metrics import metric_for
 
 LossName = Literal["zero_one", "log_loss", "squared", "absolute"]
 MetricName = Literal["accuracy", "f1", "roc_auc", "log_loss", "mae", "rmse", "r2"]
@@ -45,10 +46,6 @@ Task = Literal["classification", "regression"]
 
 CLASSIFICATION_LOSSES = ("zero_one", "log_loss")
 REGRESSION_LOSSES = ("squared", "absolute")
-CLASSIFICATION_METRICS = ("accuracy", "f1", "roc_auc", "log_loss")
-REGRESSION_METRICS = ("mae", "rmse", "r2")
-HIGHER_IS_BETTER = frozenset({"accuracy", "f1", "roc_auc", "r2"})
-DEFAULT_METRIC = {"classification": "accuracy", "regression": "rmse"}
 DEFAULT_LOSS = {"classification": "zero_one", "regression": "absolute"}
 
 
@@ -365,7 +362,8 @@ class PerformanceConfig(_Strict):
         200, ge=1, description="Fewer labeled predictions than this: no verdict."
     )
     metric: MetricName | None = Field(
-        None, description="Default accuracy (classification) / rmse (regression)."
+        None, description="Default accuracy (classification) / rmse (regression). The gate judges the same metric "
+        "unless gate.metric is set."
     )
     max_drop: float = Field(0.05, ge=0)
     drop: Literal["relative", "absolute"] = Field(
@@ -375,7 +373,8 @@ class PerformanceConfig(_Strict):
     )
     positive_class: int | str | bool | None = Field(
         None,
-        description="Binary F1/ROC AUC: the positive class; default 1/True when the classes are 0/1 or False/True.",
+        description="Binary F1/ROC AUC: the positive class (also the gate's, unless gate.positive_class is set); "
+        "default 1/True when the classes are 0/1 or False/True (see monitors.metrics).",
     )
 
     @model_validator(mode="after")
@@ -388,14 +387,8 @@ class PerformanceConfig(_Strict):
         return self
 
     def metric_for(self, task: str) -> str:
-        if self.metric is None:
-            return DEFAULT_METRIC[task]
-        fitting = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
-        if self.metric not in fitting:
-            raise ValueError(
-                f"metric {self.metric!r} does not fit a {task} model; use one of: {', '.join(fitting)}"
-            )
-        return self.metric
+        """The monitored metric for ``task``; ValueError when the configured one does not fit the task."""
+        return metric_for(task, self.metric)
 
 
 class MonitorsConfig(_Strict):

@@ -1,4 +1,5 @@
-"""Per-row losses: small pure helpers, and the loss stream of a window of labeled predictions.
+"""Per-row losses (the row scores of monitors.metrics under the concept-drift detectors' names), and the loss stream
+of a window of labeled predictions.
 
 >>> import numpy as np, pandas as pd
 >>> zero_one_loss(pd.Series([1, 0, 1]), pd.Series([1, 1, 1])).tolist()
@@ -17,54 +18,35 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from monitors.metrics import EPS, row_scores
 from monitors.protocols import LabeledRows
 
-EPS = 1e-15  # log loss clips probabilities to [EPS, 1] so one confident mistake costs ~34.5, not infinity
+__all__ = ["EPS", "LossStream", "absolute_loss", "log_loss_rows", "loss_stream", "squared_loss", "zero_one_loss"]
 
 
 def zero_one_loss(y_true: Sequence | pd.Series, y_pred: Sequence | pd.Series) -> np.ndarray:
-    """1.0 where the prediction differs from the label, else 0.0."""
-    true = np.asarray(y_true, dtype=object)
-    pred = np.asarray(y_pred, dtype=object)
-    return (true != pred).astype(np.float64)
+    """1.0 where the prediction is another class than the label, else 0.0 ("1" and 1 are one class)."""
+    return 1.0 - row_scores("accuracy", y_true, y_pred)
 
 
 def squared_loss(
     y_true: Sequence[float] | pd.Series, y_pred: Sequence[float] | pd.Series
 ) -> np.ndarray:
-    return (np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64)) ** 2
+    return row_scores("rmse", y_true, y_pred)
 
 
 def absolute_loss(
     y_true: Sequence[float] | pd.Series, y_pred: Sequence[float] | pd.Series
 ) -> np.ndarray:
-    return np.abs(np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64))
-
-
-def true_class_probability(y_true: Sequence | pd.Series, scores: pd.DataFrame) -> np.ndarray:
-    """The probability each row gave to its own label (NaN where that score is unknown).
-
-    Score columns are class labels; a label matches a column equal to it or to its ``str`` (JSON turns
-    integer keys into strings).
-    """
-    labels = pd.Series(list(y_true) if not isinstance(y_true, pd.Series) else y_true, dtype=object)
-    cols = pd.Index(scores.columns, dtype=object).get_indexer(labels)
-    missing = cols < 0
-    if missing.any():
-        by_name = pd.Index([str(c) for c in scores.columns], dtype=object)
-        cols[missing] = by_name.get_indexer(labels[missing].astype(str))
-    if (cols < 0).any():
-        raise ValueError(
-            f"label {labels[cols < 0].iloc[0]!r} has no score column; the score columns are "
-            f"{list(scores.columns)}. Log class probabilities for every class the model can predict."
-        )
-    values = scores.to_numpy(dtype=np.float64, na_value=np.nan)
-    return values[np.arange(len(labels)), cols] if len(labels) else np.empty(0)
+    return row_scores("mae", y_true, y_pred)
 
 
 def log_loss_rows(y_true: Sequence | pd.Series, scores: pd.DataFrame) -> np.ndarray:
-    """Negative log of the probability given to the true class (clipped to [1e-15, 1]); NaN where unknown."""
-    return -np.log(np.clip(true_class_probability(y_true, scores), EPS, 1.0))
+    """Negative log of the probability given to the true class, clipped to [EPS, 1]; NaN on rows without scores.
+
+    A label without a score column had probability 0 (the clipped maximum, about 34.5); see monitors.metrics.
+    """
+    return row_scores("log_loss", y_true, None, proba=scores)
 
 
 PREDICTION_LOSSES: dict[str, Callable[..., np.ndarray]] = {

@@ -31,7 +31,7 @@ from trainers.base import (
     TrainingWindow,
 )
 from trainers.errors import IncompatibleEstimatorError
-from trainers.metrics import classification_metrics, regression_metrics
+from trainers.metrics import prediction_metrics
 from trainers.river_adapter import RiverModel
 from trainers.schema import check_parent_schema
 
@@ -124,12 +124,12 @@ class IncrementalTrainer:
         duration = self.timer() - started
         if context.task == "classification":
             proba = pd.DataFrame(probabilities, columns=list(model.classes_))
-            metrics = classification_metrics(
-                rows.labels.tolist(), predictions, probabilities, list(model.classes_)
+            metrics = prediction_metrics(
+                "classification", rows.labels.tolist(), predictions, probabilities, list(model.classes_)
             )
         else:
             proba = pd.DataFrame(index=range(len(rows)))
-            metrics = regression_metrics(rows.labels.to_numpy(float), predictions)
+            metrics = prediction_metrics("regression", rows.labels.to_numpy(float), predictions)
         prequential = PrequentialPredictions(
             prediction_ids=rows.prediction_ids,
             label_seqs=rows.label_seqs,

@@ -96,7 +96,9 @@ def bootstrap(
     train, holdout = window.slice(0, split), window.slice(split)
 
     result = get_trainer("stateless").train(train, NO_PARENT, context)
-    metrics = evaluate(result.model, holdout.features, holdout.labels, policy.task)
+    # The monitor's positive class: these holdout metrics are the champion's reference live metric.
+    metrics = evaluate(result.model, holdout.features, holdout.labels, policy.task,
+                       positive_class=policy.monitors.performance.positive_class)
     decision_id = f"bootstrap-{uuid.uuid4().hex[:12]}"
     extra = {"holdout_rows": holdout.rows, "holdout_fingerprint": holdout.fingerprint,
              "source_rows_used": stored, "holdback_rows": holdback_rows}

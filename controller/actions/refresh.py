@@ -126,8 +126,12 @@ class Refresher(ModelJob):
             train_window = self._window(as_of, since=bounds.since, max_rows=bounds.max_rows, through_seq=cut)
             result = self._train("stateless", train_window, NO_PARENT, estimator)
 
-        challenger_metrics = evaluate(result.model, holdout.features, holdout.labels, self.policy.task)
-        champion_metrics = evaluate(champion.model, holdout.features, holdout.labels, self.policy.task)
+        # The monitor's positive class: these holdout metrics become the challenger's reference live metric.
+        positive = self.policy.monitors.performance.positive_class
+        challenger_metrics = evaluate(result.model, holdout.features, holdout.labels, self.policy.task,
+                                      positive_class=positive)
+        champion_metrics = evaluate(champion.model, holdout.features, holdout.labels, self.policy.task,
+                                    positive_class=positive)
         decision_id = decision_id or f"retrain-{uuid.uuid4().hex[:12]}"
         extra = {
             FIRST_SEQ: int(train_window.label_seqs.iloc[0]),

@@ -25,6 +25,7 @@ import pandas as pd
 
 from controller.backtest.quality import detection_delays, promotion_impacts
 from controller.backtest.result import EVENT_TIME, LABEL_TIME, BacktestResult, ReplayStream
+from monitors.metrics import HIGHER_IS_BETTER
 
 SEGMENTS = 10
 HORIZON = 500  # rows after a promotion on which the new and the replaced champion are compared
@@ -68,7 +69,7 @@ def summarize(result: BacktestResult, stream: ReplayStream, *, load: Callable[[s
     """The backtest's numbers (see the module docstring). Without ``load`` harmful promotions are not checked."""
     spec = result.spec
     served = result.served
-    higher = result.metric != "mae"
+    higher = result.metric in HIGHER_IS_BETTER
     trainings = [d for d in result.decisions if d["action"] in TRAINING_ACTIONS]
     judged = [d for d in trainings if d["status"] == "done"]
     held = [d for d in trainings if _was_held(d)]
@@ -430,7 +431,7 @@ def figure(result: BacktestResult, *, window: int | None = None) -> Any:
     positions = served["position"].to_numpy()
     rolling = served["score"].rolling(window, min_periods=max(1, window // 2)).mean().to_numpy()
     name = _metric_label(result.metric)
-    better = "higher is better" if result.metric != "mae" else "lower is better"
+    better = "higher is better" if result.metric in HIGHER_IS_BETTER else "lower is better"
     top.plot(positions, rolling, color="#2166ac", linewidth=1.4, label=f"{name}, rolling {window} rows")
     top.axhline(result.value, color="#2166ac", linewidth=0.8, linestyle=":", alpha=0.8,
                 label=f"overall {result.value:.3f}")

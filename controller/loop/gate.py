@@ -7,7 +7,7 @@ every number behind it. The rules, in order:
 1. fewer than ``min_rows`` paired rows -> ``hold`` (wait for labels), or ``reject`` once ``held_for > max_hold``;
 2. the gate metric is undefined on these rows -> ``hold`` when more rows can fix it (one class only among the
    labels for ``roc_auc``, constant labels for ``r2``), ``reject`` when they cannot (no class probabilities for
-   ``roc_auc``/``log_loss``, labels outside the models' classes, NaN/inf regression predictions);
+   ``roc_auc``/``log_loss``, NaN/inf regression predictions);
 3. the challenger misses the absolute ``floor`` -> ``reject``;
 4. the improvement ``delta`` (positive = challenger better) is not > 0, or below
    ``max(margin.absolute, margin.relative * |champion|)`` -> ``reject`` (so an equal or worse challenger always
@@ -33,13 +33,17 @@ Regression: a seeded paired bootstrap of the mean per-row loss improvement (squa
 absolute loss for ``mae``), ``p = (#{resampled mean <= 0} + 1) / (B + 1)``. So a ``roc_auc`` or ``log_loss`` gate
 promotes only when the challenger is better on that metric *and* significantly more often right.
 
-Metrics (every one of the task is reported; NaN where undefined): accuracy; f1 of the positive class for two classes,
-else macro over the classes in the labels or in either model's predictions (one set for both models); roc_auc
-(binary: the positive class's column; more classes: one-vs-rest, macro over the classes in the labels) and log_loss
-from the probabilities; mae, rmse, r2.
+Metrics: every one of the task, computed by :mod:`monitors.metrics` with the trainers' and the performance monitor's
+rules (the positive class, "1" vs 1, probability clipping, when a metric is undefined). Both models are scored over
+one set of classes (the probability columns, the labels and both models' predictions), so both are binary or both
+not, with one positive class; a macro f1 averages over the classes in the labels or in that model's own predictions
+(scikit-learn's ``average="macro"``). In ``GateVerdict`` an undefined
+metric is NaN in ``champion_metrics`` / ``challenger_metrics`` and None as ``champion_value`` / ``challenger_value``
+(``to_dict()`` writes None for both).
 
-A misconfiguration (a metric that does not fit the task, a ``positive_class`` that is not a class of the rows,
-labels and predictions of different types) raises ``ValueError``: waiting cannot fix it, a person must.
+A misconfiguration (a metric that does not fit the task, a ``positive_class`` that is not a class of the rows, binary
+labels that name no positive class for an f1 / roc_auc gate) raises ``ValueError``: waiting cannot fix it, a person
+must.
 
 >>> import numpy as np
 >>> labels = np.ones(30, dtype=int)
@@ -66,22 +70,16 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_serializer, field_validator, model_validator
 from scipy.stats import binomtest
-from sklearn.metrics import (
-    f1_score,
-    log_loss,
-    mean_absolute_error,
-    r2_score,
-    roc_auc_score,
-    root_mean_squared_error,
-)
 
-from monitors.config import (
-    CLASSIFICATION_METRICS,
-    DEFAULT_METRIC,
+from monitors.config import format_duration, parse_duration
+from monitors.metrics import (
     HIGHER_IS_BETTER,
-    REGRESSION_METRICS,
-    format_duration,
-    parse_duration,
+    Metrics,
+    class_list,
+    classification_metrics,
+    metric_for,
+    regression_metrics,
+    row_scores,
 )
 
 __all__ = ["GateConfig", "GateVerdict", "Margin", "PairedSample", "PromotionGate", "mcnemar_exact", "paired_bootstrap"]
@@ -117,7 +115,7 @@ class GateConfig(_Strict):
 
     ```yaml
     gate:
-      metric: f1                 # default: accuracy (classification), rmse (regression)
+      metric: f1                 # default: monitors.performance.metric, else accuracy / rmse
       min_rows: 500              # fewer paired matured rows: hold
       floor: 0.7                 # the challenger needs f1 >= 0.7 (<= for log_loss, mae, rmse)
       margin: {absolute: 0.005, relative: 0.01}
@@ -128,7 +126,9 @@ class GateConfig(_Strict):
     ```
     """
 
-    metric: GateMetric | None = Field(None, description="Default accuracy (classification) / rmse (regression).")
+    metric: GateMetric | None = Field(
+        None, description="Default: the performance monitor's metric (monitors.performance.metric), else accuracy "
+        "(classification) / rmse (regression).")
     min_rows: int = Field(200, ge=1, description="Fewer paired matured rows than this: hold.")
     floor: float | None = Field(
         None,
@@ -149,7 +149,8 @@ class GateConfig(_Strict):
         json_schema_extra={"default": "7d"},  # as a policy file spells it, not ISO 8601's "P7D"
     )
     positive_class: int | str | bool | None = Field(
-        None, description="Binary f1/roc_auc: the positive class; default the second of the sorted classes."
+        None, description="Binary f1/roc_auc: the positive class; default monitors.performance.positive_class, else "
+        "1/True when the classes are 0/1 or False/True (see monitors.metrics)."
     )
     shadow_rows: int = Field(
         0, ge=0, description="After a promote verdict, score both models on this many rows matured after the decision "
@@ -185,14 +186,7 @@ class GateConfig(_Strict):
 
     def metric_for(self, task: str) -> str:
         """The gate metric for ``task``; ValueError when the configured one does not fit the task."""
-        if task not in DEFAULT_METRIC:
-            raise ValueError(f"unknown task {task!r}; use 'classification' or 'regression'")
-        if self.metric is None:
-            return DEFAULT_METRIC[task]
-        fitting = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
-        if self.metric not in fitting:
-            raise ValueError(f"gate.metric {self.metric!r} does not fit a {task} model; use one of: {', '.join(fitting)}")
-        return self.metric
+        return metric_for(task, self.metric, "gate.metric")
 
 
 def _as_array(value: Any, name: str) -> np.ndarray:
@@ -296,140 +290,21 @@ def _json_safe(value: Any) -> Any:
 # Metrics
 
 
-@dataclass(frozen=True)
-class _Undefined:
-    """Why a metric has no value on these rows, and whether more rows could give it one."""
-
-    why: str
-    more_rows_help: bool
-
-
-Scores = dict[str, "float | _Undefined"]
-
-
-def _class_order(value: Any) -> tuple:
-    # Numbers sort as numbers, everything else by its text; the two groups are never compared with each other.
-    if isinstance(value, numbers.Number):
-        return (0, value, "")
-    return (1, 0, str(value))
+def _metrics(task: str, sample: PairedSample, predictions: np.ndarray, proba: np.ndarray | None, known: list,
+             positive_class: Any) -> Metrics:
+    """One model's metrics on the sample, by monitors.metrics (the trainers' and the monitor's rules)."""
+    if task == "regression":
+        return regression_metrics(sample.labels, predictions)
+    # A DataFrame names its columns, so ``known`` can also carry the classes only the other model predicted: both
+    # models are then scored over one set of classes (binary or not, the same positive class).
+    frame = None if proba is None else pd.DataFrame(proba, columns=list(sample.classes))
+    return classification_metrics(sample.labels, predictions, frame, known, positive_class=positive_class)
 
 
-@dataclass(frozen=True)
-class _Encoded:
-    """Classification rows as integer codes into ``classes`` (the models' classes first, then unseen ones)."""
-
-    classes: list
-    known: int  # the first ``known`` classes are the probability columns
-    y: np.ndarray
-    champion: np.ndarray
-    challenger: np.ndarray
-    positive: int | None  # code of the positive class of a binary problem
-
-
-def _encode(sample: PairedSample, positive_class: Any) -> _Encoded:
-    uniques = {name: pd.unique(pd.Series(getattr(sample, name), dtype=object))
-               for name in ("labels", "champion", "challenger")}
-    _check_same_types(uniques)
-    models = list(sample.classes)
-    extra = [c for c in pd.unique(pd.Series(np.concatenate(list(uniques.values())), dtype=object))
-             if c not in models]
-    classes = models + sorted(extra, key=_class_order)
-    index = pd.Index(classes, dtype=object)
-    codes = {name: index.get_indexer(pd.Series(getattr(sample, name), dtype=object))
-             for name in ("labels", "champion", "challenger")}
-    positive = None
-    if len(classes) <= 2:
-        positive = _positive_code(classes, positive_class)
-    return _Encoded(classes, len(models), codes["labels"], codes["champion"], codes["challenger"], positive)
-
-
-def _check_same_types(uniques: dict[str, np.ndarray]) -> None:
-    labels = set(uniques["labels"].tolist())
-    for name in ("champion", "challenger"):
-        predicted = set(uniques[name].tolist())
-        if labels and predicted and not labels & predicted and {str(v) for v in labels} & {str(v) for v in predicted}:
-            label, pred = next((a, b) for a in labels for b in predicted if str(a) == str(b))
-            raise ValueError(
-                f"labels and {name} predictions use different types (label {label!r} is {type(label).__name__}, "
-                f"prediction {pred!r} is {type(pred).__name__}); convert them to the classes of the policy's target"
-            )
-
-
-def _positive_code(classes: list, positive_class: Any) -> int | None:
-    if positive_class is None:
-        ordered = sorted(classes, key=_class_order)
-        return classes.index(ordered[1]) if len(ordered) == 2 else None
-    for code, value in enumerate(classes):
-        if value == positive_class or str(value) == str(positive_class):
-            return code
-    if len(classes) == 2:
-        raise ValueError(
-            f"gate.positive_class {positive_class!r} is not one of the classes {classes}; set it to one of them"
-        )
-    return None  # the positive class has not occurred in these rows yet
-
-
-def _classification_scores(enc: _Encoded, pred: np.ndarray, proba: np.ndarray | None, who: str) -> Scores:
-    scores: Scores = {"accuracy": float(np.mean(enc.y == pred))}
-    if len(enc.classes) <= 2:
-        if enc.positive is None:
-            scores["f1"] = _Undefined("binary f1 needs both classes among the rows (or gate.positive_class)", True)
-        else:
-            scores["f1"] = float(f1_score(enc.y == enc.positive, pred == enc.positive, zero_division=0.0))
-    else:
-        present = np.unique(np.concatenate([enc.y, enc.champion, enc.challenger]))
-        scores["f1"] = float(f1_score(enc.y, pred, labels=present, average="macro", zero_division=0.0))
-    problem = _proba_problem(enc, proba, who)
-    scores["roc_auc"] = problem or _roc_auc(enc, proba)
-    scores["log_loss"] = problem or float(log_loss(enc.y, proba, labels=np.arange(enc.known)))
-    return scores
-
-
-def _proba_problem(enc: _Encoded, proba: np.ndarray | None, who: str) -> _Undefined | None:
-    if proba is None:
-        return _Undefined(
-            f"the {who} gave no class probabilities; use a metric of predicted labels (accuracy, f1) or an "
-            "estimator with predict_proba", False
-        )
-    unknown = enc.y >= enc.known
-    if unknown.any():
-        names = sorted({enc.classes[c] for c in np.unique(enc.y[unknown])}, key=_class_order)
-        return _Undefined(
-            f"labels include class(es) {names} that the models' probabilities do not cover "
-            f"({list(enc.classes[:enc.known])})", False
-        )
-    return None
-
-
-def _roc_auc(enc: _Encoded, proba: np.ndarray) -> float | _Undefined:
-    present = np.unique(enc.y)
-    if len(present) < 2:
-        return _Undefined(f"only one class ({enc.classes[present[0]]!r}) among the labels", True)
-    if len(enc.classes) <= 2:
-        if enc.positive is None or enc.positive >= enc.known:
-            return _Undefined("binary roc_auc needs the positive class among the probability columns", False)
-        return float(roc_auc_score(enc.y == enc.positive, proba[:, enc.positive]))
-    # One-vs-rest, macro over the classes present in the labels (an absent class has no AUC).
-    return float(np.mean([roc_auc_score(enc.y == c, proba[:, c]) for c in present]))
-
-
-def _regression_scores(labels: np.ndarray, pred: np.ndarray, who: str) -> Scores:
-    bad = int((~np.isfinite(pred)).sum())
-    if bad:
-        undefined = _Undefined(f"the {who} predicted NaN or inf on {bad:,} rows", False)
-        return dict.fromkeys(REGRESSION_METRICS, undefined)
-    scores: Scores = {
-        "mae": float(mean_absolute_error(labels, pred)),
-        "rmse": float(root_mean_squared_error(labels, pred)),
-    }
-    # sklearn's r2 would quietly say 0.0 for constant labels; it is undefined there.
-    constant = np.ptp(labels) == 0
-    scores["r2"] = _Undefined("the labels are constant", True) if constant else float(r2_score(labels, pred))
-    return scores
-
-
-def _plain(scores: Scores) -> dict[str, float]:
-    return {k: (math.nan if isinstance(v, _Undefined) else v) for k, v in scores.items()}
+def _with_nan(metrics: Metrics) -> dict[str, float]:
+    # GateVerdict's metric dicts stay floats (NaN where undefined) for the arithmetic of their readers (probation);
+    # to_dict() turns NaN into None like the rest of the project.
+    return {k: (math.nan if v is None else v) for k, v in metrics.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -553,27 +428,28 @@ class PromotionGate:
         draft = _Draft(self, sample, held_for)
         if sample.rows == 0:
             return draft.wait(f"no paired rows yet (min_rows {cfg.min_rows:,})")
+        known = []
         if self.task == "classification":
-            enc = _encode(sample, cfg.positive_class)
-            champion = _classification_scores(enc, enc.champion, sample.champion_proba, "champion")
-            challenger = _classification_scores(enc, enc.challenger, sample.challenger_proba, "challenger")
-            champion_right, challenger_right = enc.champion == enc.y, enc.challenger == enc.y
+            known = class_list(sample.labels, sample.champion, sample.challenger, classes=sample.classes)
+            champion_right = row_scores("accuracy", sample.labels, sample.champion, classes=known) == 1.0
+            challenger_right = row_scores("accuracy", sample.labels, sample.challenger, classes=known) == 1.0
             draft.details.update(b=int(np.count_nonzero(champion_right & ~challenger_right)),
                                  c=int(np.count_nonzero(challenger_right & ~champion_right)))
-        else:
-            labels = _finite(sample.labels, "labels")
-            champion_pred = sample.champion.astype(np.float64)
-            challenger_pred = sample.challenger.astype(np.float64)
-            champion = _regression_scores(labels, champion_pred, "champion")
-            challenger = _regression_scores(labels, challenger_pred, "challenger")
+        champion = _metrics(self.task, sample, sample.champion, sample.champion_proba, known, cfg.positive_class)
+        challenger = _metrics(self.task, sample, sample.challenger, sample.challenger_proba, known, cfg.positive_class)
         draft.scores(champion, challenger)
 
+        undefined = [(who, scores.undefined[metric]) for who, scores in (("champion", champion),
+                                                                         ("challenger", challenger))
+                     if metric in scores.undefined]
+        for who, why in undefined:
+            if why.needs_setting:  # waiting cannot fix a missing or wrong setting, a person must
+                raise ValueError(f"gate {metric} of the {who}: {why.why}")
         if sample.rows < cfg.min_rows:
             return draft.wait(f"{sample.rows:,} paired rows, fewer than min_rows {cfg.min_rows:,}")
-        for who, scores in (("champion", champion), ("challenger", challenger)):
-            if isinstance(undefined := scores[metric], _Undefined):
-                why = f"{metric} of the {who} is undefined on these {sample.rows:,} rows: {undefined.why}"
-                return draft.wait(why) if undefined.more_rows_help else draft.end("reject", why)
+        for who, why in undefined:
+            reason = f"{metric} of the {who} is undefined on these {sample.rows:,} rows: {why.why}"
+            return draft.wait(reason) if why.more_rows_help else draft.end("reject", reason)
         if cfg.floor is not None and not draft.passes_floor(cfg.floor):
             side = ">=" if self.higher_is_better else "<="
             return draft.end("reject", f"challenger {metric} {_num(draft.challenger_value)} on {sample.rows:,} rows "
@@ -587,9 +463,10 @@ class PromotionGate:
 
         if self.task == "classification":
             return draft.tested("mcnemar_exact", "McNemar", mcnemar_exact(draft.details["b"], draft.details["c"]))
-        loss = "absolute" if metric == "mae" else "squared"
-        per_row = np.abs if loss == "absolute" else np.square
-        improvement = per_row(labels - champion_pred) - per_row(labels - challenger_pred)
+        # The per-row loss behind the metric: absolute error for mae, squared error for rmse and r2.
+        loss, row_metric = ("absolute", "mae") if metric == "mae" else ("squared", "rmse")
+        improvement = (row_scores(row_metric, sample.labels, sample.champion)
+                       - row_scores(row_metric, sample.labels, sample.challenger))
         p, means = paired_bootstrap(improvement, cfg.bootstrap_resamples, cfg.seed)
         low, high = np.quantile(means, [0.025, 0.975])
         draft.details.update(loss=loss, mean_improvement=float(improvement.mean()), ci95=[float(low), float(high)],
@@ -610,12 +487,11 @@ class _Draft:
         self.delta: float | None = None
         self.required_delta: float | None = None
 
-    def scores(self, champion: Scores, challenger: Scores) -> None:
-        self.champion_metrics, self.challenger_metrics = _plain(champion), _plain(challenger)
+    def scores(self, champion: Metrics, challenger: Metrics) -> None:
+        self.champion_metrics, self.challenger_metrics = _with_nan(champion), _with_nan(challenger)
         ch, cl = champion[self.gate.metric], challenger[self.gate.metric]
-        self.champion_value = None if isinstance(ch, _Undefined) else ch
-        self.challenger_value = None if isinstance(cl, _Undefined) else cl
-        if self.champion_value is not None and self.challenger_value is not None:
+        self.champion_value, self.challenger_value = ch, cl
+        if ch is not None and cl is not None:
             self.delta = cl - ch if self.gate.higher_is_better else ch - cl
             self.required_delta = self.gate.config.margin.required(ch)
 
@@ -674,12 +550,3 @@ def _about(value: timedelta) -> str:
 def _at_least(delta: float, required: float) -> bool:
     # Metric differences carry float error (0.75 - 0.70 = 0.04999999999999993): a gain of exactly the margin counts.
     return delta >= required or math.isclose(delta, required, rel_tol=1e-9, abs_tol=1e-12)
-
-
-def _finite(values: np.ndarray, name: str) -> np.ndarray:
-    array = values.astype(np.float64)
-    bad = int((~np.isfinite(array)).sum())
-    if bad:
-        raise ValueError(f"the {name} contain NaN or inf on {bad:,} rows; only rows with real matured labels can be "
-                         "judged, drop the others before calling the gate")
-    return array

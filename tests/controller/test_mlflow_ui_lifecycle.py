@@ -146,7 +146,8 @@ def test_the_lifecycle_as_the_mlflow_ui_shows_it(mlflow_server_url: str, tmp_pat
     training = rest.runs(experiments[""], f"tags.`driftpilot.registered_model` = '{name}'")
     assert [r["info"]["run_name"] for r in training] == ["v1-bootstrap", "v2-finetune"]
     # Each version's own holdout, named so: these rows differ between versions (the fair pair is a comparison).
-    assert all(set(_metrics(r)) == {"holdout.accuracy", "holdout.log_loss"} for r in training)
+    assert all(set(_metrics(r)) == {"holdout.accuracy", "holdout.f1", "holdout.roc_auc", "holdout.log_loss"}
+               for r in training)
     assert all({"strategy", "estimator", "estimator.alpha"} <= set(_kv(r["data"].get("params"))) for r in training)
 
     # The comparison: both versions under the same metric keys, on one holdout fingerprint, linked from v2.

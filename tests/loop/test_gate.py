@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 from sklearn.metrics import f1_score, log_loss, mean_absolute_error, r2_score, roc_auc_score, root_mean_squared_error
 
+from controller.config import PolicyConfig
 from controller.loop.gate import (
     GateConfig,
     GateVerdict,
@@ -161,10 +162,11 @@ def worse_regression_case(rng: np.random.Generator) -> PairedSample:
     return PairedSample(labels, labels + error, labels + error * factor)
 
 
-def random_config(rng: np.random.Generator, metrics: list[str]) -> GateConfig:
+def random_config(rng: np.random.Generator, metrics: list[str], positive_class: object = None) -> GateConfig:
     # Lenient settings on purpose: a tiny min_rows, no margin and a huge alpha leave the test nothing to hide behind.
     return GateConfig(metric=str(rng.choice(metrics)), min_rows=int(rng.integers(1, 30)),
-                      alpha=float(rng.choice([0.05, 0.5, 0.99])), bootstrap_resamples=200, seed=int(rng.integers(99)))
+                      alpha=float(rng.choice([0.05, 0.5, 0.99])), bootstrap_resamples=200, seed=int(rng.integers(99)),
+                      positive_class=positive_class)
 
 
 def test_never_promotes_a_worse_or_equal_classification_challenger() -> None:
@@ -172,7 +174,8 @@ def test_never_promotes_a_worse_or_equal_classification_challenger() -> None:
     reached_test = 0
     for _ in range(300):
         sample, _share = worse_classification_case(rng)
-        config = random_config(rng, ["accuracy", "f1", "roc_auc", "log_loss"])
+        # "a"/"b" name no positive class by themselves: binary f1 / roc_auc need it configured.
+        config = random_config(rng, ["accuracy", "f1", "roc_auc", "log_loss"], positive_class=sample.classes[-1])
         verdict = PromotionGate(config, "classification").judge(sample)
         assert verdict.verdict != "promote", verdict.reason
         assert verdict.delta is None or verdict.delta <= 1e-12, verdict.reason
@@ -193,9 +196,8 @@ def independent_score(metric: str, labels: np.ndarray, predictions: np.ndarray, 
     """sklearn on the raw arrays, sign-adjusted so that higher is better."""
     if metric == "accuracy":
         return float(np.mean(predictions == labels))
-    if metric == "f1":  # macro over every class present in the labels or either model's predictions
-        present = np.unique(np.r_[labels, predictions, other])
-        return float(f1_score(labels, predictions, average="macro", labels=present))
+    if metric == "f1":  # macro over every class present in the labels or the model's predictions
+        return float(f1_score(labels, predictions, average="macro"))
     if metric == "r2":
         return float(r2_score(labels, predictions))
     return -float({"mae": mean_absolute_error, "rmse": root_mean_squared_error}[metric](labels, predictions))
@@ -345,11 +347,13 @@ def test_classification_metrics_match_sklearn() -> None:
     sample = PairedSample(labels, predicted["champion"], predicted["challenger"],
                           np.c_[1 - proba_up["champion"], proba_up["champion"]],
                           np.c_[1 - proba_up["challenger"], proba_up["challenger"]], ("DOWN", "UP"))
-    verdict = classify(sample, metric="roc_auc")
+    # UP/DOWN name no positive class: an f1 or roc_auc gate without one is a misconfiguration, not a guess.
+    with pytest.raises(ValueError, match=r"cannot tell the positive class among \['DOWN', 'UP'\]"):
+        classify(sample, metric="roc_auc")
+    verdict = classify(sample, metric="roc_auc", positive_class="UP")
     for name in ("champion", "challenger"):
         metrics = getattr(verdict, f"{name}_metrics")
         assert metrics["accuracy"] == pytest.approx(np.mean(predicted[name] == labels))
-        # The positive class defaults to the second of the sorted classes: "UP".
         assert metrics["f1"] == pytest.approx(f1_score(labels, predicted[name], pos_label="UP"))
         assert metrics["roc_auc"] == pytest.approx(roc_auc_score(labels == "UP", proba_up[name]))
         assert metrics["log_loss"] == pytest.approx(log_loss(labels, np.c_[1 - proba_up[name], proba_up[name]],
@@ -360,14 +364,13 @@ def test_classification_metrics_match_sklearn() -> None:
 
 
 def test_multiclass_f1_is_macro_over_the_classes_present() -> None:
-    """Macro over the classes in the labels or in either model's predictions: the same set for both models."""
+    """Macro over the classes in the labels or in that model's predictions (scikit-learn's average="macro")."""
     labels = np.array([0, 1, 2, 2, 1, 0, 2, 1] * 30)
     champion = np.array([0, 1, 1, 2, 1, 3, 2, 0] * 30)  # 3 is never a label
     challenger = np.array([0, 1, 2, 2, 1, 2, 2, 1] * 30)
     verdict = classify(PairedSample(labels, champion, challenger), metric="f1")
-    macro = {"average": "macro", "labels": [0, 1, 2, 3], "zero_division": 0.0}
-    assert verdict.champion_value == pytest.approx(f1_score(labels, champion, **macro))
-    assert verdict.challenger_value == pytest.approx(f1_score(labels, challenger, **macro))
+    assert verdict.champion_value == pytest.approx(f1_score(labels, champion, average="macro"))  # over 0, 1, 2, 3
+    assert verdict.challenger_value == pytest.approx(f1_score(labels, challenger, average="macro"))  # over 0, 1, 2
     assert verdict.verdict == "promote"
 
 
@@ -465,7 +468,8 @@ def test_nan_predictions_of_the_challenger_are_rejected() -> None:
     broken = sample.challenger.copy()
     broken[:3] = np.nan
     verdict = regress(PairedSample(sample.labels, sample.champion, broken))
-    assert verdict.verdict == "reject" and "challenger predicted NaN or inf on 3 rows" in verdict.reason
+    assert verdict.verdict == "reject" and verdict.reason == (
+        "rmse of the challenger is undefined on these 300 rows: the predictions are NaN or inf on 3 rows")
 
 
 def test_nan_labels_are_an_error() -> None:
@@ -484,9 +488,29 @@ def test_sample_arrays_must_line_up() -> None:
     assert PairedSample([1, 0], [1, 0], [1, 1]).rows == 2
 
 
-def test_labels_and_predictions_of_different_types_are_an_error() -> None:
-    with pytest.raises(ValueError, match="different types"):
-        classify(PairedSample(["1", "0"] * 150, [1, 0] * 150, [1, 1] * 150))
+def test_text_labels_and_integer_predictions_name_the_same_classes() -> None:
+    # "1" (JSON, CSV) and 1 are one class, as in the monitor and the trainers (monitors.metrics).
+    verdict = classify(PairedSample(["1", "0"] * 150, [1, 0] * 150, [1, 1] * 150))
+    assert verdict.champion_metrics["accuracy"] == 1.0 and verdict.challenger_metrics["accuracy"] == 0.5
+    assert verdict.champion_metrics["f1"] == 1.0 and verdict.challenger_metrics["f1"] == pytest.approx(2 / 3)
+
+
+def test_the_gate_judges_the_monitored_metric_unless_it_names_its_own() -> None:
+    policy = {"model": "m", "task": "classification", "target": {"name": "y", "classes": [0, 1]},
+              "features": {"x": "numeric"}}
+    follows = PolicyConfig.model_validate({**policy, "monitors": {"performance": {"metric": "f1", "positive_class": 0}}})
+    assert PromotionGate(follows.gate, follows.task).metric == "f1" == follows.monitors.performance.metric_for(
+        "classification")
+    assert follows.gate.positive_class == 0  # the holdout f1 (the monitor's reference) and the gate's: one class
+    own = PolicyConfig.model_validate({**policy, "monitors": {"performance": {"metric": "f1", "positive_class": 0}},
+                                       "gate": {"metric": "accuracy", "positive_class": 1}})
+    assert (own.gate.metric, own.gate.positive_class) == ("accuracy", 1)
+    neither = PolicyConfig.model_validate(policy)
+    assert PromotionGate(neither.gate, "classification").metric == "accuracy" == neither.monitors.performance.metric_for(
+        "classification")
+    regression = PolicyConfig.model_validate({**policy, "task": "regression", "target": {"name": "y"},
+                                              "monitors": {"performance": {"metric": "mae"}}})
+    assert PromotionGate(regression.gate, "regression").metric == "mae"
 
 
 def test_metric_must_fit_the_task_and_positive_class_must_exist() -> None:

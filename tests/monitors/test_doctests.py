@@ -9,7 +9,7 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "module", ["monitors.losses", "monitors.concept_drift", "monitors.factory"]
+    "module", ["monitors.metrics", "monitors.losses", "monitors.concept_drift", "monitors.factory"]
 )
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module))
