@@ -158,12 +158,35 @@ def _class_order(value: Any) -> tuple:
 
 def _codes(classes: list, values: np.ndarray) -> np.ndarray:
     """The index of each value in ``classes`` (by value, else by text); -1 where none matches."""
+    if len(values) <= _SMALL:
+        # A dict lookup per value: the race scores a few rows per tick, where building pandas indexes cost more
+        # than the rows (same matching: equal values hash alike, so 1 == 1.0 == True as in an Index).
+        by_value: dict[Any, int] = {}
+        by_text: dict[str, int] = {}
+        for i, c in enumerate(classes):
+            try:
+                by_value.setdefault(c, i)
+            except TypeError:  # an unhashable class can only match by text
+                pass
+            by_text.setdefault(str(c), i)
+        out = np.empty(len(values), dtype=np.int64)
+        for k, v in enumerate(values.tolist()):
+            try:
+                found = by_value.get(v)
+            except TypeError:
+                found = None
+            out[k] = found if found is not None else by_text.get(str(v), -1)
+        return out
     codes = pd.Index(classes, dtype=object).get_indexer(values)
     missing = codes < 0
     if missing.any() and classes:
         by_text = pd.Index([str(c) for c in classes], dtype=object)
         codes[missing] = by_text.get_indexer(np.array([str(v) for v in values[missing]], dtype=object))
     return codes
+
+
+#: Below this many values, class codes come from dict lookups instead of pandas indexes (see _codes).
+_SMALL = 256
 
 
 def class_list(*values: Any, classes: Sequence = ()) -> list:

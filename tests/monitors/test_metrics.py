@@ -244,3 +244,13 @@ def test_trainers_monitor_and_gate_agree_on_every_metric(task, names, positive_c
     assert sorted(trainer) == sorted(expected)  # every metric is defined on these rows
     for metric in expected:
         assert trainer[metric] == monitor.metrics[metric] == gate.champion_metrics[metric], metric
+
+
+def test_small_and_large_inputs_match_classes_the_same_way(monkeypatch) -> None:
+    import monitors.metrics as metrics
+
+    values = np.array([1, "1", 1.0, True, "x", None, 0, "0", 2], dtype=object)
+    classes = [0, 1, "x"]
+    small = metrics._codes(classes, values)
+    monkeypatch.setattr(metrics, "_SMALL", -1)  # the pandas path for the same values
+    assert small.tolist() == metrics._codes(classes, values).tolist() == [1, 1, 1, 1, 2, -1, 0, 0, -1]
