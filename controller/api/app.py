@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -98,6 +99,34 @@ class ApiMetrics:
                                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5))
 
 
+class ServedStateMetrics:
+    """Gauges of the live state each model serves (a champion that keeps learning in service, published by the
+    daemon), computed when scraped: a state's age grows between publishes without anything being set."""
+
+    def __init__(self, runtimes: Mapping[str, ModelRuntime], clock: Clock) -> None:
+        self.runtimes = runtimes
+        self.clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        age = GaugeMetricFamily("driftpilot_served_state_age_seconds",
+                                "Seconds since the live state this process serves was published (models whose "
+                                "online champion keeps learning in service; absent while the registered version "
+                                "serves).", labels=["model"])
+        through = GaugeMetricFamily("driftpilot_served_state_through_seq",
+                                    "Newest label seq the served live state learned.", labels=["model"])
+        now = self.clock.now()
+        for name, rt in self.runtimes.items():
+            served = rt.champion.served
+            if served is None or not served.live:
+                continue
+            info = served.describe(now)
+            age.add_metric([name], info["age_s"])
+            if served.through_seq is not None:
+                through.add_metric([name], served.through_seq)
+        yield age
+        yield through
+
+
 def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiMetrics | None = None) -> FastAPI:
     """The API over ``runtimes``. Checks run cheapest first: unknown model (404), token (401), body size (413) in
     :class:`Admission` before a byte of the body is parsed, then the request shape and the items (422), then the
@@ -110,6 +139,7 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
     )
     app.state.runtimes = runtimes
     app.state.metrics = metrics
+    metrics.registry.register(ServedStateMetrics(runtimes, clock))
     ingress = _event_ingress(runtimes, clock)
     app.add_middleware(Admission, runtimes=runtimes, metrics=metrics)
     app.add_middleware(RequestLatency, histogram=metrics.latency)
@@ -200,7 +230,9 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
 
         Every prediction is logged to the store with its id and the version that made it, so natural labels can be
         joined later. All rows of one request are served by the same version, even during a hot swap. A retry with
-        the same prediction ids is a no-op while the same version serves (409 once another version would answer).
+        the same prediction ids is a no-op while the same version serves (409 once another version would answer; with
+        a race, also once a newer live state of the champion answers differently). Rows served by a live state are
+        logged under the registered version it continues.
         """
         rt = runtime(model)
         items = body.rows()
@@ -286,10 +318,16 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
                                                                     "is not loaded; `problems` names each model."}})
     def readyz() -> Any:
         """Every model's event store answers, and every model whose policy sets ``serving.require_champion`` has a
-        champion loaded (so a load balancer never routes /predict to a replica that would answer 503)."""
-        problems, serving = {}, {}
+        champion loaded (so a load balancer never routes /predict to a replica that would answer 503). ``served``
+        (models with a race) says what this process serves: the champion version, and the racer, label seq and age
+        in seconds of the live state continuing it (null while the registered version serves)."""
+        problems, serving, live = {}, {}, {}
+        now = clock.now()
         for name, rt in runtimes.items():
             serving[name] = rt.champion.serving_version
+            if rt.policy.config.race is not None:
+                served = rt.champion.served
+                live[name] = served.describe(now) if served is not None else None
             try:
                 rt.store.ping()
             except StoreUnavailable as exc:
@@ -297,10 +335,11 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
                 continue
             if serving[name] is None and rt.policy.config.serving.require_champion:
                 problems[name] = "no champion loaded yet (serving.require_champion is true)"
+        extra = {"served": live} if live else {}
         if problems:
             return JSONResponse(status_code=503, content={"status": "unavailable", "problems": problems,
-                                                          "champions": serving})
-        return {"status": "ready", "models": sorted(runtimes), "champions": serving}
+                                                          "champions": serving, **extra})
+        return {"status": "ready", "models": sorted(runtimes), "champions": serving, **extra}
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     def prometheus() -> Response:

@@ -107,11 +107,27 @@ class HealthBody(BaseModel):
     status: str
 
 
+class ServedStateOut(BaseModel):
+    """What one process serves for a model with a race: the champion version, continued in service by ``racer``
+    through label seq ``through_seq`` (a state published ``age_s`` seconds ago); null fields: served as
+    registered."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: str
+    racer: str | None
+    through_seq: int | None
+    age_s: float | None
+
+
+SERVED_DESCRIPTION = "Models with a race only: what this process serves (null before a champion loaded)."
+
+
 class ReadyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: str
     models: list[str]
     champions: dict[str, str | None]
+    served: dict[str, ServedStateOut | None] | None = Field(None, description=SERVED_DESCRIPTION)
 
 
 class NotReadyBody(BaseModel):
@@ -119,6 +135,7 @@ class NotReadyBody(BaseModel):
     status: str
     problems: dict[str, str]
     champions: dict[str, str | None]
+    served: dict[str, ServedStateOut | None] | None = Field(None, description=SERVED_DESCRIPTION)
 
 
 def declared(ok: type[BaseModel], *statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from controller.api.app import ModelRuntime
 from controller.api.ingest import Ingestor
-from controller.api.serving import ChampionHolder, ChampionSource
+from controller.api.serving import ChampionHolder, ChampionSource, LiveState, NoLiveState, StoreLiveState
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import ConfigError
@@ -57,13 +57,29 @@ def build_runtimes(policies: Sequence[LoadedPolicy], clock: Clock,
         runtimes[config.model] = ModelRuntime(policy=loaded, store=store, ingestor=Ingestor(config, store, clock),
                                               champion=ChampionHolder(config.registered_model,
                                                                       champion_sources(loaded),
-                                                                      config.feature_types),
+                                                                      config.feature_types,
+                                                                      live=live_state(loaded, store)),
                                               token=token)
         if config.feature_views.views:
             from controller.features.serving import attach_feature_views
 
             attach_feature_views(runtimes[config.model], clock)
     return runtimes
+
+
+def live_state(loaded: LoadedPolicy, store: EventStore) -> LiveState:
+    """With a race, the champion's state continued in service reaches this process through the store (whether the
+    daemon runs in this process or elsewhere: one path for both)."""
+    config = loaded.config
+    return StoreLiveState(store, config.model) if config.race is not None else NoLiveState()
+
+
+def reload_interval(policies: Sequence[LoadedPolicy]) -> float:
+    """Seconds between two refreshes of the champions: ``serving.reload_interval_s``, and at most one tick of a
+    model with a race, so its live state reaches every API process at least once per tick."""
+    intervals = [p.config.serving.reload_interval_s for p in policies]
+    intervals += [p.config.loop.tick.total_seconds() for p in policies if p.config.race is not None]
+    return min(intervals)
 
 
 # `driftpilot serve --workers N` hands its worker processes the policy files and log level through this variable.
@@ -85,8 +101,7 @@ def serving_app(policies: Sequence[LoadedPolicy], clock: Clock) -> tuple[Any, An
             rt.champion.refresh()
         except Exception as exc:  # noqa: BLE001 - ingestion still works; /predict answers 503 until it loads
             log.warning("no champion loaded for %s yet: %s", rt.name, exc)
-    watcher = ChampionWatcher({name: rt.champion for name, rt in runtimes.items()},
-                              interval=min(p.config.serving.reload_interval_s for p in policies))
+    watcher = ChampionWatcher({name: rt.champion for name, rt in runtimes.items()}, interval=reload_interval(policies))
     return create_app(runtimes, clock), watcher
 
 

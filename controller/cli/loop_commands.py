@@ -85,6 +85,7 @@ def run_command(ctx: click.Context, config_paths: tuple[Path, ...], host: str, p
         import uvicorn
 
         from controller.api.app import create_app
+        from controller.api.service import reload_interval
         from controller.api.serving import ChampionWatcher
 
         for rt in runtimes.values():
@@ -92,8 +93,9 @@ def run_command(ctx: click.Context, config_paths: tuple[Path, ...], host: str, p
                 rt.champion.refresh()
             except Exception as exc:  # noqa: BLE001 - /predict answers 503 until a champion loads
                 log.warning("no champion loaded for %s yet: %s", rt.name, exc)
+        # The API in this process reads the live state the ticks publish through the store, as a replica would.
         watcher = ChampionWatcher({name: rt.champion for name, rt in runtimes.items()},
-                                  interval=min(p.config.serving.reload_interval_s for p in policies))
+                                  interval=reload_interval(policies))
         watcher.start()
         level = ctx.find_root().params["log_level"].lower()
         try:
@@ -111,7 +113,8 @@ def run_command(ctx: click.Context, config_paths: tuple[Path, ...], host: str, p
 @SINGLE_CONFIG
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status_command(config_path: Path, as_json: bool) -> None:
-    """Champion, challenger, the decision in flight, last signals, last decisions and label coverage."""
+    """Champion, challenger, the decision in flight, last signals, last decisions and label coverage; with a race, the
+    state serving now (the online champion continued in service), the standings and the racers that left."""
     from controller.loop.state import load_state
     from controller.store.control import DecisionLog, Leases
 
@@ -139,6 +142,8 @@ def status_command(config_path: Path, as_json: bool) -> None:
             "signals": {kind: _signal_line(signal) for kind, signal in state.signals.items()},
             "last_decisions": [d.to_dict() for d in decisions.list(policy.model, limit=5)],
         }
+        if policy.race is not None:
+            body["race"] = _race_status(store, policy.model, controller.clock.now(), aliases.get("champion"))
     if as_json:
         click.echo(json.dumps(body, indent=2, default=str))
         return
@@ -161,6 +166,9 @@ def status_command(config_path: Path, as_json: bool) -> None:
                f"{state.unlearned} matured rows the champion has not learned")
     for kind, line in body["signals"].items():
         click.echo(f"signal {kind}: {line}")
+    if "race" in body:
+        for line in _race_lines(body["race"]):
+            click.echo(line)
     click.echo("last decisions:")
     for d in body["last_decisions"]:
         click.echo("  " + _decision_line(d))
@@ -306,9 +314,110 @@ def _decision_line(d: dict[str, Any]) -> str:
                                               else "")
     verdict = f" -> {d['verdict']}" if d.get("verdict") else ""
     error = f": {d['error']}" if d.get("error") else ""
-    return (f"{d['created_at'][:19]}  {d['decision_id']:<22} {d['status']:<9} {d['action']:<8} "
+    race = _race_detail(d)
+    if d.get("trigger") == "race" and d.get("challenger_version"):
+        # A race switch or checkpoint is done when recorded: the alias moved from the first version to the second.
+        versions, verdict = f"v{d['champion_version']} -> v{d['challenger_version']}", ""
+    return (f"{d['created_at'][:19]}  {d['decision_id']:<22} {d['status']:<9} {d['action']:<10} "
             f"{d['trigger']:<16} rule={d.get('rule') or '-'} strategy={d.get('strategy') or '-'} {versions}"
-            f"{verdict}{error}")
+            f"{verdict}{race}{error}")
+
+
+def _race_detail(d: dict[str, Any]) -> str:
+    """Why the race moved the champion, from the decision's evidence (empty for every other decision)."""
+    evidence = d.get("evidence") or {}
+    race = evidence.get("race") or {}
+    if d.get("trigger") != "race":  # a retrain whose challengers entered the race instead of facing the gate
+        return f" (joined the race: v{', v'.join(race['entered'])})" if race.get("entered") else ""
+    if d.get("action") == "checkpoint":
+        return (f" (checkpoint of the serving racer {evidence.get('racer', '?')}, {evidence.get('learned', '?')} "
+                "labels learned)")
+    switch = race
+    if "challenger" not in switch:
+        return ""
+    metric = switch.get("metric") or "metric"
+    what = "re-promoted" if switch.get("re_promoted") else "promoted"
+    return (f" ({what} {switch['challenger']} [{switch.get('challenger_kind', '?')}, "
+            f"{switch.get('challenger_origin', '?')}] over {switch.get('champion')}: {metric} "
+            f"{_num(switch.get('challenger_metric'))} vs {_num(switch.get('champion_metric'))} on "
+            f"{switch.get('rows')} paired rows, evidence {_num(switch.get('evidence'))} >= threshold "
+            f"{_num(switch.get('threshold'))} (K={switch.get('k')}, alpha={switch.get('alpha')}))")
+
+
+def _race_status(store: Any, model: str, now: datetime, champion: str | None) -> dict[str, Any]:
+    """The state serving now and the standings (as of the race's last save), for ``status``."""
+    from controller.api.serving import StoreLiveState, UnreadableState
+    from controller.race.driver import read_standings
+
+    live = StoreLiveState(store, model)
+    written = live.written_at()
+    served: dict[str, Any] | None = None
+    if written is not None:
+        served = {"updated_at": written.isoformat(), "age_s": round((now - written).total_seconds(), 3)}
+        try:
+            state = live.read()
+        except UnreadableState as exc:
+            served["error"] = str(exc)
+        else:
+            served.update(version=state.version, racer=state.racer, through_seq=state.through_seq,
+                          serving=state.version == champion)
+    return {"served": served, "standings": read_standings(store, model)}
+
+
+def _race_lines(race: dict[str, Any]) -> list[str]:
+    served, standings = race["served"], race["standings"]
+    if served is None:
+        lines = [("served state: none published yet (the registered champion serves until the daemon publishes the "
+                  "state of an online champion)")]
+    elif "error" in served:
+        lines = [f"served state: updated {_ago(served['age_s'])}, unreadable here: {served['error']}"]
+    else:
+        lines = [f"served state: v{served['version']} continued by {served['racer']} through label seq "
+                 f"{served['through_seq'] if served['through_seq'] is not None else '-'}, updated "
+                 f"{_ago(served['age_s'])}"
+                 + ("" if served["serving"] else " (not served: the champion alias names another version, which "
+                                                  "serves as registered until its own state is published)")]
+    if standings is None:
+        return [*lines, "race: not started yet (it starts on the daemon's first tick with a champion)"]
+    lines.append(f"race on {standings['metric']} as of {standings['as_of'][:19]}: champion {standings['champion']}; "
+                 f"a challenger takes over at evidence >= {_num(standings['threshold'])} (K/alpha, "
+                 f"K={standings['k']}, alpha={standings['alpha']})")
+    header = ("racer", "kind", "origin", "version", f"rolling {standings['metric']}", "rows scored",
+              "evidence / threshold")
+    rows = [header]
+    for r in standings["racers"]:
+        evidence = ("champion" if r["champion"] else
+                    f"{_num(r['evidence'])} / {_num(r['threshold'])}" if r["evidence"] is not None else "-")
+        rolling = f"{_num(r['rolling'])} ({r['rolling_rows']})" if r["rolling"] is not None else "-"
+        rows.append((r["racer"] + (" *" if r["champion"] else ""), r["kind"], r["origin"],
+                     f"v{r['version']}" if r["version"] else "-", rolling, str(r["scored"]),
+                     evidence + (f"  {r['note']}" if r.get("note") else "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+              for row in rows]
+    left = standings.get("left") or []
+    lines.append("left the race: " + ("; ".join(f"{d['key']} ({d['reason']})" for d in reversed(left))
+                                      if left else "none"))
+    return lines
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _ago(seconds: float) -> str:
+    """3 s ago, 4 min ago, 2.5 h ago, 3.0 d ago: enough to tell a live state from a stale one."""
+    if seconds < 0:  # written on another host whose clock is ahead of this one
+        return f"{-seconds:.0f} s in the future (the writer's clock is ahead of this one)"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} d ago"
 
 
 def _outcome(decision: Any) -> str:

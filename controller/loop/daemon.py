@@ -9,6 +9,8 @@
   ingestion, ``/predict`` or the other models' ticks.
 * SIGTERM/SIGINT stop it gracefully: the scheduler waits for running ticks, training workers are stopped and their
   decisions marked failed, and the leases are released so another daemon can take over at once.
+* A model with a race publishes its online champion's state to the store after each tick that changed it
+  (:class:`~controller.race.publish.StorePublisher`); every API process, this one included, serves it from there.
 * A model whose MLflow is down does not stop the daemon nor hold up the other models: its registry connects on first
   use and pauses after a failure (:class:`DeferredRegistry`), so only that model's ticks fail (recorded, retried
   with backoff).
@@ -34,6 +36,7 @@ from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.loop.controller import Controller
 from controller.loop.runners import ProcessRunner
+from controller.race.publish import NoPublisher, ServedStatePublisher, StorePublisher
 from controller.store import EventStore
 from controller.store.control import DecisionLog, Leases
 from lineage import LineageError, LineageUnavailable
@@ -109,7 +112,7 @@ class Daemon:
         self.controllers = {
             model: Controller(loaded, stores[model], registries[model], clock, runner=self.runner,
                               decisions=DecisionLog(stores[model], clock), leases=Leases(stores[model], clock),
-                              owner=self.owner)
+                              owner=self.owner, publisher=publisher_for(loaded, stores[model]))
             for model, loaded in self.policies.items()}
         self.scheduler: Any = None
         self._stopped = threading.Event()
@@ -229,6 +232,12 @@ class Daemon:
             time.sleep(SIGNAL_POLL_S)
         log.info("received %s: stopping", signal.Signals(signalled[0]).name)
         self.stop()
+
+
+def publisher_for(loaded: LoadedPolicy, store: EventStore) -> ServedStatePublisher:
+    """Where the daemon publishes a model's live champion: the store, read by every API process (the in-process API
+    too, so one path serves both), for a policy with a race; nowhere otherwise."""
+    return StorePublisher(store) if loaded.config.race is not None else NoPublisher()
 
 
 class DeferredRegistry:

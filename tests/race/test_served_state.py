@@ -35,7 +35,7 @@ from controller.cli.main import main
 from controller.clock import ManualClock, SystemClock
 from controller.config import LoadedPolicy, load_policy
 from controller.loop.controller import Controller
-from controller.loop.daemon import publisher_for
+from controller.loop.daemon import Daemon, publisher_for
 from controller.race.publish import NoPublisher, ServedState, StorePublisher, read_served
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.tables import predictions
@@ -234,6 +234,16 @@ def test_predict_serves_a_published_state_without_a_new_version(tmp_path: Path, 
     assert fresh.champion.refresh() and not fresh.champion.current.live
     assert fresh.champion.current.model is registered.served_model()
     fresh.store.dispose()
+    store.dispose()
+
+
+def test_the_daemon_publishes_a_race_through_the_store(tmp_path: Path, clock: ManualClock) -> None:
+    loaded = race_policy(tmp_path, "daemon")
+    store = EventStore.from_url(loaded.config.storage.url, clock)
+    daemon = Daemon([loaded], {"daemon": store}, {"daemon": None}, clock,
+                    scheduler_url=f"sqlite:///{tmp_path}/jobs.db", max_workers=1, owner="test")
+    publisher = daemon.controllers["daemon"].race.publisher
+    assert isinstance(publisher, StorePublisher) and publisher.store is store
     store.dispose()
 
 
