@@ -28,6 +28,7 @@ from controller.loop.controller import Controller
 from controller.api.serving import predictor_for
 from controller.race.outcomes import decode
 from controller.race.publish import InProcessPublisher
+from monitors.metrics import row_scores
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.control import DecisionLog
 
@@ -141,12 +142,10 @@ def replay(loaded: LoadedPolicy, stream: ReplayStream, workdir: Path, *, bootstr
     race_frame = None
 
     served_frame = pd.concat(served, ignore_index=True) if served else pd.DataFrame()
-    if spec.task == "classification":
-        served_frame["score"] = (served_frame["prediction"] == served_frame["label"]).astype(float)
-        metric = "accuracy"
-    else:
-        served_frame["score"] = (served_frame["prediction"].astype(float) - served_frame["label"].astype(float)).abs()
-        metric = "mae"
+    # The prequential metric of what served: accuracy, or MAE (per-row values from the one metrics module).
+    metric = "accuracy" if spec.task == "classification" else "mae"
+    served_frame["score"] = row_scores(metric, served_frame["label"], served_frame["prediction"],
+                                       classes=tuple(policy.target.classes or ()))
     decisions = [d.to_dict() for d in reversed(DecisionLog(store, clock).list(policy.model, limit=None))]
     for decision in decisions:
         decision["position"] = _position_at(frame, decision["created_at"])
