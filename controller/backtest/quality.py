@@ -4,6 +4,9 @@
   after it (None: never detected before the next change point).
 * **Harmful promotion**: a promoted challenger that, on the ``horizon`` rows served after its promotion, does worse
   than the champion it replaced would have done on the same rows (both scored now, from the backtest's registry).
+* **Harmful race switch** (a policy with a ``race:`` section): the racer the race switched to scored worse than the
+  one it replaced on the next ``horizon`` positions, both read from the race's outcome log — each as it served or
+  would have served, online racers still learning.
 """
 
 from __future__ import annotations
@@ -134,3 +137,28 @@ def race_switch_impacts(result: BacktestResult, *, horizon: int = 500) -> list[S
                                     float(both[old].mean()) if len(both) else float("nan"),
                                     metric in HIGHER_IS_BETTER))
     return impacts
+
+
+#: Columns of ``BacktestResult.race`` that are not a racer's scores.
+RACE_LOG_COLUMNS = ("position", "seq", "prediction_id")
+
+
+def racer_keys(result: BacktestResult) -> list[str]:
+    """The race keys in the outcome log, in the order they first predicted a row (none without a race)."""
+    if result.race is None or result.race.empty:
+        return []
+    log = result.race.sort_values("position")
+    keys = [c for c in log.columns if c not in RACE_LOG_COLUMNS]
+    first = {k: log["position"].to_numpy()[log[k].notna().to_numpy()].min(initial=np.iinfo(np.int64).max)
+             for k in keys}
+    return sorted(keys, key=lambda k: (first[k], keys.index(k)))
+
+
+def race_metric(result: BacktestResult) -> str:
+    """The race's per-row metric as its switch decisions name it; without a switch, what ``race.metric`` defaults
+    to when ``gate.metric`` is not set (accuracy, or mae for regression) — pass the policy's when you have it."""
+    for decision in race_switches(result):
+        metric = ((decision.get("evidence") or {}).get("race") or {}).get("metric")
+        if metric:
+            return str(metric)
+    return "accuracy" if result.spec.task == "classification" else "mae"

@@ -57,7 +57,8 @@ def backtest_command(ctx: click.Context, config_path: Path, stream_arg: str, row
                      log_mlflow: bool) -> None:
     """Replay a stream through the policy — the daemon's own controller, trainers, monitors and gate on a simulated
     clock, with a throwaway event store and MLflow store — and report what it would have done: the prequential
-    metric over time, retrains, promotions, held and rejected challengers, rollbacks, detection delays, compute."""
+    metric over time, retrains, promotions, held and rejected challengers, rollbacks, detection delays, compute;
+    with a race, each racer's metric, the rows it served and the race's switches."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -82,8 +83,9 @@ def backtest_command(ctx: click.Context, config_path: Path, stream_arg: str, row
             tqdm(total=stream.rows, desc=f"replaying {stream.spec.name}", unit="row", disable=None) as bar:
         result = replay(loaded, stream, work, bootstrap_rows=bootstrap_rows, tick_every=tick_every,
                         progress=bar.update, name=str(config_path))
+    race_metric = policy.race.metric_for(policy.task, policy.gate.metric) if policy.race is not None else None
     with _clear_errors(), _bad_input_file(), _quiet_libraries(debug):
-        summary = summarize(result, stream, load=registry_loader(loaded, result))
+        summary = summarize(result, stream, load=registry_loader(loaded, result), race_metric=race_metric)
         files = write_report(result, summary, out)
 
     click.echo(_table(summary))
@@ -199,17 +201,46 @@ def _table(summary: dict[str, Any]) -> str:
          f"{', '.join(f'{p:,}' for p in stream['change_points']) or 'none known'}"),
         f"  {'prequential ' + name:<22} {value} ({'higher' if metric['higher_is_better'] else 'lower'} is better)",
         f"  retrains               {retrains['total']}" + (f" ({by_strategy})" if by_strategy else ""),
-        f"  promotions             {summary['promotions']}",
+        f"  promotions             {summary['promotions']}"
+        + (" by the gate (the race's switches are below)" if summary.get("race") is not None else ""),
         f"  rejected / held        {summary['rejected']} / {summary['held']}",
         f"  rollbacks              {summary['rollbacks']}",
         "  harmful promotions     " + (f"{harm['count']} of {len(harm['promotions'])}" if harm["checked"]
-                                        else "not checked"),
+                                        else "not checked")
+        + (" (the race's switches are judged below)" if summary.get("race") is not None else ""),
     ]
     if delays:
         lines.append("  detection delay        " + "; ".join(delays))
     lines.append(f"  compute                {compute['ticks']:,} ticks, {compute['controller_seconds']:.1f} s in the "
                  f"controller, {compute['wall_seconds']:.1f} s wall")
+    if summary.get("race") is not None:
+        lines += _race_lines(summary["race"])
     return "\n".join(lines)
+
+
+def _race_lines(race: dict[str, Any]) -> list[str]:
+    """The race at the end of the table: its switches, then one line per racer, best first."""
+    from controller.backtest.report import race_metric_label
+
+    switches, harm = race["switches"], race["harmful"]
+    back = sum(s["re_promoted"] for s in switches)
+    name = race_metric_label(race["metric"])
+    lines = [f"  race switches          {len(switches)}" + (f" ({back} re-promoted)" if back else "")
+             + f", harmful {harm['count']} of {harm['judged']} judged; {race['checkpoints']} checkpoints",
+             f"  racers                 {name} on the rows each predicted "
+             f"({'higher' if race['higher_is_better'] else 'lower'} is better)"]
+    sign = -1 if race["higher_is_better"] else 1
+    ranked = sorted(race["racers"], key=lambda r: (r["value"] is None, sign * (r["value"] or 0.0)))
+    width = max((len(r["racer"]) for r in ranked), default=0)
+    for r in ranked:
+        value = "n/a" if r["value"] is None else f"{r['value']:.4f}"
+        line = f"    {r['racer']:<{width}}  {value} on {r['rows']:,} rows"
+        if r["served_rows"]:
+            line += f", served {r['served_rows']:,}"
+        if r["promoted"]:
+            line += f", promoted {r['promoted']}×"
+        lines.append(line)
+    return lines
 
 
 def _log_to_mlflow(loaded: Any, summary: dict[str, Any], files: Any, **params: Any) -> None:

@@ -1,5 +1,6 @@
 """Policies and files shared by the backtest tests: a small, fast classification policy (one scikit-learn estimator,
-a performance rule, a short cooldown) whose stores live in a temporary folder, and a user file with an abrupt change."""
+a performance rule, a short cooldown) whose stores live in a temporary folder, the same policy with a race of two
+cheap online racers, and a user file with an abrupt change."""
 
 from __future__ import annotations
 
@@ -32,10 +33,24 @@ probation: {{duration: 2h, min_rows: 100, max_drop: 0.02}}
 """
 
 
-def write_policy(folder: Path, name: str = "bt-model") -> Path:
+# The scikit-learn champion raced by River's logistic regression and a no-change classifier (both learn a row in
+# microseconds), with no past versions racing, so the racers are the three of them plus any retrained challenger.
+RACE = """\
+race:
+  racers:
+    - name: logreg
+      estimator:
+        pipeline: [{class: river.preprocessing.StandardScaler}, {class: river.linear_model.LogisticRegression}]
+    - name: no-change
+      estimator: {class: river.dummy.NoChangeClassifier}
+  past_versions: 0
+"""
+
+
+def write_policy(folder: Path, name: str = "bt-model", *, race: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
-    path.write_text(POLICY.format(name=name, folder=folder))
+    path.write_text(POLICY.format(name=name, folder=folder) + (RACE if race else ""))
     return path
 
 

@@ -81,6 +81,36 @@ def test_a_user_csv_is_replayed_and_logged_to_the_policys_mlflow(tmp_path: Path)
     assert f"logged to MLflow sqlite:///{tmp_path / 'policy'}/mlflow.db: run {logged.info.run_id}" in result.stdout
 
 
+@pytest.mark.slow  # a real replay with a race, ~10-40 s
+def test_a_race_policy_ends_the_table_with_its_racers(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy", race=True)
+    out = tmp_path / "out"
+    result = run("--config", str(policy), "--stream", "sea-abrupt", "--rows", "1000", "--seed", "1",
+                 "--bootstrap-rows", "300", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    table_end = next(i for i, line in enumerate(lines) if line.startswith("wrote "))
+    decisions = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+    switches = [d for d in decisions if d["trigger"] == "race" and d["action"] in ("promote", "rollback")]
+    start = next(i for i, line in enumerate(lines) if line.startswith("  race switches"))
+    assert lines[start].startswith(f"  race switches          {len(switches)}")
+    assert "promotions             0 by the gate (the race's switches are below)" in result.stdout
+    # One line per racer, the same numbers as the page's racers table, and nothing after them in the table.
+    page = (out / "summary.md").read_text()
+    table = re.findall(r"^\| ([\w.-]+) \| ([\d,]+) \| [\d,]+–[\d,]+ \| (0\.\d{4}) \| ([\d,]+) \| (\d+) \|$", page,
+                       re.MULTILINE)
+    racers = lines[start + 2:table_end]
+    assert len(racers) == len(table) >= 3
+    by_name = {line.split()[0]: line for line in racers}
+    for name, rows, value, served, promoted in table:
+        line = by_name[name]
+        assert f"{value} on {rows} rows" in line
+        assert (f"served {served}" in line) == (served != "0")
+        assert (f"promoted {promoted}×" in line) == (promoted != "0")
+    served = sum(int(s.replace(",", "")) for _, _, _, s, _ in table)
+    assert served == 1000 - 300
+
+
 def _csv(tmp_path: Path, change=lambda t: t) -> str:
     path = tmp_path / "user.csv"
     change(user_table(400)).to_csv(path, index=False)
