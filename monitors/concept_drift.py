@@ -47,6 +47,10 @@ _SPREAD_CHECK_EVERY = 50
 _MIN_LOSS_SPAN = 50
 
 
+#: Rows between two measurements of the state's size (see ConceptDriftMonitor._sizes).
+_SIZE_EVERY = 1000
+
+
 class StateMismatch(ValueError):
     """A saved detector state was made by another configuration or River version; call ``reset()`` instead."""
 
@@ -231,9 +235,19 @@ class ConceptDriftMonitor:
             rows_skipped=skipped,
             batch_loss_mean=float(values.mean()) if len(values) else None,
             state_rows=window_rows(self._detector),
-            state_bytes=len(self.dumps()),
-            detector_bytes=len(pickle.dumps(self._detector, protocol=pickle.HIGHEST_PROTOCOL)),
+            **self._sizes(bool(events)),
         )
+
+    def _sizes(self, changed: bool) -> dict[str, int]:
+        """state_bytes / detector_bytes of the signal: pickled again every _SIZE_EVERY rows or on a detection (two
+        pickles per update were most of a one-row tick's detector cost; the sizes move slowly)."""
+        due = getattr(self, "_sized_at", None)
+        if changed or due is None or self._rows_seen - due >= _SIZE_EVERY or self._rows_seen < due:
+            self._size_cache = {"state_bytes": len(self.dumps()),
+                                "detector_bytes": len(pickle.dumps(self._detector,
+                                                                   protocol=pickle.HIGHEST_PROTOCOL))}
+            self._sized_at = self._rows_seen
+        return dict(self._size_cache)
 
     def _check_values(self, values: np.ndarray) -> None:
         bad = np.flatnonzero(~np.isfinite(values))

@@ -271,7 +271,8 @@ def predict_frame(model: Any, features: pd.DataFrame) -> Predictions:
     """Predict every row of ``features`` with a scikit-learn estimator or a River model."""
     if hasattr(model, "predict_one") or hasattr(model, "learn_one"):
         return _predict_river(model, features)
-    if hasattr(model, "predict_proba") and hasattr(model, "classes_"):
+    # A regressor can have both names (a River regression model wraps them and refuses predict_proba): classes decide.
+    if hasattr(model, "predict_proba") and len(getattr(model, "classes_", ())) > 0:
         # One pass through the pipeline: the class is the argmax of the probabilities (as in trainers.metrics), which
         # halves the cost of a request, since the preprocessing dominates it (docs/benchmarks-serve.md).
         return _from_proba(model.predict_proba(features), model.classes_)

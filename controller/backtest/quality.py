@@ -120,10 +120,11 @@ def race_switch_impacts(result: BacktestResult, *, horizon: int = 500) -> list[S
     if result.race is None:
         return []
     log = result.race.set_index("position").sort_index()
-    metric = "accuracy" if result.spec.task == "classification" else "mae"
     impacts = []
     for decision in race_switches(result):
         race = (decision.get("evidence") or {}).get("race") or {}
+        # The outcome log holds the race metric's per-row values: judge in its direction (log loss: lower is better).
+        metric = race.get("metric") or ("accuracy" if result.spec.task == "classification" else "mae")
         new, old = race.get("challenger"), race.get("champion")
         start = decision["position"]
         window = log.loc[start:start + horizon - 1]

@@ -163,10 +163,10 @@ class Controller(ModelJob):
             return
         report.champion = champion.version
         moves = self._alias_moves
-        read = None
+        read = traffic = None
         if self.race is not None:
             # First the race: it scores the rows logged since the last tick before anything learns their labels.
-            read = self._race_tick(now, champion, report)
+            read, traffic = self._race_tick(now, champion, report)
             if self._alias_moves != moves:
                 champion = self._champion() or champion
         self._advance(now, champion, state, report)
@@ -175,7 +175,7 @@ class Controller(ModelJob):
         if self._alias_moves != moves:  # the gate promoted, or probation rolled back
             champion = self._champion() or champion
         cursor = state.label_cursor
-        obs = self.observer.observe(now, champion, state, manual, read=read)
+        obs = self.observer.observe(now, champion, state, manual, read=read, traffic=traffic)
         report.signals = {k: v for k, v in state.signals.items() if v.get("at") == now.isoformat()}
         if self.race is not None and obs.concept_drift is not None and obs.concept_drift.drift:
             joined = self.race.join_past(now, champion)
@@ -408,10 +408,10 @@ class Controller(ModelJob):
 
     # ------------------------------------------------------------------------------------------------- the race
 
-    def _race_tick(self, now: datetime, champion: VersionInfo,
-                   report: TickReport) -> tuple[int | None, LabeledWindow] | None:
+    def _race_tick(self, now: datetime, champion: VersionInfo, report: TickReport
+                   ) -> tuple[tuple[int | None, LabeledWindow] | None, tuple[int, datetime | None]]:
         """Score the new rows, learn the matured labels, and switch when a challenger's evidence says so. Returns
-        the labeled rows it read (and the cursor they follow), for the monitors."""
+        what it read, for the monitors: the labeled rows (and the cursor they follow) and the new traffic."""
         assert self.race is not None
         tick = self.race.tick(now, champion)
         report.race = {"scored": tick.scored, "matured": tick.matured, "learned": tick.learned,
@@ -422,10 +422,12 @@ class Controller(ModelJob):
             self._switch(now, champion, tick.switch, report)
         elif tick.checkpoint_due:
             self._checkpoint(now, champion, report)
+        traffic = (tick.logged, tick.newest_event_time)
         if tick.read is None:
-            return None
+            return None, traffic
         sqlite = self.store.engine.dialect.name == "sqlite"
-        return tick.read_after, matured_window(tick.read, self.policy.model, now, self.policy.feature_types, sqlite)
+        return (tick.read_after, matured_window(tick.read, self.policy.model, now, None, sqlite,
+                                                features=False)), traffic
 
     def _switch(self, now: datetime, champion: VersionInfo, switch: Switch, report: TickReport) -> None:
         """The race's verdict: the challenger's evidence crossed K/alpha. Register it if it is an online racer, move
@@ -477,7 +479,7 @@ class Controller(ModelJob):
         self.race.crowned(now, key)
         self.decisions.open(self.policy.model, trigger="race", action="checkpoint", rule="race",
                             strategy="incremental", status="done", champion_version=champion.version,
-                            challenger_version=version, verdict="promote", owner=self.owner, decision_id=decision_id,
+                            challenger_version=version, verdict="continue", owner=self.owner, decision_id=decision_id,
                             evidence={"racer": key, "learned": race.racers[key].learned})
         report.note(decision_id, f"{decision_id}: checkpoint of {key} registered as v{version} (continues "
                                  f"v{champion.version})")
@@ -779,11 +781,10 @@ class Controller(ModelJob):
     def _champion_alias(self) -> str | None:
         """The champion alias, re-read from MLflow only when something may have moved it (see ALIAS_REFRESH)."""
         now = self.clock.now()
-        newest = self.decisions.list(self.policy.model, limit=1)
+        newest = self.decisions.newest_mark(self.policy.model)
         # A hand promotion opens its decision before it moves the alias and marks it done after: the status is part
         # of the mark, so a read between the two is not trusted past the move.
-        mark = (self._alias_moves, *((newest[0].decision_id, newest[0].status, newest[0].updated_at)
-                                     if newest else ()))
+        mark = (self._alias_moves, *(newest or ()))
         cached = self._alias_read
         if cached is not None and cached[1] == mark and now - cached[0] < ALIAS_REFRESH:
             return cached[2]

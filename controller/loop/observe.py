@@ -57,10 +57,12 @@ class Observer:
         return self.cycle.policy
 
     def observe(self, now: datetime, champion: VersionInfo, state: LoopState,
-                manual: ManualRequest | None = None, *, read: tuple[int | None, LabeledWindow] | None = None
-                ) -> Observation:
+                manual: ManualRequest | None = None, *, read: tuple[int | None, LabeledWindow] | None = None,
+                traffic: tuple[int, datetime | None] | None = None) -> Observation:
         """``read``: (cursor, rows) when the caller already read the labeled rows after ``cursor`` as of ``now``
-        (the race does); used when its cursor is this loop's, else the observer reads them itself."""
+        (the race does); used when its cursor is this loop's, else the observer reads them itself. ``traffic``:
+        (predictions logged since the last tick, their newest event time) when the caller counted them (the race
+        read them)."""
         store, model = self.cycle.store, self.policy.model
         if state.champion != champion.version:
             self._rebase(now, champion, state)
@@ -82,9 +84,10 @@ class Observer:
         if state.labels_pending >= max(1, self.policy.monitors.performance.window_rows // 10):
             performance = self._performance(champion)
             state.labels_pending = 0
-        traffic, newest_time = store.traffic_since(model, now, state.traffic_after)
-        state.traffic_pending += traffic
-        state.traffic_after = newest_time or state.traffic_after
+        count, newest_time = traffic if traffic is not None else store.traffic_since(model, now, state.traffic_after)
+        state.traffic_pending += count
+        if newest_time is not None and (state.traffic_after is None or newest_time > state.traffic_after):
+            state.traffic_after = newest_time
         if state.traffic_pending >= self.loop.data_drift_every_rows:
             data = self.cycle.monitors.data_drift.run(self.reference(champion), self.cycle.current_features(now),
                                                       self.policy.feature_types)

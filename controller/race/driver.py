@@ -86,6 +86,8 @@ class RaceTick:
     checkpoint_due: bool = False
     read_after: int | None = None         # the label cursor the tick read from
     read: Any = None                      # the labels it read (MaturedRows), for the monitors
+    logged: int = 0                       # predictions logged since the last tick (all of them, before sampling)
+    newest_event_time: datetime | None = None
 
 
 @dataclass
@@ -134,6 +136,7 @@ class RaceDriver(ModelJob):
         logged, matured = self.store.recent_events(self.policy.model, logged_from=self.cut, logged_before=now,
                                                    labels_after=self.cursor, as_of=now)
         out.read_after = self.cursor
+        out.logged, out.newest_event_time = len(logged), logged.newest_event_time
         if not matured.complete:
             matured = self._matured_from_window(now)
         else:

@@ -154,6 +154,16 @@ class DecisionLog:
         with self.store.connection() as conn:
             return [_decision(r._mapping) for r in conn.execute(query)]
 
+    def newest_mark(self, model: str) -> tuple[str, str, datetime | None] | None:
+        """(decision id, status, updated_at) of the model's newest decision: what tells a tick that someone else may
+        have moved an alias, without reading (and decoding) a decision's evidence."""
+        query = (sa.select(decisions.c.decision_id, decisions.c.status, decisions.c.updated_at)
+                 .where(decisions.c.model == model)
+                 .order_by(decisions.c.created_at.desc(), decisions.c.decision_id.desc()).limit(1))
+        with self.store.connection() as conn:
+            row = conn.execute(query).first()
+        return (row.decision_id, row.status, row.updated_at) if row is not None else None
+
     def in_flight_and_recent(self, model: str, *, since: datetime,
                              actions: Sequence[str]) -> tuple[Decision | None, list[Decision]]:
         """The decision in flight (or None) and the ``actions`` decisions created since ``since``, newest first, in

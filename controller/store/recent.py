@@ -30,6 +30,7 @@ class LoggedRows:
 
     ids: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
+    newest_event_time: datetime | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -60,9 +61,10 @@ class MaturedRows:
 
 
 def matured_window(rows: MaturedRows, model: str, as_of: datetime,
-                   feature_types: dict[str, str] | None, sqlite: bool) -> Any:
+                   feature_types: dict[str, str] | None, sqlite: bool, *, features: bool = True) -> Any:
     """The rows as a :class:`~controller.store.events.LabeledWindow` (what the monitors read), built from the lists
-    without the columnar reader."""
+    without the columnar reader; ``features=False`` leaves the feature columns out (the loss-based monitors do not
+    read them)."""
     import pandas as pd
 
     from controller.store.events import LabeledWindow, _fingerprint, features_frame
@@ -79,7 +81,9 @@ def matured_window(rows: MaturedRows, model: str, as_of: datetime,
     have_scores = any(s is not None for s in rows.scores)
     scores = pd.DataFrame.from_records([s or {} for s in rows.scores]) if have_scores else None
     return LabeledWindow(
-        model=model, as_of=as_of, features=features_frame(rows.records, feature_types), labels=labels_,
+        model=model, as_of=as_of,
+        features=features_frame(rows.records, feature_types) if features else pd.DataFrame(index=pd.RangeIndex(n)),
+        labels=labels_,
         predictions=pd.Series(rows.predictions, dtype=object), scores=scores, prediction_ids=ids,
         event_times=times(rows.event_times), label_times=label_times,
         model_versions=pd.Series(rows.versions, dtype=object), label_seqs=pd.Series(rows.seqs, dtype=np.int64),
@@ -91,14 +95,17 @@ def _json(value: Any) -> Any:
 
 
 def logged_rows(conn: sa.Connection, model: str, start: datetime, end: datetime) -> LoggedRows:
-    query = (sa.select(predictions.c.prediction_id, sa.type_coerce(predictions.c.features, _RAW))
+    query = (sa.select(predictions.c.prediction_id, sa.type_coerce(predictions.c.features, _RAW),
+                       predictions.c.event_time)
              .where(predictions.c.model == model, predictions.c.received_at >= start,
                     predictions.c.received_at < end, predictions.c.source != "reference")
              .order_by(predictions.c.received_at, predictions.c.prediction_id))
     out = LoggedRows()
-    for pid, features in conn.execute(query):
+    for pid, features, event_time in conn.execute(query):
         out.ids.append(pid)
         out.records.append(_json(features))
+        if out.newest_event_time is None or event_time > out.newest_event_time:
+            out.newest_event_time = event_time
     return out
 
 
