@@ -43,8 +43,9 @@ def _usage(message: str) -> None:
                    "label_time column. Durations: 90s, 10m, 12h, 1d.")
 @click.option("--bootstrap-rows", type=click.IntRange(min=10), default=None,
               help="Rows that train the first champion (default: a tenth of the stream, at least 200).")
-@click.option("--tick-every", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Rows between two controller ticks.")
+@click.option("--tick-every", type=click.IntRange(min=1), default=None,
+              help="Rows between two controller ticks (default: a tick at every loop.tick of the stream's event "
+                   "time, as the daemon would tick; a larger N is faster but serves each row from an older state).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for summary.md, metric.png, decisions.jsonl and the backtest's own stores (work/) "
                    "(default: .driftpilot/backtests/<model>-<stream>).")
@@ -53,7 +54,7 @@ def _usage(message: str) -> None:
                    "(<experiment>/decisions).")
 @click.pass_context
 def backtest_command(ctx: click.Context, config_path: Path, stream_arg: str, rows: int | None, seed: int,
-                     label_delay: str | None, bootstrap_rows: int | None, tick_every: int, out_dir: Path | None,
+                     label_delay: str | None, bootstrap_rows: int | None, tick_every: int | None, out_dir: Path | None,
                      log_mlflow: bool) -> None:
     """Replay a stream through the policy — the daemon's own controller, trainers, monitors and gate on a simulated
     clock, with a throwaway event store and MLflow store — and report what it would have done: the prequential
