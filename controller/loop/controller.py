@@ -437,15 +437,19 @@ class Controller(ModelJob):
         aliases = self.registry.aliases(self.name)
         version = self.race.promote(now, switch.challenger, decision_id=decision_id)
         back = version == aliases.get("previous")
-        reason = (f"race: {switch.challenger} beat {switch.champion} on {switch.rows} paired rows ({self.race.metric} "
+        racer = self.race.race.racers[switch.challenger]
+        # A registered version that served before wins again: no training, the version that knew this concept.
+        again = racer.kind == "frozen" and racer.origin in ("past", "champion")
+        what = "re-promoted" if again else "promoted"
+        reason = (f"race {what} v{version} ({switch.challenger}): it beat {switch.champion} on {switch.rows} paired "
+                  f"rows ({self.race.metric} "
                   f"{_fmt(switch.challenger_metric)} vs {_fmt(switch.champion_metric)}), evidence "
                   f"{switch.evidence:.4g} >= K/alpha = {switch.threshold:.4g}")
         self.registry.promote(self.name, version, decision_id=decision_id, reason=reason)
         self._alias_moves += 1
         self.race.crowned(now, switch.challenger)
-        racer = self.race.race.racers[switch.challenger]
         evidence = {"race": {**switch.to_dict(), "metric": self.race.metric, "challenger_kind": racer.kind,
-                             "challenger_origin": racer.origin, "re_promoted": racer.origin == "past" or back},
+                             "challenger_origin": racer.origin, "re_promoted": again},
                     "standings": self.race.standings()}
         self.decisions.open(self.policy.model, trigger="race", action="rollback" if back else "promote", rule="race",
                             strategy=racer.kind, status="done", champion_version=champion.version,
@@ -461,9 +465,7 @@ class Controller(ModelJob):
             test="e-process", params={"decision_id": decision_id, "trigger": "race", "rule": "race",
                                       "metric": metric, "evidence": switch.evidence, "threshold": switch.threshold,
                                       "racer": switch.challenger})
-        what = "re-promoted" if (racer.origin == "past" or back) else "promoted"
-        report.note(decision_id, f"{decision_id}: race {what} {switch.challenger} as v{version} over "
-                                 f"{switch.champion} (v{champion.version}): {reason}")
+        report.note(decision_id, f"{decision_id}: {reason} (champion was v{champion.version})")
 
     def _checkpoint(self, now: datetime, champion: VersionInfo, report: TickReport) -> None:
         """An online champion's state registered at race.checkpoint's cadence; the champion alias follows it (the

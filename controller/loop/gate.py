@@ -55,6 +55,12 @@ must.
 ('promote', 'mcnemar_exact', 2, 10, 79)
 >>> verdict.reason
 'challenger accuracy 0.9333 vs champion 0.6667 on 30 rows (+0.2667 >= margin 0), McNemar p=0.0193 < alpha 0.05'
+
+With a ``race:`` section this gate only filters the challengers a retrain produces (a challenger worse than the
+champion on its holdout does not join the race); which model serves is decided by the race's sequential test on rows
+scored after the challenger joined: a betting e-process on the paired per-row differences, promote at evidence >= K/alpha,
+roll back on the reverse — its formulas and guarantee are in :mod:`controller.loop.sequential`, its use in
+:mod:`controller.race.race`.
 """
 
 from __future__ import annotations
