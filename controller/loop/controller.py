@@ -18,6 +18,7 @@ A failure inside a tick is logged, recorded and retried with exponential backoff
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -460,7 +461,9 @@ class Controller(ModelJob):
             self.name, comparison_id=decision_id, champion_version=champion.version, challenger_version=version,
             champion_metrics={metric: switch.champion_metric} if switch.champion_metric is not None else {},
             challenger_metrics={metric: switch.challenger_metric} if switch.challenger_metric is not None else {},
-            holdout_rows=switch.rows, holdout_fingerprint=f"race-{switch.challenger}-vs-{switch.champion}",
+            # The duel's rows are held out in the race's sense: each was scored before any racer learned its label.
+            holdout_rows=switch.rows, holdout_fingerprint=hashlib.sha256(
+                f"{decision_id}:{switch.challenger}:{switch.champion}:{switch.rows}".encode()).hexdigest(),
             verdict="promote", p_value=min(1.0, 1.0 / switch.evidence) if switch.evidence > 0 else 1.0,
             test="e-process", params={"decision_id": decision_id, "trigger": "race", "rule": "race",
                                       "metric": metric, "evidence": switch.evidence, "threshold": switch.threshold,
