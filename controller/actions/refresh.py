@@ -72,20 +72,22 @@ class Refresher(ModelJob):
     def retrain(self, strategy: str, *, trigger: str = "manual", drift_at: datetime | None = None,
                 decision_id: str | None = None, window: WindowConfig | None = None,
                 candidate: Candidate | None = None, as_of: datetime | None = None,
-                mark_challenger: bool = True, comparison: bool = True) -> RefreshOutcome:
+                mark_challenger: bool = True, comparison: bool = True,
+                champion_version: str | None = None) -> RefreshOutcome:
         """Train a challenger with ``stateless`` or ``finetune`` as of ``as_of`` (default now), register it and (unless
         ``mark_challenger=False``) mark it challenger. With ``comparison`` (default) the challenger-vs-champion scores
         on the holdout are logged as an MLflow comparison run (id ``<decision_id>-retrain-v<version>``).
 
         ``window`` overrides the policy's stateless window; ``candidate`` trains a member of the candidate pool
         instead of the policy's estimator (a candidate of another family than the champion cannot fine-tune it, so it
-        is trained stateless and the reason is recorded).
+        is trained stateless and the reason is recorded). ``champion_version`` pins the champion the decision was made
+        against (a training worker must not pick up a champion the race crowned while it trained).
         """
         if strategy not in ("stateless", "finetune"):
             raise RefreshError(f"retrain strategy {strategy!r} is not one of 'stateless', 'finetune' (incremental "
                                "learning runs continuously: see `driftpilot learn`)")
         as_of = as_of or self.clock.now()
-        champion = self._champion()
+        champion = self._champion(champion_version)
         estimator = candidate.estimator if candidate is not None else None
         champion_last_seq = _last_seq(champion)
         bounds = window_bounds(window or self.policy.retrain.stateless.window, as_of, drift_at)
@@ -188,10 +190,10 @@ class Refresher(ModelJob):
 
     # ------------------------------------------------------------------------------------------------ helpers
 
-    def _champion(self) -> LoadedModel:
+    def _champion(self, version: str | None = None) -> LoadedModel:
         name = self.policy.registered_model
         try:
-            return self.registry.load(name)
+            return self.registry.load(name, version=version) if version is not None else self.registry.load(name)
         except LineageNotFound:
             raise RefreshError(f"model {name!r} has no champion yet; run `driftpilot bootstrap` first") from None
 

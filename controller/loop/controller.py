@@ -267,7 +267,7 @@ class Controller(ModelJob):
             candidates=tuple(candidates), as_of=now, trigger=proposal.trigger,
             window=choice.window.model_dump(mode="json") if choice.window is not None else None,
             drift_at=datetime.fromisoformat(drift_at) if drift_at else None,
-            timeout=self.policy.loop.training_timeout)
+            timeout=self.policy.loop.training_timeout, champion_version=champion.version)
         self.runner.submit(job)
         if isinstance(self.runner, InlineRunner):
             self._advance(now, champion, state, report)  # trained already: judge it in the same tick

@@ -46,6 +46,7 @@ class TrainingJob:
     window: Mapping[str, Any] | None = None   # WindowConfig as JSON; None: the policy's stateless window
     drift_at: datetime | None = None
     timeout: timedelta = timedelta(minutes=30)
+    champion_version: str | None = None       # the champion the decision was made against (None: the alias's now)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def train_candidates(job: TrainingJob, loaded: LoadedPolicy, store: EventStore, 
         try:
             outcome = refresher.retrain(job.strategy, trigger=job.trigger, drift_at=job.drift_at,
                                         decision_id=job.decision_id, window=window, candidate=pool[name],
-                                        as_of=job.as_of, mark_challenger=False,
+                                        as_of=job.as_of, mark_challenger=False, champion_version=job.champion_version,
                                         comparison=False)  # the gate logs the comparison, on the same rows
         except (RefreshError, TrainerError) as exc:
             results.append({"candidate": name, "ok": False, "error": str(exc)})
