@@ -6,7 +6,8 @@ Preprocessing (all of it keeps learning, because River learners are online):
 - boolean: 1.0 / 0.0, None dropped.
 - categorical: str values one-hot encoded by `river.preprocessing.OneHotEncoder`, which adds a
   key for every new category it meets, so new categories keep being learned after bootstrap.
-The user's steps come after that union, e.g. `StandardScaler | LogisticRegression`.
+The user's steps come after that union, e.g. `StandardScaler | LogisticRegression`. A lone learner that splits on
+categories itself (River's tree classifiers, ARFClassifier, the dummies) gets the row as it is (`takes_categories`).
 """
 
 from __future__ import annotations
@@ -48,14 +49,21 @@ def matches_task(obj: Any, task: str) -> bool:
 def assemble(
     steps: Sequence[Any], feature_types: Mapping[str, str], task: str, classes: Sequence[Any] = ()
 ) -> RiverModel:
-    """Chain the schema-derived preprocessing and the user's steps into one River pipeline."""
-    # SelectType tolerates absent keys (compose.Select raises KeyError on a missing optional).
-    encode = compose.SelectType(numbers.Number) + (
-        compose.SelectType(str) | preprocessing.OneHotEncoder()
-    )
-    learner = encode
-    for step in steps:
-        learner = learner | step
+    """Chain the schema-derived preprocessing and the user's steps into one River pipeline.
+
+    A lone learner that splits on categories itself (River's Hoeffding trees and adaptive random forests, the dummy
+    baselines) gets the row as it is, categories as strings: one-hot columns cost ARF 0.017 accuracy on Elec2 (its
+    ``day``), because each random feature subset then sees a sliver of a category instead of the whole of it.
+    """
+    if len(steps) == 1 and takes_categories(steps[0]):
+        learner = steps[0]
+    else:
+        # SelectType tolerates absent keys (compose.Select raises KeyError on a missing optional).
+        learner = compose.SelectType(numbers.Number) + (
+            compose.SelectType(str) | preprocessing.OneHotEncoder()
+        )
+        for step in steps:
+            learner = learner | step
     if task == "classification" and not getattr(learner, "_multiclass", True) and len(
         set(classes)
     ) > 2:
@@ -66,6 +74,21 @@ def assemble(
             "river.linear_model.SoftmaxRegression."
         )
     return RiverModel(learner, feature_types, task, classes)
+
+
+def takes_categories(step: Any) -> bool:
+    """Whether a River learner splits on string categories itself, so one-hot encoding would only hurt it: the
+    Hoeffding tree classifiers, ARFClassifier and the dummy baselines. (River's tree *regressors* fit linear models
+    in their leaves, which need numbers.)"""
+    cls = type(step)
+    package = ".".join(cls.__module__.split(".")[:2])
+    if package == "river.dummy":
+        return True
+    if not isinstance(step, river_base.Classifier):
+        return False
+    if package == "river.forest":
+        return cls.__name__ == "ARFClassifier"
+    return package == "river.tree" and not cls.__name__.startswith("SGT")
 
 
 def to_rows(X: pd.DataFrame, feature_types: Mapping[str, str]) -> list[dict[str, Any]]:

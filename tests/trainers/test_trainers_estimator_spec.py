@@ -151,7 +151,7 @@ def test_build_river_gives_a_river_model_with_a_seed():
     spec = EstimatorSpec.model_validate({"class": "river.tree.HoeffdingAdaptiveTreeClassifier"})
     model = spec.build(MIXED_TYPES, "classification", seed=4, classes=(0, 1))
     assert isinstance(model, RiverModel)
-    assert model.learner["HoeffdingAdaptiveTreeClassifier"].seed == 4
+    assert model.learner.seed == 4  # a lone tree classifier takes the row as it is (no encoder in front)
     assert model.classes_.tolist() == [0, 1]
 
 

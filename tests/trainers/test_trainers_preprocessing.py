@@ -128,3 +128,32 @@ def test_report_details_can_record_a_fallback():
     assert marked.details["fallback_reason"] == "HGB" and "fallback_from" not in report.details
     assert marked.to_tags()["driftpilot.detail.fallback_from"] == "finetune"
     assert marked.to_dict()["window_fingerprint"] == report.window_fingerprint
+
+
+@pytest.mark.parametrize("path", ["river.tree.HoeffdingAdaptiveTreeClassifier", "river.forest.ARFClassifier"])
+def test_a_river_tree_classifier_splits_on_categories_itself(path):
+    """No one-hot in front of a lone tree classifier: it gets 'color' as a string (a nominal split), still predicts
+    rows with a missing or never-seen category, and round-trips through dumps/loads."""
+    from trainers.river_adapter import RiverModel
+
+    X, y = mixed_frame(600, seed=1)
+    model = get_trainer("stateless").train(make_window(X, y), NO_PARENT,
+                                           context({"class": path, "params": {"seed": 0}})).model
+    assert type(model.learner).__module__.startswith(("river.tree", "river.forest"))  # the learner itself, no union
+    assert {x["color"] for x in to_rows(X, MIXED_TYPES) if "color" in x} <= {"red", "green", "blue"}
+    majority = max(y.mean(), 1 - y.mean())
+    assert (model.predict(X) == y.to_numpy()).mean() > majority + 0.05
+    predicted = model.predict(ODD_ROWS)
+    assert len(predicted) == 3 and set(predicted.tolist()) <= {0, 1}
+    again = RiverModel.loads(model.dumps())
+    assert again.predict(ODD_ROWS).tolist() == predicted.tolist()
+
+
+def test_a_river_tree_regressor_keeps_one_hot():
+    """River's tree regressors fit linear models in their leaves, which need numbers: they keep the encoder."""
+    X, y = mixed_frame(300, seed=1)
+    model = get_trainer("stateless").train(
+        make_window(X, y.astype(float)), NO_PARENT,
+        context({"class": "river.tree.HoeffdingTreeRegressor"}, task="regression")).model
+    assert "OneHotEncoder" in str(model.learner)
+    assert np.isfinite(model.predict(ODD_ROWS).astype(float)).all()
