@@ -47,12 +47,17 @@ def test_the_timer_books_own_time_and_wraps_only_the_given_object(bench: ModuleT
     wrapped, other = Worker(0.01), Worker(0.01)
     timer.wrap(wrapped, "inner", "inner")
     timer.wrap(wrapped, "outer", "outer")
+    started = time.perf_counter()
     assert wrapped.outer() == "done"
+    total = time.perf_counter() - started
     other.outer()  # another object of the same class: not timed
     parts = timer.take()
     assert (parts["inner"].calls, parts["outer"].calls) == (2, 1)
     assert parts["inner"].wall >= 0.02
-    assert parts["outer"].wall < parts["inner"].wall / 4  # the inner calls are booked to themselves only
+    # The inner calls are booked to themselves only: own times add up to no more than the whole call (booked
+    # inclusively, outer alone would take about the whole call and the sum would exceed it by inner's 20 ms).
+    # No bound on outer's own time itself: a busy machine may pause the process between the two inner calls.
+    assert parts["outer"].wall + parts["inner"].wall <= total
     assert timer.take() == {}
     assert "inner" in vars(wrapped) and "inner" not in vars(other)  # the instance's attribute, not the class's
     assert not hasattr(Worker.inner, "__wrapped__")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -157,6 +158,9 @@ def test_the_holder_reads_the_state_only_when_it_was_written_again(tmp_path: Pat
 
 def test_a_state_that_cannot_be_loaded_is_read_once_and_the_registered_version_serves(tmp_path: Path,
                                                                                        caplog) -> None:
+    # Another test in this worker may have run the CLI in-process, which sets the root level (to ERROR, say):
+    # pin this logger's own level so the warning reaches caplog whatever ran before.
+    caplog.set_level(logging.WARNING, logger="driftpilot.serving")
     loaded = race_policy(tmp_path, "broken")
     source, live = Versions({"1": "registered v1"}, champion="1"), Published()
     live.broken = True
