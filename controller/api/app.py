@@ -30,7 +30,14 @@ from prometheus_client.core import GaugeMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from controller.api.ingest import EventBatch, Ingestor, LabelBatch, PredictionBatch, PredictRequest
+from controller.api.ingest import (
+    EventBatch,
+    Ingestor,
+    LabelBatch,
+    PredictionBatch,
+    PredictRequest,
+    problem_from_pydantic,
+)
 from controller.api.responses import (
     ErrorBody,
     EventsAccepted,
@@ -44,7 +51,7 @@ from controller.api.responses import (
     declared,
 )
 from controller.api.serving import ChampionHolder, NoChampion, Predictions, ServedModel
-from controller.api.validation import check_features, check_prediction_id, check_unique_ids, show_value
+from controller.api.validation import check_features, check_prediction_id, check_unique_ids
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import (
@@ -146,7 +153,7 @@ def create_app(runtimes: Mapping[str, ModelRuntime], clock: Clock, metrics: ApiM
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [_problem_from_pydantic(err) for err in exc.errors()]
+        problems = [problem_from_pydantic(err).to_dict() for err in exc.errors()]
         _count_rejection(request, "invalid")
         return error_response(422, "invalid batch; nothing was stored", problems)
 
@@ -479,26 +486,6 @@ def _token_ok(rt: ModelRuntime, authorization: str) -> bool:
         return True
     scheme, _, given = authorization.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), rt.token.encode())
-
-
-def _problem_from_pydantic(err: Mapping[str, Any]) -> dict[str, Any]:
-    loc = [p for p in err["loc"] if p != "body"]
-    index = None
-    if len(loc) >= 2 and loc[0] == "items" and isinstance(loc[1], int):
-        index, loc = loc[1], loc[2:]
-    field = ".".join(str(p) for p in loc) or "body"
-    message = err["msg"]
-    if err["type"] == "json_invalid":
-        field = "body"  # its loc holds a character offset, not a key
-    if err["type"] == "extra_forbidden":
-        message = "unknown key; see the request schema at /openapi.json"
-    elif err["type"] == "json_invalid":
-        message = f"body is not valid JSON: {err.get('ctx', {}).get('error', message)}"
-    elif err["type"] == "value_error":
-        message = message.removeprefix("Value error, ")
-    elif err["type"] == "bool_type":
-        message = f"expected true or false (a JSON boolean), got {show_value(err.get('input'))}"
-    return {"index": index, "field": field, "problem": message}
 
 
 class RequestLatency:

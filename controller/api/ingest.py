@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from controller.api.validation import (
     ID_RULE,
@@ -24,7 +24,7 @@ from controller.api.validation import (
 )
 from controller.clock import Clock, ensure_utc
 from controller.config import PolicyConfig
-from controller.errors import InvalidBatch
+from controller.errors import InvalidBatch, Problem
 from controller.store import EventStore, LabelReceipt, LabelRecord, PredictionRecord
 
 # RFC 3339 date-time (T, t or a space between date and time); without an offset the time is taken as UTC.
@@ -192,3 +192,37 @@ class Ingestor:
         records = [LabelRecord(item.prediction_id, normalize_target(self.policy, item.label), item.overwrite)
                    for item in items]
         return self.store.add_labels(self.policy.model, records)
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def parse_batch(schema: type[Body], body: Mapping[str, Any]) -> Body:
+    """``body`` (decoded JSON) as ``schema``, e.g. :class:`PredictionBatch`, checked as the API checks a request body:
+    what does not fit raises :class:`InvalidBatch` with the problems its 422 lists. For writers without HTTP (the
+    CLI's imports), before :class:`Ingestor`."""
+    try:
+        return schema.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidBatch([problem_from_pydantic(err) for err in exc.errors()]) from None
+
+
+def problem_from_pydantic(err: Mapping[str, Any]) -> Problem:
+    """One pydantic error of a request body as a problem: the item's index, the field path and what is wrong."""
+    loc = [p for p in err["loc"] if p != "body"]
+    index = None
+    if len(loc) >= 2 and loc[0] == "items" and isinstance(loc[1], int):
+        index, loc = loc[1], loc[2:]
+    field = ".".join(str(p) for p in loc) or "body"
+    message = err["msg"]
+    if err["type"] == "json_invalid":
+        field = "body"  # its loc holds a character offset, not a key
+    if err["type"] == "extra_forbidden":
+        message = "unknown key; see the request schema at /openapi.json"
+    elif err["type"] == "json_invalid":
+        message = f"body is not valid JSON: {err.get('ctx', {}).get('error', message)}"
+    elif err["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif err["type"] == "bool_type":
+        message = f"expected true or false (a JSON boolean), got {show_value(err.get('input'))}"
+    return Problem(index, field, message)

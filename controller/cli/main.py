@@ -414,3 +414,4 @@ import controller.cli.backtest_commands  # noqa: F401 - registers `driftpilot ba
 import controller.cli.db_commands  # noqa: F401 - registers `driftpilot db prune`, `db compact` on `db`
 import controller.cli.features_commands as _features  # noqa: F401 - registers `driftpilot features`, `stream`
 from controller.cli import demo  # noqa: F401
+import controller.cli.import_commands  # noqa: F401,E402 - registers `driftpilot predictions import`, `labels import`
