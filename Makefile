@@ -33,6 +33,11 @@ daemon: install
 	@if [ -n "$(DATA)" ] && [ -f "$(DATA)" ]; then \
 	  $(VENV)/bin/driftpilot --log-level WARNING bootstrap --config $(POLICY) --data $(DATA) $(BOOTSTRAP_ARGS) \
 	    --if-missing; \
+	  holdback=$$(echo " $(BOOTSTRAP_ARGS) " | sed -n 's/.* --holdback[ =]\([^ ]*\) .*/\1/p'); \
+	  if [ -n "$$holdback" ] && [ "$$holdback" != "0" ]; then \
+	    echo "to replay the rows the bootstrap held back (--holdback $$holdback) as live traffic, from another shell:"; \
+	    echo "  $(VENV)/bin/driftpilot replay --config $(POLICY) --input $(DATA) --holdback $$holdback --url http://$(HOST):$(PORT) --rate 50"; \
+	  fi; \
 	else echo "no bootstrap data ($(DATA)): serving without a champion (see driftpilot bootstrap --help)"; fi
 	$(VENV)/bin/driftpilot run --config $(POLICY) --host $(HOST) --port $(PORT)
 

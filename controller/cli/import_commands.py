@@ -180,13 +180,18 @@ class BadRow(Exception):
     more: int
     conflict: bool
 
-    def line(self, path: Path, hint: str = "") -> str:
+    def where(self, path: Path, hint: str = "") -> str:
+        """``FILE: row 163 (line 165): features.x1: what is wrong``."""
         where = row_name(path, self.row) if self.row is not None else f"rows {self.start}-{self.end - 1}"
         more = f" (+{self.more} more problem(s) in that batch)" if self.more else ""
+        return f"{path}: {where}: {self.field}: {self.problem}{hint}{more}"
+
+    def line(self, path: Path, hint: str = "") -> str:
+        """The import's message: the row, and what was stored of the file."""
         kept = (f"; rows 0-{self.start - 1} were stored before it, and re-running the fixed file skips them (no-ops)"
                 if self.start else "")
         batch = f"row {self.start}" if self.end - self.start == 1 else f"rows {self.start}-{self.end - 1}"
-        return f"{path}: {where}: {self.field}: {self.problem}{hint}{more}; nothing of {batch} was stored{kept}"
+        return f"{self.where(path, hint)}; nothing of {batch} was stored{kept}"
 
 
 def write_batches(items: Sequence[dict[str, Any]], write: Callable[[Sequence[dict[str, Any]]], None], *,

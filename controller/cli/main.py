@@ -415,3 +415,4 @@ import controller.cli.db_commands  # noqa: F401 - registers `driftpilot db prune
 import controller.cli.features_commands as _features  # noqa: F401 - registers `driftpilot features`, `stream`
 from controller.cli import demo  # noqa: F401
 import controller.cli.import_commands  # noqa: F401,E402 - registers `driftpilot predictions import`, `labels import`
+import controller.cli.replay_command  # noqa: F401,E402 - registers `driftpilot replay`

@@ -4,7 +4,8 @@ item 1): on an empty store, right after the bootstrap, with traffic, and for the
 The example policies are used as shipped, with their relative `.driftpilot/` paths anchored in a temporary folder
 (as if run from there). The classification example bootstraps from Elec2 the way `make run` does (BOOTSTRAP_ARGS of
 the Makefile: the newer half held back as traffic); the regression example from a seeded synthetic file.
-`serve` and `run` start as real processes, polled on their health endpoint with a bounded timeout.
+`serve` and `run` start as real processes, polled on their health endpoint with a bounded timeout; `replay` plays a
+few rows against the `serve` process.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +29,7 @@ import pytest
 from click.testing import CliRunner
 
 from controller.cli.main import main
-from controller.clock import SystemClock
 from controller.config import load_policy
-from controller.store import EventStore, LabelRecord
 from tests.conftest import ELEC2_ZIP, EXAMPLE_CLASSIFICATION, EXAMPLE_REGRESSION, REPO
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,8 @@ class Cli:
 
     def __call__(self, *args: str, expect: int | tuple[int, ...] = 0) -> str:
         words = [a for a in args if not a.startswith("-")][:2]
-        self.ran.add(" ".join(words[:2]) if words[0] in ("config", "db", "report", "features") else words[0])
+        self.ran.add(" ".join(words[:2]) if words[0] in ("config", "db", "report", "features", "labels", "predictions")
+                     else words[0])
         result = CliRunner().invoke(main, ["--log-level", "WARNING", *args])
         assert "Traceback" not in result.output and not (
             result.exception and not isinstance(result.exception, SystemExit)), (
@@ -93,8 +94,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _daemon(command: str, policies: list[Path], folder: Path) -> None:
-    """`driftpilot serve|run` as a real process for all ``policies``: ready, then a graceful stop on SIGTERM."""
+def _daemon(command: str, policies: list[Path], folder: Path, while_up: Callable[[str], None] = lambda url: None
+            ) -> None:
+    """`driftpilot serve|run` as a real process for all ``policies``: ready, ``while_up(its URL)``, then a graceful
+    stop on SIGTERM."""
     port = _free_port()
     log = folder / f"{command}.log"
     configs = [arg for policy in policies for arg in ("--config", str(policy))]
@@ -119,6 +122,7 @@ def _daemon(command: str, policies: list[Path], folder: Path) -> None:
                 pass
         names = {load_policy(p, environ={}).config.model for p in policies}
         assert set(ready["models"]) == names and all(ready["champions"][n] for n in names), ready
+        while_up(f"http://127.0.0.1:{port}")
         assert "Traceback" not in log.read_text()
     finally:
         if proc.poll() is None:
@@ -155,13 +159,21 @@ def _lifecycle(policy: Path, folder: Path, data: Path, bootstrap_args: list[str]
     scored = folder / "scored.parquet"
     cli("predict", *P, "--input", str(to_score), "--output", str(scored), "--log")
     config = load_policy(policy, environ={}).config
-    store = EventStore.from_url(config.storage.url, SystemClock())
-    ids = pd.read_parquet(scored)["prediction_id"]
-    store.add_labels(config.model, [LabelRecord(pid, value.item() if hasattr(value, "item") else value)
-                                    for pid, value in zip(ids, traffic[target], strict=True)])
-    store.dispose()
+    # Their natural labels from a file, as `labels import` stores them (through the API's checks); again: no-ops.
+    labels = folder / "labels.csv"
+    pd.DataFrame({"prediction_id": pd.read_parquet(scored)["prediction_id"], target: traffic[target]}).to_csv(
+        labels, index=False)
+    assert f"{len(traffic):,} new labels" in cli("labels", "import", *P, "--input", str(labels))
+    assert f"0 new labels, {len(traffic):,} already stored" in cli("labels", "import", *P, "--input", str(labels))
     stats = json.loads(cli("stats", *P))
     assert stats["labeled"] == len(traffic)
+    # Predictions made elsewhere, from a file (the first 50 traffic rows under ids of their own); again: no-ops.
+    made = folder / "made-elsewhere.parquet"
+    traffic.head(50).drop(columns=[target]).assign(prediction_id=[f"elsewhere-{i}" for i in range(50)],
+                                                   prediction=traffic[target].head(50)).to_parquet(made, index=False)
+    assert "50 new predictions" in cli("predictions", "import", *P, "--input", str(made))
+    assert "0 new predictions, 50 already stored" in cli("predictions", "import", *P, "--input", str(made))
+    assert json.loads(cli("stats", *P))["predictions"] == stats["predictions"] + 50
     report = json.loads(cli("report", "drift", *P, "--output", str(folder / "drift.html")).split("\nnote:")[0])
     assert report["html_report"] == str(folder / "drift.html")
 
@@ -186,7 +198,7 @@ def _lifecycle(policy: Path, folder: Path, data: Path, bootstrap_args: list[str]
 
 def test_the_readme_lists_the_commands_this_test_runs():
     assert readme_commands() >= {"config validate", "config schema", "bootstrap", "report drift", "lineage", "run",
-                                 "serve", "backtest"}
+                                 "serve", "backtest", "labels import", "predictions import", "replay"}
     assert "demo" not in readme_commands()
 
 
@@ -205,8 +217,23 @@ def test_every_readme_command_runs_on_each_example_policy(tmp_path: Path):
     _house_prices(600, seed=0).to_csv(data, index=False)
     assert _lifecycle(regression, tmp_path / "regression", data, ["--holdback", "0.2"], _house_prices(300, seed=1),
                       "price") == ran
+    replay_houses = tmp_path / "houses-replay.csv"
+    _house_prices(30, seed=2).to_csv(replay_houses, index=False)
+
+    def replay(url: str) -> None:
+        """Live traffic for both models: Elec2's newest 40 rows (the end of what `make daemon` holds back), and a
+        file of houses."""
+        cli = Cli()
+        out = cli("replay", "--config", str(classification), "--input", str(ELEC2_ZIP), "--holdback", "40", "--url",
+                  url, "--rate", "200")
+        assert "replaying rows 45,272..45,311" in out and "sent 40 labels; served accuracy" in out
+        assert "sent 30 labels; served MAE" in cli("replay", "--config", str(regression), "--input",
+                                                   str(replay_houses), "--url", url, "--batch-size", "10")
+        ran.update(cli.ran)
+
     # The two long-running commands, once for both policies (each takes several --config).
     for command in ("serve", "run"):
-        _daemon(command, [classification, regression], tmp_path)
+        _daemon(command, [classification, regression], tmp_path,
+                while_up=replay if command == "serve" else lambda url: None)
         ran.add(command)
     assert ran >= readme_commands(), f"README commands not run: {readme_commands() - ran}"
