@@ -6,6 +6,7 @@ Public API::
     registry = ModelRegistry.connect(settings, clock=clock)
     info = registry.register("fraud", model, record, params={...}, training_data=(X, y))
     registry.set_challenger("fraud", info.version); registry.promote("fraud"); registry.rollback("fraud")
+    foreign = registry.load_foreign("models:/mine/3")  # a model logged outside driftpilot (driftpilot adopt)
     loaded = registry.load("fraud")            # LoadedModel(model=<sklearn or River object>, version, record)
     registry.tree("fraud"); registry.ancestors("fraud", "3"); registry.aliases("fraud")
     registry.log_comparison("fraud", comparison_id=..., champion_version="3", challenger_version="4", ...)
@@ -24,6 +25,7 @@ from lineage.flavors import (
     flavor_for,
     pinned_requirements,
 )
+from lineage.foreign import ForeignModel
 from lineage.gateway import HttpLimits, MlflowGateway, RegistrySettings
 from lineage.record import (
     RECORD_ARTIFACT,
@@ -58,6 +60,7 @@ __all__ = [
     "AliasEvent",
     "Clock",
     "Flavor",
+    "ForeignModel",
     "HttpLimits",
     "LineageError",
     "LineageNotFound",

@@ -46,7 +46,8 @@ TAGS_SCHEMA = "1"
 #: Where the full record lives in the version's run.
 RECORD_ARTIFACT = "driftpilot-lineage.json"
 
-STRATEGIES = ("bootstrap", "stateless", "finetune", "incremental")
+#: "adopted": a model trained outside driftpilot and registered as a lineage root (`driftpilot adopt`).
+STRATEGIES = ("bootstrap", "stateless", "finetune", "incremental", "adopted")
 TRIGGERS = (
     "manual",
     "schedule",
@@ -139,6 +140,9 @@ class LineageRecord:
                 f"a bootstrap version has no parent, got parent_version={self.parent_version!r}; "
                 "use strategy 'stateless' to retrain from scratch while recording the replaced champion"
             )
+        if self.strategy == "adopted" and self.parent_version is not None:
+            p.append(f"an adopted version is a lineage root (trained outside driftpilot), got "
+                     f"parent_version={self.parent_version!r}")
         if self.trigger == "bootstrap" and self.strategy != "bootstrap":
             p.append(
                 f"trigger 'bootstrap' only goes with strategy 'bootstrap', not {self.strategy!r}"

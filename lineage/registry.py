@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 
 from lineage.errors import LineageError, LineageNotFound
 from lineage.flavors import Flavor, flavor_for, flavor_named
+from lineage.foreign import ForeignModel, load_foreign
 from lineage.gateway import MlflowGateway, RegistrySettings, absolute_artifact_location, setup_lock
 from lineage.record import (
     RECORD_ARTIFACT,
@@ -492,6 +493,16 @@ class ModelRegistry:
             return LoadedModel(
                 model=model, version=info.version, record=info.record, flavor=flavor.name
             )
+
+    def load_foreign(self, uri: str, *, tracking_uri: str | None = None) -> ForeignModel:
+        """Load a model logged outside driftpilot (``models:/NAME/3``, ``runs:/<run>/<path>``, a local MLflow model
+        folder) with what its signature says; ``tracking_uri``: another MLflow store to resolve it in (default this
+        registry's). See :mod:`lineage.foreign`."""
+        gateway = self._gateway
+        if tracking_uri is not None and tracking_uri != self.tracking_uri:
+            gateway = MlflowGateway.from_settings(RegistrySettings(tracking_uri=tracking_uri), type(gateway.client))
+        with gateway.scope(f"load the model {uri}"):
+            return load_foreign(uri)
 
     def get(self, name: str, version: str | int) -> VersionInfo:
         with self._gateway.scope(f"read version {version} of {name!r}") as client:

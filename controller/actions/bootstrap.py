@@ -90,7 +90,7 @@ def bootstrap(
         raise BootstrapError(f"bootstrap needs at least 10 labeled rows, the file has {len(features)}"
                              + (f" after holding back {holdback_rows}" if holdback_rows else ""))
 
-    stored = _store_reference_rows(policy.model, features, target, store, clock, event_times, progress)
+    stored = store_reference_rows(policy.model, features, target, store, clock, event_times, progress)
     window = store.labeled_window(policy.model, clock.now(), feature_types=policy.feature_types)
     split = round(window.rows * (1 - policy.bootstrap.holdout_fraction))
     train, holdout = window.slice(0, split), window.slice(split)
@@ -115,25 +115,31 @@ def bootstrap(
                            window_fingerprint=train.fingerprint, holdback_rows=holdback_rows)
 
 
-def _store_reference_rows(model: str, features: pd.DataFrame, target: pd.Series, store: EventStore, clock: Clock,
+def store_reference_rows(model: str, features: pd.DataFrame, target: pd.Series, store: EventStore, clock: Clock,
                           event_times: pd.Series | None, progress: Callable[[int], None]) -> int:
-    digest = hashlib.sha256(pd.util.hash_pandas_object(features.assign(_target=target.astype(str)),
-                                                       index=True).values.tobytes()).hexdigest()[:12]
+    prefix = reference_id_prefix(features, target)
     now = clock.now()
     records = features.to_dict(orient="records")
     for start in range(0, len(records), STORE_BATCH):
         stop = min(start + STORE_BATCH, len(records))
-        ids = [f"ref-{digest}-{i}" for i in range(start, stop)]
+        ids = [f"{prefix}{i}" for i in range(start, stop)]
         # The id carries the file's digest, so a known id is the same row from an earlier run of the same file.
         known = store.known_prediction_ids(model, ids)
         store.add_predictions(model, [
-            PredictionRecord(features=_jsonable(records[i]), prediction_id=ids[i - start], source="reference",
+            PredictionRecord(features=jsonable(records[i]), prediction_id=ids[i - start], source="reference",
                              event_time=(event_times.iloc[i].to_pydatetime() if event_times is not None else now))
             for i in range(start, stop) if ids[i - start] not in known
         ])
         store.add_labels(model, [LabelRecord(ids[i - start], plain(target.iloc[i])) for i in range(start, stop)])
         progress(stop - start)
     return len(records)
+
+
+def reference_id_prefix(features: pd.DataFrame, target: pd.Series) -> str:
+    """``ref-<digest of the rows>-``: the prediction ids of a file's reference rows are this plus the row number."""
+    digest = hashlib.sha256(pd.util.hash_pandas_object(features.assign(_target=target.astype(str)),
+                                                       index=True).values.tobytes()).hexdigest()[:12]
+    return f"ref-{digest}-"
 
 
 def _lineage_record(loaded: LoadedPolicy, train: LabeledWindow, metrics: dict[str, float], decision_id: str,
@@ -152,6 +158,6 @@ def _lineage_record(loaded: LoadedPolicy, train: LabeledWindow, metrics: dict[st
     )
 
 
-def _jsonable(row: dict) -> dict:
+def jsonable(row: dict) -> dict:
     """NaN in a numeric column means "missing" in a file: store it as null, like a missing optional value."""
     return {k: (None if isinstance(v, float) and math.isnan(v) else plain(v)) for k, v in row.items()}

@@ -416,3 +416,4 @@ import controller.cli.features_commands as _features  # noqa: F401 - registers `
 from controller.cli import demo  # noqa: F401
 import controller.cli.import_commands  # noqa: F401,E402 - registers `driftpilot predictions import`, `labels import`
 import controller.cli.replay_command  # noqa: F401,E402 - registers `driftpilot replay`
+import controller.cli.adopt_command  # noqa: F401,E402 - registers `driftpilot adopt`

@@ -151,6 +151,9 @@ def _lifecycle(policy: Path, folder: Path, data: Path, bootstrap_args: list[str]
     cli("stats", *P)
 
     cli("bootstrap", *P, "--data", str(data), *bootstrap_args)
+    # A champion exists: adopt --if-missing does nothing (tests/controller/test_adopt.py adopts for real).
+    assert "nothing to do" in cli("adopt", *P, "--model-uri", "models:/elsewhere/1", "--reference", str(data),
+                                  "--if-missing")
     # Right after the bootstrap: too little current traffic is said plainly.
     assert "too little current traffic for a data-drift report" in cli("report", "drift", *P)
 
@@ -198,7 +201,7 @@ def _lifecycle(policy: Path, folder: Path, data: Path, bootstrap_args: list[str]
 
 def test_the_readme_lists_the_commands_this_test_runs():
     assert readme_commands() >= {"config validate", "config schema", "bootstrap", "report drift", "lineage", "run",
-                                 "serve", "backtest", "labels import", "predictions import", "replay"}
+                                 "serve", "backtest", "labels import", "predictions import", "replay", "adopt"}
     assert "demo" not in readme_commands()
 
 
