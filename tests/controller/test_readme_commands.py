@@ -6,6 +6,11 @@ The example policies are used as shipped, with their relative `.driftpilot/` pat
 the Makefile: the newer half held back as traffic); the regression example from a seeded synthetic file.
 `serve` and `run` start as real processes, polled on their health endpoint with a bounded timeout; `replay` plays a
 few rows against the `serve` process.
+
+The feature-view example (`config/example-features.yaml`, data in `examples/features/`) runs its prediction modes as
+the README shows them: bootstrap, offline `predict`, `features materialize` and `get`, and, against the `serve`
+process, a real `driftpilot stream`, `POST /v1/events` and `/predict` with entities; once with the embedded SQLite
+online store and once with the Redis on 127.0.0.1:6379 (keys under a prefix of this test, deleted afterwards).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +39,9 @@ from controller.config import load_policy
 from tests.conftest import ELEC2_ZIP, EXAMPLE_CLASSIFICATION, EXAMPLE_REGRESSION, REPO
 
 pytestmark = pytest.mark.slow
+
+EXAMPLE_FEATURES = REPO / "config" / "example-features.yaml"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def readme_commands() -> set[str]:
@@ -199,6 +208,81 @@ def _lifecycle(policy: Path, folder: Path, data: Path, bootstrap_args: list[str]
     return cli.ran
 
 
+def _features_example(folder: Path, tag: str, online_store: str) -> Path:
+    """The feature-view example as shipped, anchored like the others, its data file at the repository's
+    examples/features/, its Redis keys under ``tag``; ``online_store`` "redis" sets the Redis online store (and a
+    model name of its own, so both variants are served by one process)."""
+    path = _anchored(EXAMPLE_FEATURES, folder)
+    text = path.read_text().replace("examples/features/", f"{REPO}/examples/features/")
+    text = text.replace("driftpilot:card-fraud:events", f"{tag}events").replace(
+        "${DRIFTPILOT_FEATURES_PREFIX:-driftpilot:}", f'"{tag}"')
+    if online_store == "redis":
+        text = re.sub(r"\$\{DRIFTPILOT_FEATURES_URL:-sqlite:[^}]*\}", REDIS_URL, text)
+        text = text.replace("model: card-fraud", "model: card-fraud-redis")
+    path.write_text(text)
+    return path
+
+
+def _features_lifecycle(policy: Path) -> set[str]:
+    """The README's prediction-mode commands that need no server, as a fresh clone runs them."""
+    cli = Cli()
+    P = ("--config", str(policy))
+    assert "OK (model card-fraud" in cli("config", "validate", str(policy))
+    cli("bootstrap", *P, "--data", str(REPO / "examples/features/train.csv"))
+    scored = policy.parent / "scored.parquet"
+    assert "scored 20 rows" in cli("predict", *P, "--input", str(REPO / "examples/features/to_score.csv"),
+                                   "--output", str(scored))
+    assert "user_profile: 200 entities from 200 rows" in cli("features", "materialize", *P)
+    record = json.loads(cli("features", "get", *P, "--view", "user_profile", "--key", "u-0001"))
+    assert record["values"]["segment"] in ("regular", "premium", "new")
+    return cli.ran
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _stream_and_predict(url: str, policies: list[Path]) -> None:
+    """`driftpilot stream` per policy as a real process, the README's event and /predict with entities, then a
+    graceful stop."""
+    procs = []
+    try:
+        for policy in policies:
+            log = policy.parent / "stream.log"
+            with open(log, "wb") as out:
+                procs.append((subprocess.Popen(
+                    [str(Path(sys.executable).with_name("driftpilot")), "--log-level", "INFO", "stream", "--config",
+                     str(policy)], cwd=policy.parent, stdout=out, stderr=subprocess.STDOUT, start_new_session=True),
+                    log))
+        # As in the README: two payments of u-0001, no event_time (the server stamps them).
+        assert _post(f"{url}/v1/events", {"items": [{"data": {"user_id": "u-0001", "amount": 12.5}},
+                                                    {"data": {"user_id": "u-0001", "amount": 80.0}}]})["accepted"] == 2
+        for policy in policies:
+            deadline = time.monotonic() + 60
+            while True:
+                got = json.loads(Cli()("features", "get", "--config", str(policy), "--view", "user_activity",
+                                       "--key", "u-0001"))
+                if got["values"] == {"txn_count_10m": 2, "amount_sum_1h": 92.5}:
+                    break
+                assert time.monotonic() < deadline, f"the stream processor did not fold the events: {got}"
+                time.sleep(0.25)
+            model = load_policy(policy, environ={}).config.model
+            answer = _post(f"{url}/v1/models/{model}/predict",
+                           {"features": {"amount": 80.0}, "entities": {"user_id": "u-0001"}})
+            [row] = answer["predictions"]
+            assert row["prediction"] in (0, 1) and set(row["features_served"]["ages"]) == {"user_profile",
+                                                                                           "user_activity"}
+    finally:
+        for proc, log in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+            assert "Traceback" not in log.read_text() and "stream processor stopped" in log.read_text()
+
+
 def test_the_readme_lists_the_commands_this_test_runs():
     assert readme_commands() >= {"config validate", "config schema", "bootstrap", "report drift", "lineage", "run",
                                  "serve", "backtest", "labels import", "predictions import", "replay", "adopt"}
@@ -220,6 +304,11 @@ def test_every_readme_command_runs_on_each_example_policy(tmp_path: Path):
     _house_prices(600, seed=0).to_csv(data, index=False)
     assert _lifecycle(regression, tmp_path / "regression", data, ["--holdback", "0.2"], _house_prices(300, seed=1),
                       "price") == ran
+    # The feature-view example, with the SQLite online store (as shipped) and with Redis.
+    tag = f"dpreadme:{uuid.uuid4().hex[:10]}:"
+    features = [_features_example(tmp_path / f"features-{kind}", tag + kind + ":", kind) for kind in ("sqlite", "redis")]
+    for policy in features:
+        ran.update(_features_lifecycle(policy))
     replay_houses = tmp_path / "houses-replay.csv"
     _house_prices(30, seed=2).to_csv(replay_houses, index=False)
 
@@ -233,10 +322,20 @@ def test_every_readme_command_runs_on_each_example_policy(tmp_path: Path):
         assert "sent 30 labels; served MAE" in cli("replay", "--config", str(regression), "--input",
                                                    str(replay_houses), "--url", url, "--batch-size", "10")
         ran.update(cli.ran)
+        _stream_and_predict(url, features)
+        ran.add("stream")
 
-    # The two long-running commands, once for both policies (each takes several --config).
-    for command in ("serve", "run"):
-        _daemon(command, [classification, regression], tmp_path,
-                while_up=replay if command == "serve" else lambda url: None)
-        ran.add(command)
+    # The two long-running commands, once for all policies (each takes several --config).
+    try:
+        for command in ("serve", "run"):
+            _daemon(command, [classification, regression, *features], tmp_path,
+                    while_up=replay if command == "serve" else lambda url: None)
+            ran.add(command)
+    finally:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=tag + "*", count=1000))
+        if keys:
+            client.delete(*keys)
     assert ran >= readme_commands(), f"README commands not run: {readme_commands() - ran}"
