@@ -11,6 +11,9 @@ The feature-view example (`config/example-features.yaml`, data in `examples/feat
 the README shows them: bootstrap, offline `predict`, `features materialize` and `get`, and, against the `serve`
 process, a real `driftpilot stream`, `POST /v1/events` and `/predict` with entities; once with the embedded SQLite
 online store and once with the Redis on 127.0.0.1:6379 (keys under a prefix of this test, deleted afterwards).
+"Put your own model under driftpilot" runs too: examples/own_model/train_elsewhere.py logs a model with plain MLflow,
+`adopt`, `predictions import` and `labels import` take it and its app's log, `serve`/`run` serve it and `replay`
+plays rows against it.
 """
 
 from __future__ import annotations
@@ -238,6 +241,29 @@ def _features_lifecycle(policy: Path) -> set[str]:
     return cli.ran
 
 
+def _own_model(folder: Path) -> tuple[Path, set[str]]:
+    """The README's "Put your own model under driftpilot": a model logged with plain MLflow by
+    examples/own_model/train_elsewhere.py (run from ``folder``, as from a clone), adopted, and what the app logged
+    imported. The classification example under a model name of its own, so `serve` and `run` take both."""
+    policy = _anchored(EXAMPLE_CLASSIFICATION, folder)
+    policy.write_text(policy.read_text().replace("model: electricity-updown", "model: my-electricity"))
+    script = subprocess.run([sys.executable, str(REPO / "examples/own_model/train_elsewhere.py"), "--data",
+                             str(ELEC2_ZIP)], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert script.returncode == 0, script.stdout + script.stderr
+    assert "next: driftpilot adopt --config config/example-classification.yaml --model-uri models:/my-elec2-model/1 " \
+           "--reference .driftpilot/own-model/reference.csv" in script.stdout
+    own = folder / ".driftpilot/own-model"
+    cli = Cli()
+    P = ("--config", str(policy))
+    assert "my-electricity version 1 is champion: adopted models:/my-elec2-model/1 (sklearn)" in cli(
+        "adopt", *P, "--model-uri", "models:/my-elec2-model/1", "--reference", str(own / "reference.csv"))
+    assert "1,000 new predictions" in cli("predictions", "import", *P, "--input", str(own / "predictions.csv"))
+    assert "1,000 new labels" in cli("labels", "import", *P, "--input", str(own / "labels.csv"))
+    assert "adopted (manual)" in cli("lineage", *P)
+    assert cli("status", *P).startswith("model my-electricity: champion v1")
+    return policy, cli.ran
+
+
 def _post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"content-type": "application/json"})
@@ -309,6 +335,8 @@ def test_every_readme_command_runs_on_each_example_policy(tmp_path: Path):
     features = [_features_example(tmp_path / f"features-{kind}", tag + kind + ":", kind) for kind in ("sqlite", "redis")]
     for policy in features:
         ran.update(_features_lifecycle(policy))
+    own, own_ran = _own_model(tmp_path / "own-model")
+    ran.update(own_ran)
     replay_houses = tmp_path / "houses-replay.csv"
     _house_prices(30, seed=2).to_csv(replay_houses, index=False)
 
@@ -321,6 +349,9 @@ def test_every_readme_command_runs_on_each_example_policy(tmp_path: Path):
         assert "replaying rows 45,272..45,311" in out and "sent 40 labels; served accuracy" in out
         assert "sent 30 labels; served MAE" in cli("replay", "--config", str(regression), "--input",
                                                    str(replay_houses), "--url", url, "--batch-size", "10")
+        # The adopted model serves the end of Elec2's held-back half.
+        assert "sent 40 labels; served accuracy" in cli("replay", "--config", str(own), "--input", str(ELEC2_ZIP),
+                                                        "--holdback", "40", "--url", url, "--rate", "200")
         ran.update(cli.ran)
         _stream_and_predict(url, features)
         ran.add("stream")
@@ -328,7 +359,7 @@ def test_every_readme_command_runs_on_each_example_policy(tmp_path: Path):
     # The two long-running commands, once for all policies (each takes several --config).
     try:
         for command in ("serve", "run"):
-            _daemon(command, [classification, regression, *features], tmp_path,
+            _daemon(command, [classification, regression, *features, own], tmp_path,
                     while_up=replay if command == "serve" else lambda url: None)
             ran.add(command)
     finally:
