@@ -13,7 +13,7 @@ feature_views:
       kind: batch
       entity: user_id
       features: [user_avg_amount_30d]
-      source: {path: data/user_profile.parquet, timestamp_column: computed_at}   # or {query: ..., url: ...}
+      source: {path: examples/features/user_profile.csv}   # or {query: ..., url: ...}; see config/example-features.yaml
       refresh: {every: 1h}                                # or {cron: "0 * * * *"}; the daemon runs it
       max_age: 2d
     - name: user_activity
