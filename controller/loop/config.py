@@ -219,6 +219,41 @@ class Backoff(_Strict):
     max: Duration = Field(timedelta(minutes=30), description="Longest wait between retries.")
 
 
+class LocalExecutor(_Strict):
+    """Training jobs run in worker processes the daemon spawns on its own machine (the default)."""
+
+    kind: Literal["local"] = "local"
+
+
+DASK_ADDRESS_SCHEMES = ("tcp://", "tls://", "ucx://", "ws://", "wss://", "inproc://")
+
+
+class DaskExecutor(_Strict):
+    """Training jobs run as tasks on a Dask cluster (``controller/loop/dask_runner.py``). Every worker must reach the
+    policy's event store (PostgreSQL; a SQLite file only when the workers share this machine) and its MLflow
+    tracking server, and have driftpilot and the policy's estimator packages installed."""
+
+    kind: Literal["dask"]
+    address: str | None = Field(None, description="The Dask scheduler, e.g. tcp://scheduler:8786.")
+    connect_timeout: Duration = Field(timedelta(seconds=10),
+                                      description="How long to wait for the scheduler when (re)connecting.")
+
+    @model_validator(mode="after")
+    def _address_given(self) -> DaskExecutor:
+        if self.address is None:
+            raise ValueError("loop.executor kind dask needs the scheduler's address, e.g. "
+                             "{kind: dask, address: tcp://scheduler:8786} (`dask scheduler` prints it at start); "
+                             "or use {kind: local} to train in worker processes on this machine")
+        if not self.address.startswith(DASK_ADDRESS_SCHEMES):
+            raise ValueError(f"loop.executor address {self.address!r} is not a Dask scheduler address; write "
+                             f"{' or '.join(s + 'host:port' for s in DASK_ADDRESS_SCHEMES[:2])}, "
+                             "e.g. tcp://scheduler:8786")
+        return self
+
+
+Executor = Annotated[LocalExecutor | DaskExecutor, Field(discriminator="kind")]
+
+
 class LoopConfig(_Strict):
     """How the daemon ticks this model, and the hygiene every automatic retrain passes."""
 
@@ -235,6 +270,10 @@ class LoopConfig(_Strict):
     continuous_learning: bool = Field(
         False, description="A River champion learns the newly matured labels on every tick (no rule needed); its "
         "checkpoints, at retrain.incremental.checkpoint's cadence, go through the gate (see gate.incremental).")
+    executor: Executor = Field(
+        default_factory=LocalExecutor,
+        description="Where training jobs run: {kind: local} (worker processes of the daemon) or {kind: dask, "
+                    "address: tcp://scheduler:8786} (tasks on a Dask cluster).")
 
 
 class AutoConfig(_Strict):

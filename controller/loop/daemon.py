@@ -5,8 +5,9 @@
   restores them), ``coalesce`` (missed ticks run once), ``max_instances=1`` (a slow tick is never doubled) and a
   misfire grace time.
 * A heartbeat job renews this daemon's leases, so a long tick interval never lets another daemon take a model over.
-* Training runs in worker processes (:class:`~controller.loop.runners.ProcessRunner`): a long retrain never stalls
-  ingestion, ``/predict`` or the other models' ticks.
+* Training runs in worker processes (:class:`~controller.loop.runners.ProcessRunner`), or as tasks on a Dask cluster
+  for a policy with ``loop.executor: {kind: dask, ...}`` (:class:`~controller.loop.dask_runner.DaskRunner`): a long
+  retrain never stalls ingestion, ``/predict`` or the other models' ticks.
 * SIGTERM/SIGINT stop it gracefully: the scheduler waits for running ticks, training workers are stopped and their
   decisions marked failed, and the leases are released so another daemon can take over at once.
 * A model with a race publishes its online champion's state to the store after each tick that changed it
@@ -35,7 +36,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.loop.controller import Controller
-from controller.loop.runners import ProcessRunner
+from controller.loop.runners import build_runner
 from controller.race.publish import NoPublisher, ServedStatePublisher, StorePublisher
 from controller.store import EventStore
 from controller.store.control import DecisionLog, Leases
@@ -108,7 +109,7 @@ class Daemon:
         self.clock = clock
         self.scheduler_url = scheduler_url
         self.owner = owner or new_owner_id()
-        self.runner = ProcessRunner(self.policies, clock, max_workers=max_workers)
+        self.runner = build_runner(self.policies, clock, max_workers=max_workers)
         self.controllers = {
             model: Controller(loaded, stores[model], registries[model], clock, runner=self.runner,
                               decisions=DecisionLog(stores[model], clock), leases=Leases(stores[model], clock),

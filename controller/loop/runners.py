@@ -7,6 +7,8 @@ never blocks the tick thread, the API or the other models.
 * :class:`InlineRunner` trains at once, inside ``submit`` (deterministic; what tests and backtests use).
 * :class:`ProcessRunner` starts one spawned process per job, kills it after the job's timeout, and the child exits
   by itself when the daemon dies (it watches its parent), so a ``kill -9`` of the daemon leaves no orphan trainer.
+* :class:`~controller.loop.dask_runner.DaskRunner` (``loop.executor: {kind: dask, address: ...}``) sends each job to a
+  Dask cluster as one task running the same :func:`run_job`; :func:`build_runner` picks per model.
   Workers only *register* versions; aliases are moved by the controller, so an interrupted job can leave at most
   an unaliased version behind, never half-moved aliases.
 """
@@ -60,6 +62,7 @@ class TrainingRunner(Protocol):
     def submit(self, job: TrainingJob) -> None: ...
     def poll(self, decision_id: str) -> JobState: ...
     def cancel(self, decision_id: str) -> None: ...
+    def running(self) -> dict[str, str]: ...     # decision id -> model of every job submitted and not finished
     def shutdown(self) -> None: ...
 
 
@@ -105,8 +108,67 @@ class InlineRunner:
     def cancel(self, decision_id: str) -> None:
         self._done.pop(decision_id, None)
 
+    def running(self) -> dict[str, str]:
+        return {}  # a job ends inside submit
+
     def shutdown(self) -> None:
         self._done.clear()
+
+
+# --------------------------------------------------------------------------------------- choosing by executor
+
+
+def build_runner(policies: Mapping[str, LoadedPolicy], clock: Clock, *, max_workers: int = 2) -> TrainingRunner:
+    """The daemon's runner: each model's jobs go where its ``loop.executor`` says (one :class:`ProcessRunner` for
+    ``local``, one :class:`~controller.loop.dask_runner.DaskRunner` per scheduler address for ``dask``)."""
+    groups: dict[tuple[str, str | None], dict[str, LoadedPolicy]] = {}
+    for model, loaded in policies.items():
+        executor = loaded.config.loop.executor
+        groups.setdefault((executor.kind, getattr(executor, "address", None)), {})[model] = loaded
+    runners: dict[tuple[str, str | None], TrainingRunner] = {}
+    for (kind, address), members in groups.items():
+        if kind == "local":
+            runners[(kind, address)] = ProcessRunner(members, clock, max_workers=max_workers)
+        else:
+            from controller.loop.dask_runner import DaskRunner  # distributed is imported only when a policy uses it
+
+            executor = next(iter(members.values())).config.loop.executor
+            runners[(kind, address)] = DaskRunner(members, clock, address=executor.address,
+                                                  connect_timeout=executor.connect_timeout)
+    if len(runners) == 1:
+        return next(iter(runners.values()))
+    return RoutedRunner({model: runners[key] for key, members in groups.items() for model in members})
+
+
+class RoutedRunner:
+    """Several runners behind one: a job goes to its model's runner; a decision id is asked of every runner."""
+
+    def __init__(self, by_model: Mapping[str, TrainingRunner]) -> None:
+        self.by_model = dict(by_model)
+
+    def _distinct(self) -> list[TrainingRunner]:
+        return list({id(runner): runner for runner in self.by_model.values()}.values())
+
+    def submit(self, job: TrainingJob) -> None:
+        self.by_model[job.model].submit(job)
+
+    def poll(self, decision_id: str) -> JobState:
+        for runner in self._distinct():
+            state = runner.poll(decision_id)
+            if state.status != "unknown":
+                return state
+        return JobState("unknown")
+
+    def cancel(self, decision_id: str) -> None:
+        for runner in self._distinct():
+            runner.cancel(decision_id)
+
+    def running(self) -> dict[str, str]:
+        return {k: v for runner in self._distinct() for k, v in runner.running().items()}
+
+    def shutdown(self) -> None:
+        for runner in self._distinct():
+            runner.shutdown()
 
 
 # ---------------------------------------------------------------------------------------------------- processes
@@ -219,19 +281,60 @@ def _died(exitcode: int | None) -> str:
 def _worker_main(job: TrainingJob, loaded: LoadedPolicy, conn: Any, parent_pid: int) -> None:
     """Entry point of a training worker process."""
     _exit_with_parent(parent_pid)
+    try:
+        conn.send(run_job(job, loaded))
+    finally:
+        conn.close()
+
+
+def run_job(job: TrainingJob, loaded: LoadedPolicy, *, only_while_training: bool = False) -> dict[str, Any]:
+    """What a training worker does, in a spawned process or a Dask task: open the policy's store and registry, train
+    every candidate, report as plain data (``{"status": "done", "results": [...]}`` or ``{"status": "failed",
+    "error": ...}``).
+
+    With ``only_while_training`` a version is registered only while the job's decision is still ``training`` in the
+    decision log: a worker that cannot be killed (a Dask task runs to its end) registers nothing for a decision that
+    timed out, was superseded or was stopped meanwhile.
+    """
     from controller.actions.model_registry import open_registry
     from controller.clock import SystemClock
 
     clock = SystemClock()
+    store = None
     try:
         store = EventStore.from_url(loaded.config.storage.url, clock, migrate=False)
         registry = open_registry(loaded.config, clock)
-        results = train_candidates(job, loaded, store, registry, clock)
-        conn.send({"status": "done", "results": results})
+        if only_while_training:
+            registry = _RegisterWhileTraining(registry, store, clock, job.decision_id)
+        return {"status": "done", "results": train_candidates(job, loaded, store, registry, clock)}
     except Exception as exc:  # noqa: BLE001 - reported to the controller, which records the failed decision
-        conn.send({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
     finally:
-        conn.close()
+        if store is not None:
+            store.dispose()  # a Dask worker lives on: no pool per job left behind
+
+
+class _RegisterWhileTraining:
+    """A registry whose ``register`` first checks that the job's decision still waits for it (else RefreshError,
+    which the job reports as that candidate's error); everything else is the wrapped registry's."""
+
+    def __init__(self, registry: ModelRegistry, store: EventStore, clock: Clock, decision_id: str) -> None:
+        self._registry = registry
+        self._store = store
+        self._clock = clock
+        self._decision_id = decision_id
+
+    def register(self, *args: Any, **kwargs: Any) -> Any:
+        from controller.store.control import DecisionLog
+
+        decision = DecisionLog(self._store, self._clock).get(self._decision_id)
+        if decision is not None and decision.status != "training":  # None: a job without a decision (tests, CLI)
+            raise RefreshError(f"not registered: decision {self._decision_id} is {decision.status} "
+                               f"({decision.error or 'no longer training'}) by the time training ended")
+        return self._registry.register(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._registry, name)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
