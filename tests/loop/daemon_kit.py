@@ -51,13 +51,13 @@ features:
   x2: numeric
   color: {{type: categorical, required: false}}
 storage: {{url: "{storage}"}}
-mlflow: {{tracking_uri: "{tracking}", artifact_location: "{mlflow}/artifacts"}}
+mlflow: {{tracking_uri: "{tracking}", artifact_location: {artifacts}}}
 estimator: {{class: sklearn.linear_model.LogisticRegression}}
 bootstrap: {{holdout_fraction: 0.25}}
 retrain: {{holdout_fraction: 0.25, min_rows: 40}}
 serving: {{reload_interval_s: 0.2}}
 loop: {{tick: 1s, cooldown: 1h, lease_ttl: {lease_ttl}, min_matured_rows: 100, data_drift_every_rows: 100,
-        max_retrains_per_day: 20, training_timeout: 5m, backoff: {{initial: 2s, max: 8s}}}}
+        max_retrains_per_day: 20, training_timeout: 5m, backoff: {{initial: 2s, max: 8s}}{loop_extra}}}
 gate: {{min_rows: 60}}
 probation: {{enabled: false}}
 monitors:
@@ -177,14 +177,19 @@ class Toy:
 
 def make_toy(folder: Path, name: str, *, storage: str | None = None, mlflow_dir: Path | None = None,
              tracking: str | None = None, rules: str = DRIFT_RULE, extra: str = "", lease_ttl: str = "10s",
-             bootstrap_rows: int = 400, do_bootstrap: bool = True) -> Toy:
-    """Write the policy file ``<folder>/<name>.yaml`` and bootstrap version 1 (concept "a") as champion."""
+             bootstrap_rows: int = 400, do_bootstrap: bool = True, proxied_artifacts: bool = False,
+             loop_extra: str = "") -> Toy:
+    """Write the policy file ``<folder>/<name>.yaml`` and bootstrap version 1 (concept "a") as champion.
+
+    ``proxied_artifacts``: no artifact location (a tracking server's own store, through the server);
+    ``loop_extra``: more keys of the ``loop`` section, e.g. ``executor: {kind: dask, address: ...}``."""
     mlflow_dir = mlflow_dir or folder / "mlflow"
     path = folder / f"{name}.yaml"
     path.write_text(POLICY.format(
-        name=name, storage=storage or f"sqlite:///{folder / 'events.db'}", mlflow=mlflow_dir,
+        name=name, storage=storage or f"sqlite:///{folder / 'events.db'}",
         tracking=tracking or f"sqlite:///{mlflow_dir / 'mlflow.db'}", lease_ttl=lease_ttl, rules=rules,
-        extra=extra))
+        extra=extra, artifacts="null" if proxied_artifacts else f'"{mlflow_dir}/artifacts"',
+        loop_extra=f", {loop_extra}" if loop_extra else ""))
     loaded = load_policy(path, environ={})
     clock = SystemClock()
     store = EventStore.from_url(loaded.config.storage.url, clock)
