@@ -1,8 +1,9 @@
 """The Dask executor with a real ``distributed.LocalCluster`` (two worker processes, one thread each, started once for
 the module): a job trains and registers on a worker; a job that cannot run reports why; a worker killed in the middle
 of a fit fails its job (and the scheduler's own retry of the task is refused); a job past its timeout fails and its
-fit, which Dask cannot interrupt, registers nothing once its decision is no longer training; an unreachable scheduler
-fails the job at once with the address. Slow training is the gated estimator (tests/loop/gated_estimator.py): its
+fit, which Dask cannot interrupt, registers nothing once its decision is no longer training; a scheduler killed
+mid-job (its own `dask scheduler` subprocess) fails the job, and the next submit finds it unreachable; an
+unreachable scheduler fails the job at once with the address. Slow training is the gated estimator (tests/loop/gated_estimator.py): its
 fit waits for a file the test creates."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from controller.loop.runners import ProcessRunner, RoutedRunner, TrainingJob, bu
 from controller.store.control import DecisionLog
 from tests.controller.toy import toy_table
 from tests.loop.daemon_kit import GATED_RULES, free_port, gated_candidate, make_toy, shared_mlflow_dir, wait_until
+from tests.loop.dask_kit import DaskCluster
 
 pytestmark = pytest.mark.slow
 
@@ -159,6 +161,29 @@ def test_an_unreachable_scheduler_fails_the_job_with_its_address(toy) -> None:
                                   f"{address} after 0.5 s)"), state.error
     assert runner.running() == {} and runner.poll("d-nowhere").status == "unknown"
     runner.shutdown()
+
+
+def test_a_scheduler_lost_mid_job_fails_it_and_the_next_submit_finds_it_unreachable(toy, tmp_path: Path) -> None:
+    folder = tmp_path / "cluster"
+    folder.mkdir()
+    cluster = DaskCluster(folder, workers=1)  # its own scheduler: this one is killed
+    runner = DaskRunner({toy.name: toy.loaded}, toy.clock, address=cluster.address,
+                        connect_timeout=timedelta(seconds=1))
+    try:
+        cluster.wait_for_workers(1)
+        runner.submit(job(toy, "d-orphan", candidate="gated"))
+        wait_until(lambda: (tmp_path / "fit-started").exists(), "the gated fit to start", 60)
+        cluster.kill_scheduler()
+        state = finished(runner, "d-orphan", "the runner to notice the lost scheduler", 30)
+        assert state.status == "failed"
+        assert state.error.startswith(f"the Dask scheduler at {cluster.address} was lost while the job ran"), \
+            state.error
+        runner.submit(job(toy, "d-next"))
+        assert runner.poll("d-next").error.startswith(f"the Dask scheduler at {cluster.address} is unreachable")
+        assert runner.running() == {}
+    finally:
+        runner.shutdown()
+        cluster.cleanup()
 
 
 def test_build_runner_sends_each_model_where_its_executor_says(toy, tmp_path: Path) -> None:
