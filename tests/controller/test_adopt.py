@@ -6,10 +6,12 @@ MLflow (sqlite) and event stores in tmp."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import mlflow
 import mlflow.sklearn
+from mlflow.tracking._tracking_service import utils as _tracking_utils
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -50,7 +52,9 @@ def _pipeline(table: pd.DataFrame, columns: list[str]):
 
 def _log(tracking_uri: str, model, example: pd.DataFrame, registered: str | None = "handmade") -> str:
     """The model logged as a user would, with plain MLflow (not driftpilot); returns the run id."""
-    saved = mlflow.get_tracking_uri()
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: restore the variable and MLflow's own setting as
+    # they were, or every later test in this worker (policies read ${MLFLOW_TRACKING_URI:-...}) would see it.
+    saved_env, saved_uri = os.environ.get("MLFLOW_TRACKING_URI"), _tracking_utils._tracking_uri
     mlflow.set_tracking_uri(tracking_uri)
     try:
         experiment = mlflow.MlflowClient().create_experiment("my-own-experiment")
@@ -58,7 +62,11 @@ def _log(tracking_uri: str, model, example: pd.DataFrame, registered: str | None
             mlflow.sklearn.log_model(model, name="model", registered_model_name=registered, input_example=example,
                                      serialization_format="cloudpickle", pip_requirements=REQUIREMENTS)
     finally:
-        mlflow.set_tracking_uri(saved)
+        _tracking_utils._tracking_uri = saved_uri
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
     return run_.info.run_id
 
 
