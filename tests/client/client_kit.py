@@ -1,5 +1,6 @@
 """A `driftpilot serve` that can be SIGKILLed and started again on the same port (a client's base URL does not
-change across a restart), and a transport that kills it at planned requests."""
+change across a restart), a transport that kills it at planned requests, and the toy model with a token it serves
+(:func:`token_toy`, :func:`serving`: the module fixtures of the client and replay tests)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,34 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.loop.daemon_kit import DRIFTPILOT, free_port
+from tests.loop.daemon_kit import DRIFTPILOT, Toy, free_port, make_toy, shared_mlflow_dir
+
+
+def token_toy(factory: pytest.TempPathFactory, prefix: str, token_env: str, api: str = "") -> Toy:
+    """The daemon kit's toy model under a fresh name, its API guarded by the token in ``token_env``; ``api``: more
+    ``api:`` settings (e.g. ``"max_batch_items: 50, "``)."""
+    return make_toy(factory.mktemp(prefix), f"m-{uuid.uuid4().hex[:8]}", mlflow_dir=shared_mlflow_dir(factory),
+                    extra=f"api: {{{api}token_env: {token_env}}}")
+
+
+@contextmanager
+def serving(toy: Toy, env: dict[str, str]) -> Iterator[Server]:
+    """``driftpilot serve`` of ``toy`` started with ``env``, killed on exit."""
+    server = Server(toy.path, toy.path.parent, env=env)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
 
 
 class Server:

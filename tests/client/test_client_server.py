@@ -20,8 +20,8 @@ from controller.client import (
     Unauthorized,
     ValidationFailed,
 )
-from tests.client.client_kit import Chaos, Server
-from tests.loop.daemon_kit import Toy, make_toy, shared_mlflow_dir
+from tests.client.client_kit import Chaos, Server, serving, token_toy
+from tests.loop.daemon_kit import Toy
 
 pytestmark = pytest.mark.slow
 
@@ -32,21 +32,15 @@ TOKEN = "client-test-token"
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Toy]:
-    folder = tmp_path_factory.mktemp("client")
-    toy = make_toy(folder, f"m-{uuid.uuid4().hex[:8]}", mlflow_dir=shared_mlflow_dir(tmp_path_factory),
-                   extra=f"api: {{max_batch_items: {LIMIT}, token_env: {TOKEN_ENV}}}")
+    toy = token_toy(tmp_path_factory, "client", TOKEN_ENV, api=f"max_batch_items: {LIMIT}, ")
     yield toy
     toy.store.dispose()
 
 
 @pytest.fixture(scope="module")
 def server(toy: Toy) -> Iterator[Server]:
-    server = Server(toy.path, toy.path.parent, env={TOKEN_ENV: TOKEN})
-    try:
-        server.start()
+    with serving(toy, {TOKEN_ENV: TOKEN}) as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ a refused row, the held-back rows, and the pace kept on an injected clock (nothi
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,10 +18,10 @@ from controller.cli.main import main
 from controller.cli.replay_command import Pacer, Traffic, replay
 from controller.client import DriftpilotClient
 from controller.clock import ManualClock, SystemClock
-from tests.client.client_kit import Server
+from tests.client.client_kit import Server, serving, token_toy
 from tests.conftest import T0
 from tests.controller.toy import toy_table
-from tests.loop.daemon_kit import Toy, make_toy, shared_mlflow_dir
+from tests.loop.daemon_kit import Toy
 
 pytestmark = pytest.mark.slow
 
@@ -32,21 +31,15 @@ TOKEN = "replay-test-token"
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Toy]:
-    folder = tmp_path_factory.mktemp("replay")
-    toy = make_toy(folder, f"m-{uuid.uuid4().hex[:8]}", mlflow_dir=shared_mlflow_dir(tmp_path_factory),
-                   extra=f"api: {{token_env: {TOKEN_ENV}}}")
+    toy = token_toy(tmp_path_factory, "replay", TOKEN_ENV)
     yield toy
     toy.store.dispose()
 
 
 @pytest.fixture(scope="module")
 def server(toy: Toy) -> Iterator[Server]:
-    server = Server(toy.path, toy.path.parent, env={TOKEN_ENV: TOKEN})
-    try:
-        server.start()
+    with serving(toy, {TOKEN_ENV: TOKEN}) as server:
         yield server
-    finally:
-        server.kill()
 
 
 class Recorder(httpx.BaseTransport):
