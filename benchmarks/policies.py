@@ -14,6 +14,10 @@ Baselines and ``auto`` may run as separate processes: ``--skip-auto`` (baselines
 only) each write their raw JSON (and a partial report) to ``--out``; ``--merge A.json B.json --out REPORT.md``
 joins them into one report (files of different protocols are refused).
 
+``--dask tcp://scheduler:8786`` runs the same jobs as tasks on a Dask cluster, one per (stream, seed, label delay):
+the same raw JSON and report as a local run, the runs in job order (workers: the repository on their ``PYTHONPATH``,
+``dask worker ADDRESS --nthreads 1``).
+
 Every policy sees the same stream under the same prequential protocol: the first ``--bootstrap`` rows train the
 first model (the controller's bootstrap fits on their oldest 80 %, its holdout share; every baseline starts from a
 model fitted on those same rows), then each later row is predicted by the model of that moment and scored
@@ -56,7 +60,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -894,6 +898,74 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int, int]]:
     return jobs
 
 
+Job = tuple[str, int, int]
+
+
+def bench_job(job: Job, args: argparse.Namespace, policies: dict[str, LoadedPolicy]) -> list[Run]:
+    """Every run of one (stream, seed, label delay) job; it depends on nothing but its arguments (the streams and
+    the runs are seeded), so it gives the same runs in this process or on a Dask worker."""
+    name, seed, delay = job
+    if name == "elec2":
+        stream = elec2(rows=args.elec2_rows)
+    else:
+        rows = args.stationary_rows if name == STATIONARY else args.rows
+        stream = scenario(name, rows=rows, seed=seed, label_delay=timedelta(minutes=delay))
+    keep = args.keep / f"delay-{delay}" if args.keep is not None else None
+    with threadpool_limits(1):
+        new = bench_stream(stream, seed, policies[stream.spec.task], args, keep=keep)
+    for r in new:
+        r.extra["rows"] = stream.rows
+        r.label_delay = delay
+    return new
+
+
+def run_jobs_local(jobs: Sequence[Job], args: argparse.Namespace,
+                   policies: dict[str, LoadedPolicy]) -> Iterator[tuple[int, list[Run]]]:
+    """The jobs one after the other in this process: (index, runs) as each ends."""
+    for index, job in enumerate(jobs):
+        yield index, bench_job(job, args, policies)
+
+
+def _dask_task(job: Job, args: argparse.Namespace, policies: dict[str, LoadedPolicy]) -> list[dict[str, Any]]:
+    """One job on a Dask worker; its runs go back as plain dicts (this script's ``Run`` is not importable there)."""
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    return [asdict(r) for r in bench_job(job, args, policies)]
+
+
+def run_jobs_dask(jobs: Sequence[Job], args: argparse.Namespace,
+                  policies: dict[str, LoadedPolicy]) -> Iterator[tuple[int, list[Run]]]:
+    """One task per job on the Dask scheduler at ``args.dask``: (index, runs) as each task ends.
+
+    A script is no module a worker can import, so its functions travel by value (cloudpickle); the workers need
+    driftpilot importable (the repository on their ``PYTHONPATH``, or installed) and, for ``--keep``, write the stores
+    on their own disk. A task that fails stops the benchmark with its error (the runs so far are in the raw JSON)."""
+    import cloudpickle
+    from distributed import Client, as_completed
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        client = Client(args.dask, timeout=30, set_as_default=False)
+    except OSError as exc:
+        sys.exit(f"--dask: the Dask scheduler at {args.dask} is unreachable ({exc}); start one (`dask scheduler`, "
+                 "`dask worker ADDRESS --nthreads 1`) or run without --dask")
+    with client:
+        workers = len(client.scheduler_info()["workers"])
+        print(f"--dask: {len(jobs)} jobs on {workers} workers at {args.dask}", file=sys.stderr)
+        def task(job: Job) -> list[dict[str, Any]]:  # a closure: plain pickle refuses it, so cloudpickle sends it
+            return _dask_task(job, args, policies)
+
+        futures = [client.submit(task, job, pure=False, key=f"policies-{job[0]}-seed{job[1]}-delay{job[2]}-{index}")
+                   for index, job in enumerate(jobs)]
+        index_of = {future.key: index for index, future in enumerate(futures)}
+        with client.as_current():  # as_completed finds its client as the current one
+            completed = as_completed(futures)
+        for future in completed:
+            yield index_of[future.key], [Run(**raw) for raw in future.result()]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -935,6 +1007,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="auto only, no baselines; writes the raw JSON and a partial report (needs its own --out)")
     parser.add_argument("--keep", type=Path, default=None, help="copy each auto run's stores into this folder")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--dask", default=None, metavar="ADDRESS",
+                        help="run the (stream, seed, delay) jobs as tasks on the Dask scheduler at ADDRESS "
+                             "(tcp://host:8786), one task per job; the same runs and report as a local run")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="write the report from the raw JSON of earlier runs (e.g. a --skip-auto and an "
                              "--only-auto run of the same protocol) instead of running anything")
@@ -972,28 +1047,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     policies = {"classification": load_policy(ROOT / args.policy),
                 "regression": load_policy(ROOT / args.regression_policy)}
     jobs = plan(args)
-    runs: list[Run] = []
+    slots: list[list[Run] | None] = [None] * len(jobs)  # each job's runs, in job order whatever order they finish in
     raw = args.out.with_suffix(".json")
     raw.parent.mkdir(parents=True, exist_ok=True)
     part = "baselines" if args.skip_auto else "auto" if args.only_auto else "baselines and auto"
-    with threadpool_limits(1), tqdm(jobs, desc="streams", unit="stream") as bar:
-        for name, seed, delay in bar:
+    results = run_jobs_dask(jobs, args, policies) if args.dask else run_jobs_local(jobs, args, policies)
+    with tqdm(total=len(jobs), desc="streams", unit="stream") as bar:
+        for index, new in results:
+            name, seed, delay = jobs[index]
             label = regime_label(name, delay)
+            bar.update()
             bar.set_postfix_str(f"{label} seed {seed}")
-            if name == "elec2":
-                stream = elec2(rows=args.elec2_rows)
-            else:
-                rows = args.stationary_rows if name == STATIONARY else args.rows
-                stream = scenario(name, rows=rows, seed=seed, label_delay=timedelta(minutes=delay))
-            keep = args.keep / f"delay-{delay}" if args.keep is not None else None
-            new = bench_stream(stream, seed, policies[stream.spec.task], args, keep=keep)
-            for r in new:
-                r.extra["rows"] = stream.rows
-                r.label_delay = delay
-            runs.extend(new)
+            slots[index] = new
+            runs = [r for slot in slots if slot for r in slot]
             meta = {"command": command, "commit": commit, "dirty": dirty, "loads": [*loads, load_average()],
                     "seconds": time.perf_counter() - started, "protocol": protocol_of(args),
-                    "label_delays": args.label_delays, "part": part}
+                    "label_delays": args.label_delays, "part": part,
+                    "executor": f"dask {args.dask}" if args.dask else "local"}
             raw.write_text(json.dumps({"meta": meta, "runs": [asdict(r) for r in runs]}, indent=1, default=str))
             tqdm.write(f"{label} seed {seed}: " + " ".join(
                 f"{r.policy}/{r.family or '-'} {r.value:.4f} ({r.cpu_seconds:.0f}s)" for r in new))
@@ -1002,6 +1072,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 tqdm.write(f"  auto retrains {auto.retrains} promotions {auto.extra.get('promotions')} harmful "
                            f"{auto.extra.get('harmful')} delays {auto.extra.get('detection_delays')} strategies "
                            f"{auto.extra.get('strategies')} wall {auto.wall_seconds:.0f}s")
+    runs = [r for slot in slots if slot for r in slot]
     loads.append(load_average())
     write_report(args.out, runs, args, command, commit, dirty, time.perf_counter() - started, ["/".join(loads)])
     print(f"wrote {args.out} and {raw}")
