@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+import importlib.util
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import sqlalchemy as sa
@@ -25,6 +27,18 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CLASSIFICATION = REPO / "config" / "example-classification.yaml"
 EXAMPLE_REGRESSION = REPO / "config" / "example-regression.yaml"
 ELEC2_ZIP = REPO.parent / "shared" / "data" / "ELEC.arff.zip"
+
+
+def load_benchmark(script: str) -> ModuleType:
+    """``benchmarks/<script>.py``, a script, loaded as the module ``benchmark_<script>`` (once per process)."""
+    name = f"benchmark_{script}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -4,15 +4,13 @@ and auto) run in this process and on a two-worker ``LocalCluster``, compared run
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import load_benchmark
 
 TINY = ["--scenarios", "sea-abrupt", "--no-elec2", "--rows", "1500", "--bootstrap", "500", "--seeds", "2",
         "--label-delays", "10", "--skip", "river-arf", "oracle", "--tick-every", "250"]
@@ -23,11 +21,7 @@ EXTRA_TIMINGS = {"controller_seconds"}
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """benchmarks/policies.py, a script, loaded as a module."""
-    spec = importlib.util.spec_from_file_location("benchmark_policies", REPO / "benchmarks" / "policies.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("policies")
 
 
 def runs_of(path: Path) -> tuple[dict, dict[tuple, dict]]:

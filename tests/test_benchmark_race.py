@@ -5,7 +5,6 @@ variants and keeps the hand-written analysis below the marker."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import time
@@ -14,17 +13,13 @@ from types import ModuleType
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """benchmarks/race.py, a script, loaded as a module."""
-    spec = importlib.util.spec_from_file_location("benchmark_race", REPO / "benchmarks" / "race.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("race")
 
 
 class Worker:

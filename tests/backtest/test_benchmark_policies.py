@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
-import sys
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +20,7 @@ from controller.backtest.replay import policy_for_stream
 from controller.backtest.streams import SCENARIOS, scenario
 from controller.cli.main import main
 from controller.config import load_policy
-from tests.conftest import REPO
+from tests.conftest import REPO, load_benchmark
 
 POLICIES = {"classification": REPO / "config" / "backtest-auto.yaml",
             "regression": REPO / "config" / "backtest-auto-regression.yaml"}
@@ -85,11 +83,7 @@ def test_sea_stationary_is_one_sea_concept_without_change_points() -> None:
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """benchmarks/policies.py, a script, loaded as a module."""
-    spec = importlib.util.spec_from_file_location("benchmark_policies", REPO / "benchmarks" / "policies.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("policies")
 
 
 # a few hundred rows; the bootstrap outlasts the 500-row label delay, so periodic's first refit has matured rows
