@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from controller.cli.main import SINGLE_CONFIG, _bad_input_file, _clear_errors, _event_times, _load_one, main
+from controller.cli.main import SINGLE_CONFIG, _bad_input_file, _clear_errors, _labeled_rows, _load_one, main
 
 
 @main.command("adopt")
@@ -33,7 +33,6 @@ def adopt_command(config_path: Path, model_uri: str, reference_path: Path | None
     from tqdm import tqdm
 
     from controller.actions.adopt import ModelMismatch, adopt
-    from controller.actions.datafiles import features_from_table, read_table, target_from_table
     from controller.actions.model_registry import open_registry
     from controller.clock import SystemClock
     from controller.store import EventStore
@@ -48,11 +47,7 @@ def adopt_command(config_path: Path, model_uri: str, reference_path: Path | None
         sys.exit(2)
     clock = SystemClock()
     with _clear_errors(), _bad_input_file():
-        table = read_table(reference_path)
-        features = features_from_table(table, policy, str(reference_path),
-                                       extra_columns=[time_column] if time_column else ())
-        target = target_from_table(table, policy, str(reference_path))
-        times = _event_times(table, time_column, None, None)
+        table, features, target, times = _labeled_rows(reference_path, policy, time_column, None, None)
         registry = open_registry(policy, clock)
         champion = registry.champion_version(policy.registered_model)
         if if_missing and champion is not None:

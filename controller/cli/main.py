@@ -163,7 +163,6 @@ def bootstrap_command(config_path: Path, data_path: Path, time_column: str | Non
     from tqdm import tqdm
 
     from controller.actions.bootstrap import bootstrap
-    from controller.actions.datafiles import features_from_table, read_table, target_from_table
     from controller.actions.model_registry import open_registry
     from controller.clock import SystemClock
     from controller.store import EventStore
@@ -172,11 +171,7 @@ def bootstrap_command(config_path: Path, data_path: Path, time_column: str | Non
     policy = loaded.config
     clock = SystemClock()
     with _clear_errors(), _bad_input_file():
-        table = read_table(data_path)
-        features = features_from_table(table, policy, str(data_path),
-                                       extra_columns=[time_column] if time_column else ())
-        target = target_from_table(table, policy, str(data_path))
-        times = _event_times(table, time_column, time_start, time_step)
+        table, features, target, times = _labeled_rows(data_path, policy, time_column, time_start, time_step)
         holdback_rows = _holdback_rows(holdback, len(table))
         store = EventStore.from_url(policy.storage.url, clock)
         registry = open_registry(policy, clock)
@@ -294,6 +289,16 @@ def report_drift(config_path: Path, output_path: Path | None) -> None:
         click.echo(f"note: {note}", err=True)
     if result.html_report is None:
         click.echo("no HTML report was written (see the notes above)", err=True)
+
+
+def _labeled_rows(path: Path, policy, time_column: str | None, time_start: str | None, time_step: str | None):
+    """A labeled file read for the policy: (table, features, target, event times) — bootstrap's and adopt's rows."""
+    from controller.actions.datafiles import features_from_table, read_table, target_from_table
+
+    table = read_table(path)
+    features = features_from_table(table, policy, str(path), extra_columns=[time_column] if time_column else ())
+    target = target_from_table(table, policy, str(path))
+    return table, features, target, _event_times(table, time_column, time_start, time_step)
 
 
 def _event_times(table, time_column: str | None, time_start: str | None, time_step: str | None):
