@@ -9,13 +9,20 @@ Public API::
     foreign = registry.load_foreign("models:/mine/3")  # a model logged outside driftpilot (driftpilot adopt)
     loaded = registry.load("fraud")            # LoadedModel(model=<sklearn or River object>, version, record)
     registry.tree("fraud"); registry.ancestors("fraud", "3"); registry.aliases("fraud")
-    registry.log_comparison("fraud", comparison_id=..., champion_version="3", challenger_version="4", ...)
+    registry.log_comparison(Comparison(name="fraud", comparison_id=..., champion_version="3", challenger_version="4",
+                                       champion_metrics={...}, challenger_metrics={...}, holdout_rows=..., ...))
     registry.alias_history("fraud")            # every promote / rollback, oldest first
     registry.log_decision("fraud", decision_id=..., metrics={...}, tags={...}, artifacts=[...])
 
 Where runs go (training, comparisons, decisions) and what the MLflow UI shows: see :mod:`lineage.runs`.
+The parts behind ModelRegistry: :mod:`lineage.base` (the shared store), :mod:`lineage.versions`,
+:mod:`lineage.aliases`, :mod:`lineage.comparisons`, :mod:`lineage.decision_runs`, :mod:`lineage.descriptions`.
 """
 
+from lineage.aliases import AliasChange, AliasEvent
+from lineage.base import CHALLENGER, CHAMPION, PREVIOUS, Clock
+from lineage.comparisons import Comparison
+from lineage.decision_runs import DecisionRun
 from lineage.errors import LineageError, LineageNotFound, LineageUnavailable
 from lineage.flavors import (
     FLAVORS,
@@ -35,17 +42,8 @@ from lineage.record import (
     LineageRecord,
     installed_library_versions,
 )
-from lineage.registry import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
-    AliasChange,
-    Clock,
-    LoadedModel,
-    ModelRegistry,
-    VersionInfo,
-)
-from lineage.runs import AliasEvent
+from lineage.registry import ModelRegistry
+from lineage.versions import LoadedModel, VersionInfo
 
 __all__ = [
     "CHALLENGER",
@@ -59,6 +57,8 @@ __all__ = [
     "AliasChange",
     "AliasEvent",
     "Clock",
+    "Comparison",
+    "DecisionRun",
     "Flavor",
     "ForeignModel",
     "HttpLimits",

@@ -69,7 +69,7 @@ class SklearnFlavor:
         )
 
     def load(self, model_uri: str) -> Any:
-        with _download_dir() as tmp:
+        with download_dir() as tmp:
             return mlflow.sklearn.load_model(model_uri, dst_path=tmp)
 
 
@@ -98,7 +98,7 @@ class RiverFlavor:
             )
 
     def load(self, model_uri: str) -> Any:
-        with _download_dir() as tmp:
+        with download_dir() as tmp:
             return mlflow.pyfunc.load_model(model_uri, dst_path=tmp).unwrap_python_model().model
 
 
@@ -127,9 +127,12 @@ def flavor_named(name: str) -> Flavor:
         ) from None
 
 
-def _download_dir() -> tempfile.TemporaryDirectory:
-    # Without dst_path MLflow downloads remote artifacts into a temp dir it never deletes; a daemon
-    # reloading the champion after each promotion would fill the disk. The loaded object lives in memory.
+def download_dir() -> tempfile.TemporaryDirectory:
+    """A temporary folder to load a model through (``dst_path``), deleted when the ``with`` block ends.
+
+    Without dst_path MLflow downloads remote artifacts into a temp dir it never deletes; a daemon
+    reloading the champion after each promotion would fill the disk. The loaded object lives in memory.
+    """
     return tempfile.TemporaryDirectory(prefix="driftpilot-load-")
 
 

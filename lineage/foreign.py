@@ -17,7 +17,7 @@ import mlflow.pyfunc
 import mlflow.sklearn
 
 from lineage.errors import LineageError
-from lineage.flavors import RiverFlavor, _download_dir
+from lineage.flavors import RiverFlavor, download_dir
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def load_foreign(uri: str) -> ForeignModel:
     if signature is not None and signature.inputs is not None and signature.inputs.has_input_names():
         inputs = tuple((str(c.name), _type_name(c)) for c in signature.inputs.inputs)
     ids = {"run_id": info.run_id or None, "model_id": getattr(info, "model_id", None) or None}
-    with _download_dir() as tmp:
+    with download_dir() as tmp:
         if "sklearn" in flavors:
             model = mlflow.sklearn.load_model(uri, dst_path=tmp)
             return ForeignModel(model, "sklearn", uri, inputs, flavors, **ids)

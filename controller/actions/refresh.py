@@ -25,7 +25,7 @@ from controller.actions.training import CANDIDATE, FIRST_SEQ, LAST_SEQ, candidat
 from controller.config import Candidate
 from controller.errors import DriftpilotError
 from controller.store import LabeledWindow
-from lineage import LineageNotFound, LineageRecord, LoadedModel
+from lineage import Comparison, LineageNotFound, LineageRecord, LoadedModel
 from trainers import (
     NO_PARENT,
     EstimatorSpec,
@@ -168,14 +168,14 @@ class Refresher(ModelJob):
         )
         comparison_run_id = None
         if comparison:
-            comparison_run_id = self.registry.log_comparison(
-                name, comparison_id=f"{decision_id}-retrain-v{info.version}", champion_version=champion.version,
+            comparison_run_id = self.registry.log_comparison(Comparison(
+                name=name, comparison_id=f"{decision_id}-retrain-v{info.version}", champion_version=champion.version,
                 challenger_version=str(info.version), champion_metrics=champion_metrics,
                 challenger_metrics=challenger_metrics, holdout_rows=holdout.rows,
                 holdout_fingerprint=holdout.fingerprint,
                 params={"decision_id": decision_id, "trigger": trigger, "strategy": strategy_used,
                         "stage": "retrain holdout"},
-                tags={"driftpilot.stage": "retrain"})
+                tags={"driftpilot.stage": "retrain"}))
         if mark_challenger:
             self.registry.set_challenger(name, info.version)
         return RefreshOutcome(

@@ -48,7 +48,7 @@ from controller.race.race import Switch
 from controller.store import EventStore, LabeledWindow
 from controller.store.recent import matured_window
 from controller.store.control import Decision, DecisionLog, InFlightConflict, Leases, new_decision_id
-from lineage import ModelRegistry, VersionInfo
+from lineage import Comparison, ModelRegistry, VersionInfo
 from trainers import NotFineTunableError, RiverModel, SinceDrift, fine_tune_method
 
 log = logging.getLogger("driftpilot.loop")
@@ -457,8 +457,8 @@ class Controller(ModelJob):
                             challenger_version=version, verdict="promote", evidence=evidence, owner=self.owner,
                             decision_id=decision_id)
         metric = self.race.metric
-        self.registry.log_comparison(
-            self.name, comparison_id=decision_id, champion_version=champion.version, challenger_version=version,
+        self.registry.log_comparison(Comparison(
+            name=self.name, comparison_id=decision_id, champion_version=champion.version, challenger_version=version,
             champion_metrics={metric: switch.champion_metric} if switch.champion_metric is not None else {},
             challenger_metrics={metric: switch.challenger_metric} if switch.challenger_metric is not None else {},
             # The duel's rows are held out in the race's sense: each was scored before any racer learned its label.
@@ -467,7 +467,7 @@ class Controller(ModelJob):
             verdict="promote", p_value=min(1.0, 1.0 / switch.evidence) if switch.evidence > 0 else 1.0,
             test="e-process", params={"decision_id": decision_id, "trigger": "race", "rule": "race",
                                       "metric": metric, "evidence": switch.evidence, "threshold": switch.threshold,
-                                      "racer": switch.challenger})
+                                      "racer": switch.challenger}))
         report.note(decision_id, f"{decision_id}: {reason} (champion was v{champion.version})")
 
     def _checkpoint(self, now: datetime, champion: VersionInfo, report: TickReport) -> None:
@@ -571,13 +571,13 @@ class Controller(ModelJob):
                          rows: int, fingerprint: str) -> None:
         """One MLflow evaluation run per challenger: both versions under the same metric keys, same rows."""
         for version, verdict in verdicts.items():
-            self.registry.log_comparison(
-                self.name, comparison_id=f"{decision.decision_id}-v{version}", champion_version=champion.version,
+            self.registry.log_comparison(Comparison(
+                name=self.name, comparison_id=f"{decision.decision_id}-v{version}", champion_version=champion.version,
                 challenger_version=version, champion_metrics=verdict.champion_metrics,
                 challenger_metrics=verdict.challenger_metrics, holdout_rows=rows,
                 holdout_fingerprint=fingerprint, verdict=verdict.verdict, p_value=verdict.p_value,
                 test=verdict.test, params={"decision_id": decision.decision_id, "trigger": decision.trigger,
-                                           "rule": decision.rule or "", "metric": verdict.metric})
+                                           "rule": decision.rule or "", "metric": verdict.metric}))
 
     # ------------------------------------------------------------------------------------------------ probation
 

@@ -10,7 +10,7 @@ from lineage_helpers import make_data, make_record
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
-from lineage import CHAMPION, PREVIOUS, LineageError, ModelRegistry
+from lineage import CHAMPION, PREVIOUS, Comparison, LineageError, ModelRegistry
 
 X, Y = make_data()
 MODEL = LogisticRegression().fit(X, Y)
@@ -41,7 +41,7 @@ def _compare(registry: ModelRegistry, name: str, comparison_id: str = "cmp-1", *
         "tags": {"driftpilot.trigger": "manual"},
     }
     arguments.update(overrides)
-    return registry.log_comparison(name, **arguments)
+    return registry.log_comparison(Comparison(name=name, **arguments))
 
 
 def test_a_comparison_is_one_evaluation_run_with_both_models_under_the_same_keys(
