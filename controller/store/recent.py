@@ -16,9 +16,13 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 
-from controller.store.rows import in_force
+from controller.store.fingerprint import window_fingerprint
+from controller.store.frames import features_frame
+from controller.store.records import LabeledWindow
+from controller.store.rows import in_force, times_us
 from controller.store.tables import labels, predictions, segments
 
 _RAW = sa.types.NullType()
@@ -61,15 +65,10 @@ class MaturedRows:
 
 
 def matured_window(rows: MaturedRows, model: str, as_of: datetime,
-                   feature_types: dict[str, str] | None, sqlite: bool, *, features: bool = True) -> Any:
-    """The rows as a :class:`~controller.store.events.LabeledWindow` (what the monitors read), built from the lists
+                   feature_types: dict[str, str] | None, sqlite: bool, *, features: bool = True) -> LabeledWindow:
+    """The rows as a :class:`~controller.store.records.LabeledWindow` (what the monitors read), built from the lists
     without the columnar reader; ``features=False`` leaves the feature columns out (the loss-based monitors do not
     read them)."""
-    import pandas as pd
-
-    from controller.store.events import LabeledWindow, _fingerprint, features_frame
-    from controller.store.rows import times_us
-
     def times(values: list[Any]) -> pd.Series:
         us = times_us(values, sqlite) if values else np.empty(0, dtype=np.int64)
         return pd.Series(pd.to_datetime(us, unit="us", utc=True))
@@ -87,7 +86,7 @@ def matured_window(rows: MaturedRows, model: str, as_of: datetime,
         predictions=pd.Series(rows.predictions, dtype=object), scores=scores, prediction_ids=ids,
         event_times=times(rows.event_times), label_times=label_times,
         model_versions=pd.Series(rows.versions, dtype=object), label_seqs=pd.Series(rows.seqs, dtype=np.int64),
-        fingerprint=_fingerprint(ids, labels_, label_times))
+        fingerprint=window_fingerprint(ids, labels_, label_times))
 
 
 def _json(value: Any) -> Any:
@@ -115,7 +114,7 @@ def matured_rows(conn: sa.Connection, model: str, as_of: datetime, after_seq: in
     if after_seq is not None:
         where.append(labels.c.seq > after_seq)
         # Arrival never decreases along a model's seq: stating the floor lets the (model, arrived_at) index start at
-        # the cursor instead of walking the model's history (see EventStore._arrival_floor).
+        # the cursor instead of walking the model's history (see row_reads.arrival_floor).
         floor = sa.select(labels.c.arrived_at).where(labels.c.seq == after_seq).scalar_subquery()
         where.append(sa.or_(floor.is_(None), labels.c.arrived_at >= floor))
     joined = labels.outerjoin(predictions, sa.and_(predictions.c.model == labels.c.model,

@@ -165,7 +165,7 @@ def prune(store: EventStore, model: str, *, max_age: timedelta | None, max_rows:
     """Apply a retention policy to one model (see the module docstring); ``dry_run`` only counts."""
     now = ensure_utc(now)
     report = PruneReport(model=model, dry_run=dry_run, protected=list(protected))
-    with store._read() as conn:
+    with store.read() as conn:
         flight = _in_flight(conn, model)
         cut = _cut(conn, model, max_age, max_rows, now)
     if flight is not None and flight["status"] == "training":
@@ -304,7 +304,7 @@ class _Job:
     # ----------------------------------------------------------------------------------------------- transactions
 
     def _begin(self) -> Any:
-        return self.store._read() if self.dry_run else self.store._transaction()
+        return self.store.read() if self.dry_run else self.store.transaction()
 
     def _lock(self, conn: sa.Connection) -> bool:
         """The model's label and seal locks, and no decision may start meanwhile. False: a decision started
@@ -323,7 +323,7 @@ class _Job:
         return True
 
     def segments(self) -> None:
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             ids = [m.segment_id for m in sealed.metas(conn, self.model, through_seq=self.label_cut)]
         for segment_id in ids:
             with self._begin() as conn:

@@ -101,7 +101,7 @@ _SHAPES = {
 
 def labeled_rows(conn: sa.Connection, model_id: int | None, where: Sequence[sa.ColumnElement[bool]], *,
                  shape: str = "block", order: str | None = None, descending: bool = False,
-                 limit: int | None = None) -> sa.Select:
+                 limit: int | None = None, sealed_only: bool = False) -> sa.Select:
     """Label rows of the row tables that have a prediction, with ``shape``'s columns (``block``: what
     :func:`fetch_block` reads; ``seq``; ``arrival``: seq and arrived_at), filtered by ``where`` (on ``labels``),
     ordered by ``seq`` or ``arrival`` (arrived_at, seq: the (model, arrived_at) index's order, equal to seq order
@@ -110,7 +110,8 @@ def labeled_rows(conn: sa.Connection, model_id: int | None, where: Sequence[sa.C
     While nothing of the model is sealed this is the join of ``labels`` and ``predictions``. Once something is, a
     label whose prediction was sealed (a later label of a sealed id) comes from a second branch that looks its id up
     in ``sealed_ids``: one index probe per label row (LATERAL on PostgreSQL, so no plan ever scans the model's sealed
-    ids), UNION ALL the join (an id is in ``predictions`` or sealed, never both)."""
+    ids), UNION ALL the join (an id is in ``predictions`` or sealed, never both). ``sealed_only``: that second branch
+    alone (the label rows of sealed predictions; needs ``model_id``)."""
     joined = labels.join(predictions, sa.and_(predictions.c.model == labels.c.model,
                                               predictions.c.prediction_id == labels.c.prediction_id))
 
@@ -120,6 +121,8 @@ def labeled_rows(conn: sa.Connection, model_id: int | None, where: Sequence[sa.C
             query = query.order_by(*[k.desc() if descending else k for k in keys])
         return query.limit(limit) if limit is not None else query
 
+    if sealed_only and model_id is None:
+        raise ValueError("sealed_only needs the model's sealed key (nothing of it is sealed)")
     hot = sa.select(*_SHAPES[shape](True)).select_from(joined).where(*where)
     if model_id is None:
         return ordered(hot, labels.c.seq, labels.c.arrived_at)
@@ -133,6 +136,8 @@ def labeled_rows(conn: sa.Connection, model_id: int | None, where: Sequence[sa.C
                 .select_from(labels.join(sealed_ids, sa.and_(sealed_ids.c.model_id == model_id,
                                                              sealed_ids.c.prediction_id == labels.c.prediction_id)))
                 .where(*where))
+    if sealed_only:
+        return ordered(cold, labels.c.seq, labels.c.arrived_at)
     if order is not None or limit is not None:
         # Each branch ordered and cut first, so the union never holds more than twice the limit.
         hot = ordered(hot, labels.c.seq, labels.c.arrived_at)

@@ -1,5 +1,6 @@
-"""The sealed tier's SQL: which segments a read needs, opening them, the ids and overwrites that point into them, and
-sealing itself (moving a model's oldest labeled rows from the row tables into a new segment).
+"""The sealed tier's lookups: which segments a read needs and opening them (with later overwrites applied), the
+ids and overwrites that point into them, the locks and keys every writer of the tier takes. Moving rows into
+segments is :mod:`controller.store.sealing`.
 
 Invariants (docs/architecture.md, "The event store at scale"):
 
@@ -22,9 +23,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from controller.store import segments as seg
-from controller.store.db import advisory_xact_lock
-from controller.store.rows import fetch_block, from_us, labeled_rows, one_of, to_us
-from controller.store.tables import labels, predictions, sealed_ids, sealed_supersessions, segments, store_models
+from controller.store.db import advisory_key
+from controller.store.rows import one_of, to_us
+from controller.store.tables import sealed_ids, sealed_supersessions, segments, store_models
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,6 @@ def seal_lock(conn: sa.Connection, model: str, *, shared: bool = False) -> None:
     the row tables and a segment while a writer decides whether it is stored (SQLite serializes writers anyway)."""
     if conn.dialect.name != "postgresql":
         return
-    from controller.store.db import advisory_key
-
     function = sa.func.pg_advisory_xact_lock_shared if shared else sa.func.pg_advisory_xact_lock
     conn.execute(sa.select(function(advisory_key(f"seal:{model}"))))
 
@@ -207,99 +206,3 @@ def payload_source(conn: sa.Connection, model: str, mid: int | None) -> Any:
         return predictions_of(conn, found)
 
     return payloads
-
-
-# -------------------------------------------------------------------------------------------------- sealing
-
-
-@dataclass(frozen=True)
-class SealResult:
-    segment_id: int
-    rows: int
-    first_seq: int
-    last_seq: int
-    bytes: int
-
-
-def hot_matched_count(conn: sa.Connection, model: str, mid: int | None, limit: int | None = None) -> int:
-    """Label rows of the model in the row tables that have a prediction (what sealing can move); counting stops at
-    ``limit``."""
-    query = labeled_rows(conn, mid, [labels.c.model == model], shape="seq", limit=limit)
-    return int(conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one())
-
-
-def seal_size(conn: sa.Connection, model: str, mid: int | None, rows: int, *, keep: int = 0,
-              min_rows: int | None = None) -> int:
-    """How many rows the next segment would take (0: not enough to seal); see :func:`seal_oldest`."""
-    available = hot_matched_count(conn, model, mid, limit=rows + keep) - keep
-    size = min(rows, available)
-    if size < 1 or (size < rows and (min_rows is None or size < min_rows)):
-        return 0
-    return size
-
-
-def seal_oldest(conn: sa.Connection, model: str, rows: int, now: datetime, *, keep: int = 0,
-                min_rows: int | None = None) -> SealResult | None:
-    """Move the model's oldest labeled rows of the row tables into one new segment: ``rows`` of them, or fewer (at
-    least ``min_rows``) when that is all there is beyond ``keep`` newest ones. Call in a write transaction; it takes
-    the model's label lock and its seal lock first, so the count is exact even when several processes seal. None when
-    there is not enough to seal."""
-    advisory_xact_lock(conn, f"labels:{model}")
-    seal_lock(conn, model)
-    mid = model_id(conn, model)
-    size = seal_size(conn, model, mid, rows, keep=keep, min_rows=min_rows)
-    if size == 0:
-        return None
-    if mid is None:
-        mid = ensure_model_id(conn, model)
-    # The oldest rows in seq order. Arrival never decreases along a model's seq, so (arrived_at, seq) is seq order,
-    # and it is the order of the (model, arrived_at) index: no sort of the model's whole table.
-    query = labeled_rows(conn, mid, [labels.c.model == model], order="arrival", limit=size)
-    block = fetch_block(conn, query, payload_source(conn, model, mid))
-    if len(block) < size:
-        return None
-    table = seg.encode(block)
-    data = seg.to_bytes(table)
-    owner = block.owner
-    owned_events = block.event_time[owner]
-    metadata = {
-        "model": model, "first_seq": int(block.seq[0]), "last_seq": int(block.seq[-1]), "row_count": len(block),
-        "owner_count": int(owner.sum()), "first_arrival": from_us(int(block.arrived_at[0])),
-        "last_arrival": from_us(int(block.arrived_at.max())),
-        "min_event_time": from_us(int(owned_events.min())) if owned_events.size else None,
-        "max_event_time": from_us(int(owned_events.max())) if owned_events.size else None,
-        "max_received_at": from_us(int(block.received_at[owner].max())) if owned_events.size else None,
-        "created_at": now, "format": seg.FORMAT, "data": data,
-    }
-    segment_id = conn.execute(segments.insert().values(**metadata).returning(segments.c.segment_id)).scalar_one()
-    # The id rows: new for the predictions that move now, updated for ids already sealed (later labels of theirs).
-    current = {pid: int(s) for pid, s, sup in zip(block.prediction_id, block.seq, block.superseded_at, strict=True)
-               if sup == seg.SUPERSEDED_NEVER}
-    moved = [pid for pid, own in zip(block.prediction_id, owner, strict=True) if own]
-    moved_set = set(moved)
-    if moved:
-        _insert_ids(conn, [(mid, pid, segment_id, segment_id, current.get(pid)) for pid in moved])
-    already = list(dict.fromkeys(pid for pid in block.prediction_id if pid not in moved_set))
-    for pid in already:
-        values: dict[str, Any] = {"last_segment_id": segment_id}
-        if pid in current:
-            values["label_seq"] = current[pid]
-        conn.execute(sealed_ids.update().where(sealed_ids.c.model_id == mid, sealed_ids.c.prediction_id == pid)
-                     .values(**values))
-    conn.execute(labels.delete().where(one_of(conn, labels.c.seq, [int(s) for s in block.seq], "seqs",
-                                              sa.BigInteger)))
-    if moved:
-        conn.execute(predictions.delete().where(predictions.c.model == model,
-                                                one_of(conn, predictions.c.prediction_id, moved)))
-    return SealResult(segment_id, len(block), int(block.seq[0]), int(block.seq[-1]), len(data))
-
-
-def _insert_ids(conn: sa.Connection, rows: list[tuple[int, str, int, int, int | None]]) -> None:
-    columns = "model_id, prediction_id, segment_id, last_segment_id, label_seq"
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(f"INSERT INTO sealed_ids ({columns}) VALUES (?, ?, ?, ?, ?)", rows)
-        return
-    with conn.connection.driver_connection.cursor() as cursor, \
-            cursor.copy(f"COPY sealed_ids ({columns}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)

@@ -1,5 +1,5 @@
-"""Sealed segments: a model's labeled rows as compressed columnar blocks, and the columnar path every window read
-takes (sealed blocks and the row tables' newest rows alike).
+"""Sealed segments' codec: a model's labeled rows as compressed columnar blocks, and :class:`Part`, the columnar
+form every window read takes (sealed blocks and the row tables' newest rows alike).
 
 A block holds label rows in seq order, each with a copy of its prediction (features, prediction, scores, times,
 version, source). It is an Arrow IPC stream compressed with zstd. Values keep their exact JSON types: a column is
@@ -15,14 +15,13 @@ Dict-valued columns (features, scores) get one such column per key, the keys eac
 into a short list of key orders: rows of one model nearly always share one), and a ``null`` column when the whole
 dict is None for some rows.
 
-:class:`Part` is a filtered block or a batch of row-table rows in the same form; :func:`assemble_window` turns parts
-into the columns of a :class:`~controller.store.events.LabeledWindow` with vectorized conversions and the same
-sha256 fingerprint the row-by-row reader computed.
+:class:`Part` is a filtered block or a batch of row-table rows in the same form, read column by column
+(:class:`ValueColumn`, :class:`DictColumn`); :mod:`controller.store.frames` assembles parts into a window's pandas
+columns.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import ipc
 
+# Re-exported: the window fingerprint lived here before it got a module of its own.
+from controller.store.fingerprint import fingerprint_columns  # noqa: F401
+
 FORMAT = "arrow-ipc-zstd/1"
 # zstd level 6: about 4 % smaller blocks than the default 3 for about 30 % more sealing time; reads are unchanged.
 _WRITE_OPTIONS = ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=6))
@@ -43,7 +45,6 @@ MAX_KEYS = 512
 _SPECIAL = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 _TAG_FLOAT, _TAG_INT, _TAG_SPECIAL = 0, 1, 2
 _EXACT_INT = 2**53
-US = np.dtype("datetime64[us]")
 
 # The fixed columns of a block, in order. Times are int64 microseconds since the epoch, UTC.
 FIXED = ("seq", "prediction_id", "arrived_at", "superseded_at", "owner", "event_time", "received_at",
@@ -73,6 +74,11 @@ class RowBlock:
 
     def __len__(self) -> int:
         return len(self.seq)
+
+    def column(self, name: str) -> np.ndarray:
+        """A fixed column as numpy: int64 microseconds for times, objects for strings."""
+        values = getattr(self, name)
+        return values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
 
 
 # "Not superseded": larger than any real time, so `superseded_at > as_of` is one comparison.
@@ -260,6 +266,10 @@ class Part:
         """A fixed column as Python objects (None where null)."""
         return _objects_of(self.table.column(name))
 
+    def column(self, name: str) -> np.ndarray:
+        """A fixed column as numpy: :meth:`ints` for int64 columns (seq, times), :meth:`objects` otherwise."""
+        return self.ints(name) if pa.types.is_integer(self.table.schema.field(name).type) else self.objects(name)
+
     def value_column(self, name: str) -> ValueColumn:
         return ValueColumn(self.table, self.layout[name])
 
@@ -382,22 +392,6 @@ class ValueColumn:
             out[array.is_null().to_numpy(zero_copy_only=False)] = None
         return out
 
-    def json_texts(self) -> np.ndarray:
-        """``json.dumps`` of each value (the fingerprint's form), computed once per distinct value."""
-        values = self.objects()
-        cache: dict[tuple[type, Any], str] = {}
-        out = np.empty(len(values), dtype=object)
-        for i, v in enumerate(values):
-            key = (type(v), v) if isinstance(v, (str, int, float, bool)) or v is None else None
-            if key is None:
-                out[i] = json.dumps(v)
-                continue
-            text = cache.get(key)
-            if text is None:
-                text = cache[key] = json.dumps(v)
-            out[i] = text
-        return out
-
 
 def _special_name(value: float) -> str:
     if np.isnan(value):
@@ -505,181 +499,6 @@ class DictColumn:
         return out
 
 
-# ------------------------------------------------------------------------------------------------- assembling
-
-
-@dataclass
-class WindowColumns:
-    """The columns of a labeled window in seq order (see :func:`assemble_window`): the fields of
-    :class:`~controller.store.events.LabeledWindow` after ``model`` and ``as_of``, which it is built from."""
-
-    features: pd.DataFrame
-    labels: pd.Series
-    predictions: pd.Series
-    scores: pd.DataFrame | None
-    prediction_ids: pd.Series
-    event_times: pd.Series
-    label_times: pd.Series
-    model_versions: pd.Series
-    label_seqs: pd.Series
-    fingerprint: str
-
-
-def order_of(parts: Sequence[Part]) -> np.ndarray | None:
-    """The permutation that puts the concatenated parts in seq order, or None when they already are."""
-    if len(parts) < 2:
-        seqs = parts[0].ints("seq") if parts else np.empty(0, dtype=np.int64)
-    else:
-        seqs = np.concatenate([p.ints("seq") for p in parts])
-    if seqs.size < 2 or bool((seqs[1:] > seqs[:-1]).all()):
-        return None
-    return np.argsort(seqs, kind="stable")
-
-
-def _concat(pieces: list[np.ndarray], order: np.ndarray | None, dtype: Any = None) -> np.ndarray:
-    if not pieces:
-        return np.empty(0, dtype=dtype or object)
-    out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-    if dtype is not None and out.dtype != dtype:
-        out = out.astype(dtype)
-    return out if order is None else out[order]
-
-
-def assemble_window(parts: Sequence[Part], feature_types: Mapping[str, str] | None) -> WindowColumns:
-    """The window's columns from parts of rows (each in seq order, together covering the window's rows once)."""
-    parts = [p for p in parts if len(p)]
-    order = order_of(parts)
-    n = sum(len(p) for p in parts)
-    index = pd.RangeIndex(n)
-
-    label_times_us = _concat([p.ints("arrived_at") for p in parts], order, np.int64)
-    seqs = _concat([p.ints("seq") for p in parts], order, np.int64)
-    pids = _concat([p.objects("prediction_id") for p in parts], order, object)
-    labels = _labels([p.value_column("value") for p in parts], order)
-    features = _features(parts, order, feature_types, index)
-    scores = _scores([p.dict_column("scores") for p in parts], order, index)
-    predictions = _concat([p.value_column("prediction").objects() for p in parts], order, object)
-    event_us = _concat([p.ints("event_time") for p in parts], order, np.int64)
-    versions = _concat([p.objects("model_version") for p in parts], order, object)
-    label_times = pd.Series(pd.to_datetime(label_times_us, unit="us", utc=True), name="label_time")
-    return WindowColumns(
-        features=features,
-        labels=labels,
-        predictions=pd.Series(predictions, dtype=object, name="prediction"),
-        scores=scores,
-        prediction_ids=pd.Series(pids, dtype=object, name="prediction_id"),
-        event_times=pd.Series(pd.to_datetime(event_us, unit="us", utc=True), name="event_time"),
-        label_times=label_times,
-        model_versions=pd.Series(versions, dtype=object, name="model_version"),
-        label_seqs=pd.Series(seqs, dtype="int64", name="label_seq"),
-        fingerprint=fingerprint_columns(pids, labels, label_times_us),
-    )
-
-
-def _labels(columns: list[ValueColumn], order: np.ndarray | None) -> pd.Series:
-    types: set[type] = set()
-    for column in columns:
-        types |= column.python_types()
-    if types == {float} and all(c.kind == "num" for c in columns):
-        return pd.Series(_concat([c.numbers("float64") for c in columns], order, np.float64), dtype="float64",
-                         name="label")
-    if types == {int} and all(c.kind == "num" for c in columns):
-        return pd.Series(_concat([c.numbers("int64") for c in columns], order, np.int64), dtype="int64",
-                         name="label")
-    values = _concat([c.objects() for c in columns], order, object)
-    if types == {float}:
-        return pd.Series(values.astype(np.float64), dtype="float64", name="label")
-    if types == {int}:
-        return pd.Series(values.astype(np.int64), dtype="int64", name="label")
-    return pd.Series(values, dtype=object, name="label")
-
-
-def _features(parts: Sequence[Part], order: np.ndarray | None, feature_types: Mapping[str, str] | None,
-              index: pd.RangeIndex) -> pd.DataFrame:
-    columns = [p.dict_column("features") for p in parts]
-    if feature_types is None:
-        # Columns and dtypes inferred from the data, as pandas does it from the stored dicts (the slow, exact way).
-        dicts: list[Any] = [d for c in columns for d in c.dicts()]
-        if order is not None:
-            dicts = [dicts[i] for i in order]
-        frame = pd.DataFrame.from_records(dicts) if dicts else pd.DataFrame()
-        return frame.reset_index(drop=True)
-    out: dict[str, Any] = {}
-    for name, kind in feature_types.items():
-        if kind == "numeric":
-            out[name] = _concat([c.floats(name) for c in columns], order, np.float64)
-        else:
-            out[name] = _concat([c.objects(name) for c in columns], order, object)
-    return pd.DataFrame(out, index=index)
-
-
-def _scores(columns: list[DictColumn], order: np.ndarray | None, index: pd.RangeIndex) -> pd.DataFrame | None:
-    """Like ``pd.DataFrame.from_records([s or {} for s in scores]).astype("float64")`` when any row has scores:
-    one column per key in order of first appearance (row by row, each row's keys in its order), NaN where a row
-    lacks the key."""
-    n = len(index)
-    positions = np.arange(n) if order is None else np.argsort(order, kind="stable")  # part row -> window row
-    first: dict[str, tuple[int, int]] = {}
-    offset = 0
-    for column in columns:
-        for key, (row, rank) in column.first_appearances().items():
-            candidate = (int(positions[offset + row]) if order is None else
-                         int(positions[offset + np.flatnonzero(column.key_present(key))].min()), rank)
-            if key not in first or candidate < first[key]:
-                first[key] = candidate
-        offset += column.table.num_rows
-    if not first:
-        return None
-    keys = sorted(first, key=first.__getitem__)
-    data = {key: _concat([_score_floats(c, key) for c in columns], order, np.float64) for key in keys}
-    return pd.DataFrame(data, index=index, columns=pd.Index(keys, dtype=object)).astype("float64")
-
-
-def _score_floats(column: DictColumn, key: str) -> np.ndarray:
-    values = column.floats(key)
-    present = column.key_present(key)
-    if not present.all():
-        values = values.copy()
-        values[~present] = np.nan
-    return values
-
-
-def fingerprint_columns(prediction_ids: np.ndarray, labels: pd.Series, label_times_us: np.ndarray) -> str:
-    """sha256 over ``f"{pid}\\x1f{json.dumps(label)}\\x1f{arrival.isoformat()}\\x1e"`` rows, the fingerprint of
-    :func:`controller.store.events._fingerprint`, computed with one pass of string joins in Arrow."""
-    digest = hashlib.sha256()
-    if len(prediction_ids) == 0:
-        return digest.hexdigest()
-    values = labels.to_numpy(dtype=object) if labels.dtype != object else labels.to_numpy()
-    label_texts = _json_texts(values)
-    times, inverse = np.unique(label_times_us, return_inverse=True)
-    iso = np.array([pd.Timestamp(int(t), unit="us", tz="UTC").isoformat() for t in times], dtype=object)
-    text = pa.large_string()  # 64-bit offsets: a window's rows may well exceed 2 GiB of text
-    rows = pc.binary_join_element_wise(pa.array(prediction_ids, text), pa.array(label_texts, text),
-                                       pa.array(iso[inverse], text), pa.scalar("\x1f", text))
-    rows = pc.binary_join_element_wise(rows, pa.scalar("", text), pa.scalar("\x1e", text))
-    # The rows' bytes are one contiguous run of the data buffer: hash it in one call.
-    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64)[rows.offset:rows.offset + len(rows) + 1]
-    digest.update(memoryview(rows.buffers()[2])[int(offsets[0]):int(offsets[-1])])
-    return digest.hexdigest()
-
-
-def _json_texts(values: np.ndarray) -> np.ndarray:
-    cache: dict[tuple[type, Any], str] = {}
-    out = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        v = v.item() if isinstance(v, np.generic) else v
-        if isinstance(v, (str, int, float, bool)) or v is None:
-            key = (type(v), v)
-            text = cache.get(key)
-            if text is None:
-                text = cache[key] = json.dumps(v)
-        else:
-            text = json.dumps(v)
-        out[i] = text
-    return out
-
-
 def features_part(dicts: Sequence[Mapping[str, Any]]) -> Part:
     """Feature dicts alone as a Part (the row tables' side of a predictions read)."""
     names: list[str] = ["rows"]
@@ -692,12 +511,6 @@ def features_part(dicts: Sequence[Mapping[str, Any]]) -> Part:
 
     layout = {"features": _encode_dicts("features", dicts, add)}
     return Part(pa.Table.from_arrays(arrays, names=names), layout)
-
-
-def features_frame_of(parts: Sequence[Part], order: np.ndarray, feature_types: Mapping[str, str] | None
-                      ) -> pd.DataFrame:
-    """The features of the concatenated parts' rows picked (and ordered) by ``order``."""
-    return _features(parts, order, feature_types, pd.RangeIndex(len(order)))
 
 
 # --------------------------------------------------------------------------------------------- predictions
@@ -733,19 +546,6 @@ def block_rows(part: Part) -> RowBlock:
         prediction=list(part.value_column("prediction").objects()),
         scores=part.dict_column("scores").dicts(), features=part.dict_column("features").dicts(),
     )
-
-
-def concat_blocks(blocks: Sequence[RowBlock]) -> RowBlock:
-    if len(blocks) == 1:
-        return blocks[0]
-
-    def cat(name: str) -> Any:
-        values = [getattr(b, name) for b in blocks]
-        if isinstance(values[0], np.ndarray):
-            return np.concatenate(values)
-        return [v for chunk in values for v in chunk]
-
-    return RowBlock(**{name: cat(name) for name in RowBlock.__dataclass_fields__})
 
 
 def take_block(block: RowBlock, indices: np.ndarray) -> RowBlock:
