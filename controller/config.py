@@ -24,7 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controller.errors import ConfigError
 from controller.features.config import FeatureViewsConfig
-from controller.loop.config import AutoConfig, Duration, LoopConfig, PoolConfig, ProbationConfig, Rule
+from controller.loop.config import (
+    AutoConfig,
+    CostsConfig,
+    Duration,
+    LoopConfig,
+    PoolConfig,
+    ProbationConfig,
+    Rule,
+)
 from controller.loop.gate import GateConfig
 from controller.race.config import RaceConfig
 from monitors import MonitorsConfig
@@ -204,6 +212,9 @@ class PolicyConfig(_Strict):
                                         description="More estimators that compete as challengers (the `estimator` "
                                                     "is the pool member named default).")
     pool: PoolConfig = Field(default_factory=PoolConfig, description="Cost bound of the candidate pool.")
+    costs: CostsConfig | None = Field(
+        None, description="A retrain's and an error's cost: the `cost` trigger retrains when staleness cost more "
+                          "than a retrain; backtests report the total cost.")
     race: RaceConfig | None = Field(
         None, description="Models racing the champion on natural labels, and the sequential test that switches "
                           "between them (controller/race). None: the gate judges each challenger once on its "
@@ -282,6 +293,9 @@ class PolicyConfig(_Strict):
                 raise ValueError(f"rules[{i}] uses strategy incremental, which continues a River model, but no "
                                  "estimator of the pool is a river.* model; use stateless/finetune/auto, or add a "
                                  "River estimator")
+        if self.costs is None and any(rule.when.key == "cost" for rule in self.rules):
+            raise ValueError("a rule `when: {cost: pays}` weighs staleness against a retrain's cost: add a `costs:` "
+                             "section, e.g. costs: {retrain: 200, error: 1} (a retrain costs as much as 200 errors)")
         if self.rules and not pool:
             raise ValueError("rules need something to train: add an `estimator:` section")
         self.gate.metric_for(self.task)  # a metric that does not fit the task fails at load, not at the first gate

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from controller.backtest.costs import cost_lines, cost_summary
 from controller.backtest.quality import (
     detection_delays,
     promotion_impacts,
@@ -81,10 +82,12 @@ def registry_loader(loaded: Any, result: BacktestResult) -> Callable[[str], Any]
 
 
 def summarize(result: BacktestResult, stream: ReplayStream, *, load: Callable[[str], Any] | None = None,
-              segments: int = SEGMENTS, horizon: int = HORIZON, race_metric: str | None = None) -> dict[str, Any]:
+              segments: int = SEGMENTS, horizon: int = HORIZON, race_metric: str | None = None,
+              costs: Any = None) -> dict[str, Any]:
     """The backtest's numbers (see the module docstring). Without ``load`` harmful promotions are not checked.
     ``race_metric``: the race's per-row metric (the policy's ``race.metric_for``); default: as the race's switch
-    decisions name it, else accuracy / mae."""
+    decisions name it, else accuracy / mae. ``costs``: the policy's ``costs:`` section, for the total cost at its
+    prices (the benchmark's three ratios are always shown)."""
     spec = result.spec
     served = result.served
     higher = result.metric in HIGHER_IS_BETTER
@@ -125,6 +128,7 @@ def summarize(result: BacktestResult, stream: ReplayStream, *, load: Callable[[s
                     "controller_seconds": round(result.controller_seconds, 3),
                     "controller_seconds_per_tick": round(result.controller_seconds / result.ticks, 4)
                     if result.ticks else None},
+        "costs": cost_summary(result, costs),
         "decisions": [_decision_row(d) for d in result.decisions],
     }
     return summary
@@ -379,6 +383,9 @@ def markdown(summary: dict[str, Any], *, plot_name: str | None = "metric.png") -
 
     if summary.get("race") is not None:
         lines += _race_section(summary["race"])
+
+    if summary.get("costs") is not None:
+        lines += cost_lines(summary["costs"])
 
     lines += ["## Retrains by strategy and trigger", ""]
     if retrains["total"]:

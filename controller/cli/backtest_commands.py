@@ -86,7 +86,8 @@ def backtest_command(ctx: click.Context, config_path: Path, stream_arg: str, row
                         progress=bar.update, name=str(config_path))
     race_metric = policy.race.metric_for(policy.task, policy.gate.metric) if policy.race is not None else None
     with _clear_errors(), _bad_input_file(), _quiet_libraries(debug):
-        summary = summarize(result, stream, load=registry_loader(loaded, result), race_metric=race_metric)
+        summary = summarize(result, stream, load=registry_loader(loaded, result), race_metric=race_metric,
+                            costs=loaded.config.costs)
         files = write_report(result, summary, out)
 
     click.echo(_table(summary))

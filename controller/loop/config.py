@@ -30,6 +30,10 @@ rules:
   - name: by-hand
     when: manual                             # `driftpilot retrain` / POST .../retrain
     do: {strategy: auto}
+  - name: when-it-pays
+    when: {cost: pays}                       # staleness cost since the last retrain >= a retrain's (needs `costs:`)
+    do: {strategy: auto}
+costs: {retrain: 200, error: 1}              # one retrain costs as much as 200 errors (controller/loop/costs.py)
 ```
 """
 
@@ -122,7 +126,7 @@ class Volume(_Strict):
 #: The `when` key of each trigger, and the trigger name it records on decisions and versions.
 TRIGGER_KINDS = {"concept_drift": "concept_drift", "data_drift": "data_drift",
                  "performance_drop": "performance_drop", "schedule": "schedule", "new_labels": "data_volume",
-                 "manual": "manual"}
+                 "manual": "manual", "cost": "cost"}
 
 
 class When(_Strict):
@@ -138,6 +142,9 @@ class When(_Strict):
     schedule: Schedule | None = None
     new_labels: Volume | None = None
     manual: Literal[True] | None = Field(None, description="A person asked (`driftpilot retrain`).")
+    cost: Literal["pays"] | None = Field(
+        None, description="The errors the champion cost above a fresh model's since the last retrain exceed a "
+                          "retrain's cost (the policy's `costs:`; controller/loop/costs.py).")
 
     @model_validator(mode="before")
     @classmethod
@@ -317,6 +324,19 @@ class ProbationConfig(_Strict):
     @property
     def longest(self) -> timedelta:
         return self.max_duration if self.max_duration is not None else 7 * self.duration
+
+
+class CostsConfig(_Strict):
+    """What a retrain and an error cost, in one unit (the ``cost`` trigger weighs them; backtests total them)."""
+
+    retrain: float = Field(gt=0.0, description="One retrain's cost, in units of `error` (e.g. 200: a retrain costs "
+                                               "as much as 200 wrong predictions, or 200 units of absolute error).")
+    error: float = Field(1.0, gt=0.0, description="One error's cost (classification: a wrong prediction; "
+                                                  "regression: one unit of absolute error).")
+    compute_second: float = Field(0.0, ge=0.0, description="One CPU second of training's cost, added to `retrain` "
+                                                           "for the CPU seconds the last retrain took.")
+    reference_min_rows: int = Field(200, ge=1, description="A racer is the reference only after this many rows in "
+                                                           "its rolling metric.")
 
 
 class PoolConfig(_Strict):

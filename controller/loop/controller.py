@@ -176,7 +176,8 @@ class Controller(ModelJob):
         if self._alias_moves != moves:  # the gate promoted, or probation rolled back
             champion = self._champion() or champion
         cursor = state.label_cursor
-        obs = self.observer.observe(now, champion, state, manual, read=read, traffic=traffic)
+        race = (self.race.metric, self.race.standings()) if self.race is not None and self.policy.costs else None
+        obs = self.observer.observe(now, champion, state, manual, read=read, traffic=traffic, race=race)
         report.signals = {k: v for k, v in state.signals.items() if v.get("at") == now.isoformat()}
         if self.race is not None and obs.concept_drift is not None and obs.concept_drift.drift:
             joined = self.race.join_past(now, champion)
@@ -260,6 +261,7 @@ class Controller(ModelJob):
             report.events.append(f"not started: {exc}")
             return
         state.last_retrain_seq, state.new_labels = state.label_cursor, 0
+        state.staleness.restart()  # this retrain pays the staleness accrued so far (the cost trigger's ledger)
         report.note(decision.decision_id, f"{decision.decision_id}: {proposal.trigger} via rule {proposal.rule} -> "
                                           f"{choice.strategy} ({choice.rationale}); training {', '.join(candidates)}")
         job = TrainingJob(
@@ -330,7 +332,7 @@ class Controller(ModelJob):
             job = self.runner.poll(decision.decision_id)
             if job.status == "running":
                 return
-            decision = self._trained(decision, job, report)
+            decision = self._trained(decision, job, state, report)
             if decision is None:
                 return
         if decision.status == "held":
@@ -341,7 +343,7 @@ class Controller(ModelJob):
         elif decision.status == "promoting":
             self._promote(now, decision, decision.challenger_version, state, report)
 
-    def _trained(self, decision: Decision, job: JobState, report: TickReport) -> Decision | None:
+    def _trained(self, decision: Decision, job: JobState, state: LoopState, report: TickReport) -> Decision | None:
         if job.status == "unknown":
             error = ("interrupted: no training worker knows this decision (the daemon stopped or restarted while it "
                      "trained); a later trigger starts a new one")
@@ -357,6 +359,9 @@ class Controller(ModelJob):
             report.note(decision.decision_id, f"{decision.decision_id} failed: {error}")
             return None
         versions = [str(r["version"]) for r in job.results if r.get("ok")]
+        cpu = [float(r["cpu_seconds"]) for r in job.results if r.get("cpu_seconds") is not None]
+        if cpu:  # what the next retrain is expected to cost in compute (costs.compute_second)
+            state.staleness.retrain_cpu_seconds = sum(cpu)
         report.note(decision.decision_id, f"{decision.decision_id}: trained version(s) {', '.join(versions)}")
         return self.decisions.update(decision.decision_id, status="held", evidence={"challengers": job.results})
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from controller.actions.monitoring import MonitorCycle
 from controller.actions.training import LAST_SEQ
+from controller.loop import costs
 from controller.loop.config import LoopConfig
 from controller.loop.rules import ManualRequest, Observation
 from controller.loop.state import LoopState
@@ -58,11 +59,12 @@ class Observer:
 
     def observe(self, now: datetime, champion: VersionInfo, state: LoopState,
                 manual: ManualRequest | None = None, *, read: tuple[int | None, LabeledWindow] | None = None,
-                traffic: tuple[int, datetime | None] | None = None) -> Observation:
+                traffic: tuple[int, datetime | None] | None = None,
+                race: tuple[str, list[dict[str, Any]]] | None = None) -> Observation:
         """``read``: (cursor, rows) when the caller already read the labeled rows after ``cursor`` as of ``now``
         (the race does); used when its cursor is this loop's, else the observer reads them itself. ``traffic``:
         (predictions logged since the last tick, their newest event time) when the caller counted them (the race
-        read them)."""
+        read them). ``race``: (the race's metric, its standings), the cost trigger's reference when it has one."""
         store, model = self.cycle.store, self.policy.model
         if state.champion != champion.version:
             self._rebase(now, champion, state)
@@ -79,6 +81,7 @@ class Observer:
             state.new_labels += rows.rows
             state.labels_pending += rows.rows
             concept = self.cycle.concept_drift(champion.version, now, rows, read_through=previous)
+        cost = self._cost(champion, state, rows, race) if rows.rows and self.policy.costs is not None else None
         self._remember(now, rows)
         # The live metric over the newest window moves little per row: recomputed after a tenth of a window.
         if state.labels_pending >= max(1, self.policy.monitors.performance.window_rows // 10):
@@ -92,12 +95,27 @@ class Observer:
             data = self.cycle.monitors.data_drift.run(self.reference(champion), self.cycle.current_features(now),
                                                       self.policy.feature_types)
             state.traffic_pending = 0
-        for kind, signal in (("concept_drift", concept), ("performance", performance), ("data_drift", data)):
+        for kind, signal in (("concept_drift", concept), ("performance", performance), ("data_drift", data),
+                             ("cost", cost)):
             if signal is not None:
                 self.latest[kind] = signal
                 state.signals[kind] = {"at": now.isoformat(), **signal.to_dict()}
         return Observation(now=now, data_drift=data, concept_drift=concept, performance=performance,
-                           unlearned_rows=state.unlearned, new_labels=state.new_labels, manual=manual)
+                           unlearned_rows=state.unlearned, new_labels=state.new_labels, manual=manual, cost=cost)
+
+    def _cost(self, champion: VersionInfo, state: LoopState, rows: LabeledWindow,
+              race: tuple[str, list[dict[str, Any]]] | None) -> costs.CostSignal:
+        """The served losses of the new rows, added to the staleness ledger and weighed against a retrain."""
+        policy = self.policy
+        losses = costs.row_losses(policy.task, rows.labels.tolist(), rows.predictions.tolist())
+        reference = None
+        if race is not None:
+            reference = costs.race_reference(policy.task, race[0], race[1], policy.costs.reference_min_rows)
+            reference = (reference[0], f"race:{reference[1]}") if reference is not None else None
+        if reference is None:
+            own = costs.holdout_reference(policy.task, champion.record.holdout_metrics if champion.record else None)
+            reference = (own, "holdout") if own is not None else None
+        return costs.signal(state.staleness, policy.costs, losses, reference)
 
     def _remember(self, now: datetime, rows: LabeledWindow) -> None:
         """The newest ``2 x performance.window_rows`` labeled rows, kept in memory (read once after a start). New
@@ -157,6 +175,7 @@ class Observer:
         state.traffic_pending = self.loop.data_drift_every_rows  # judge the new champion's reference at once
         state.labels_pending = self.policy.monitors.performance.window_rows  # and its live metric
         state.signals = {}
+        state.staleness.restart()  # a new champion: its staleness starts now
         self.latest = {}
 
     def _performance(self, champion: VersionInfo) -> Any:

@@ -56,6 +56,7 @@ class Observation:
     unlearned_rows: int = 0                # matured labeled rows the champion has not learned yet
     new_labels: int = 0                    # ...of which arrived after the last retrain's cut (volume trigger)
     manual: ManualRequest | None = None
+    cost: Any = None                       # the staleness-vs-retrain weighing (controller/loop/costs.py)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,10 @@ def _condition(key: str, condition: Any, obs: Observation) -> tuple[bool | None,
     """Whether a monitor condition holds on this observation (None: no observation this tick)."""
     if key == "new_labels":
         return obs.new_labels >= condition.at_least, {"new_labels": obs.new_labels, "at_least": condition.at_least}
+    if key == "cost":
+        if obs.cost is None or not obs.cost.enabled:
+            return None, {}
+        return obs.cost.pays, {"cost": obs.cost.to_dict()}
     signal = {"concept_drift": obs.concept_drift, "data_drift": obs.data_drift,
               "performance_drop": obs.performance}[key]
     if signal is None or not getattr(signal, "enabled", False):

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -77,6 +78,7 @@ def train_candidates(job: TrainingJob, loaded: LoadedPolicy, store: EventStore, 
     pool = loaded.config.pool_members()
     results = []
     for name in job.candidates:
+        started = time.process_time()  # CPU seconds of this process: a retrain's compute cost (costs.compute_second)
         try:
             outcome = refresher.retrain(job.strategy, trigger=job.trigger, drift_at=job.drift_at,
                                         decision_id=job.decision_id, window=window, candidate=pool[name],
@@ -85,7 +87,8 @@ def train_candidates(job: TrainingJob, loaded: LoadedPolicy, store: EventStore, 
         except (RefreshError, TrainerError) as exc:
             results.append({"candidate": name, "ok": False, "error": str(exc)})
             continue
-        results.append({"candidate": name, "ok": True, **outcome.to_dict()})
+        results.append({"candidate": name, "ok": True, **outcome.to_dict(),
+                        "cpu_seconds": round(time.process_time() - started, 3)})
     return results
 
 

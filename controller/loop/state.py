@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from controller.loop.costs import StalenessLedger
 from controller.loop.rules import ManualRequest, RuleState
 from controller.store import EventStore
 
@@ -49,6 +50,7 @@ class LoopState:
     deferred: dict[str, Any] | None = None
     last_tick: datetime | None = None
     signals: dict[str, Any] = field(default_factory=dict)   # the newest signal of each monitor, as JSON
+    staleness: StalenessLedger = field(default_factory=StalenessLedger)  # the cost trigger's ledger
 
     def content(self) -> bytes:
         """The state without its ``last_tick``: equal before and after a tick that changed nothing."""
@@ -64,6 +66,7 @@ class LoopState:
         body = {f.name: getattr(self, f.name) for f in fields(self)}
         body["rules"] = self.rules.to_dict()
         body["probation"] = asdict(self.probation) if self.probation is not None else None
+        body["staleness"] = self.staleness.to_dict()
         return body
 
     @classmethod
@@ -81,7 +84,7 @@ class LoopState:
             retry_at=_time(body.get("retry_at")), last_error=body.get("last_error"),
             probation=_probation(body.get("probation")), deferred=body.get("deferred"),
             last_tick=_time(body.get("last_tick")),
-            signals=body.get("signals", {}),
+            signals=body.get("signals", {}), staleness=StalenessLedger.from_dict(body.get("staleness")),
         )
 
 

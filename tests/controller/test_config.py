@@ -77,7 +77,7 @@ def test_every_problem_is_reported_with_line_key_value_and_choices(tmp_path: Pat
         ("P:8: features.country.requird: unknown key 'requird'; valid keys here: type, required, allow_nan. "
         "Did you mean 'required'?"),
         ("P:12: tarket: unknown key 'tarket'; valid keys here: model, task, target, features, storage, mlflow, api, "
-        "estimator, bootstrap, retrain, monitors, serving, loop, rules, auto, gate, probation, candidates, pool, race, "
+        "estimator, bootstrap, retrain, monitors, serving, loop, rules, auto, gate, probation, candidates, pool, costs, race, "
         "feature_views. Did you mean 'target'?"),
     ]
 
