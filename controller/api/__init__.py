@@ -1,1 +1,2 @@
-"""The HTTP surface: FastAPI app, ingestion (validation + Ingestor), serving of the champion."""
+"""The HTTP surface: the FastAPI app, its route table and views (routes/), admission, ingestion (validation +
+Ingestor), serving of the champion."""

@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from controller.api.app import ModelRuntime
 from controller.api.ingest import Ingestor
+from controller.api.runtime import ModelRuntime
 from controller.api.serving import ChampionHolder, ChampionSource, LiveState, NoLiveState, StoreLiveState
 from controller.clock import Clock
 from controller.config import LoadedPolicy
