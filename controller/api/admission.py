@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from controller.api.refusals import error_response
 from controller.api.routing import ROUTE_KEY, Guard, Route, match, model_in, split_path
 from controller.api.runtime import ApiContext, ModelRuntime
+from controller.config import ApiConfig
 from controller.errors import UnknownModel
 
 
@@ -35,7 +36,7 @@ class Admission:
         self.api = api
         self.routes = routes
         self.default = max((rt.policy.config.api.max_body_bytes for rt in api.runtimes.values()),
-                           default=16 * 1024 * 1024)
+                           default=ApiConfig.model_fields["max_body_bytes"].default)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,22 +52,24 @@ class Admission:
             if rt is None:
                 await error_response(404, str(UnknownModel(model, list(self.api.runtimes))))(scope, receive, send)
                 return
-        if route is not None and route.guard is not Guard.OPEN and scope["method"] == route.method:
-            authorization = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
-            if not self._authorized(route, rt, authorization):
-                await self._unauthorized(route, rt)(scope, receive, send)
-                return
+        headers = dict(scope.get("headers", []))
+        if route is not None and not self._authorized(route, rt, scope["method"], headers):
+            await self._unauthorized(route, rt)(scope, receive, send)
+            return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        await self._limit_body(rt, scope, receive, send)
+        await self._limit_body(rt, headers.get(b"content-length"), scope, receive, send)
 
-    def _authorized(self, route: Route, rt: ModelRuntime | None, authorization: str) -> bool:
+    def _authorized(self, route: Route, rt: ModelRuntime | None, method: str, headers: dict[bytes, bytes]) -> bool:
+        """Whether the route lets this request through: its guard's tokens (if any) hold the one it presents."""
+        if route.guard is Guard.OPEN or method != route.method:
+            return True
         if route.guard is Guard.MODEL:
             tokens = [rt.token] if rt is not None and rt.token is not None else []
         else:
             tokens = [r.token for r in self.api.event_consumers if r.token is not None]
-        return not tokens or bearer_ok(authorization, tokens)
+        return not tokens or bearer_ok(headers.get(b"authorization", b"").decode("latin-1"), tokens)
 
     def _unauthorized(self, route: Route, rt: ModelRuntime | None) -> ASGIApp:
         if rt is not None and route.kind is not None:
@@ -78,9 +81,9 @@ class Admission:
         return error_response(401, f"this endpoint needs 'Authorization: Bearer <token>' with {whose}; nothing was "
                                    f"{outcome}", headers={"WWW-Authenticate": "Bearer"})
 
-    async def _limit_body(self, rt: ModelRuntime | None, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _limit_body(self, rt: ModelRuntime | None, declared: bytes | None, scope: Scope, receive: Receive,
+                          send: Send) -> None:
         limit = rt.policy.config.api.max_body_bytes if rt is not None else self.default
-        declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _too_large(limit)(scope, receive, send)
             return
