@@ -102,7 +102,7 @@ def race_reference(task: str, metric: str, standings: Sequence[Mapping[str, Any]
     that racer has at least ``min_rows`` rolling rows."""
     if COMPARABLE_RACE_METRICS.get(task) != metric:
         return None
-    losses = [((1.0 - r["rolling"]) if task == "classification" else r["rolling"], r["key"])
+    losses = [((1.0 - r["rolling"]) if task == "classification" else r["rolling"], r["racer"])
               for r in standings if not r.get("champion") and r.get("rolling") is not None
               and r.get("rolling_rows", 0) >= min_rows]
     return min(losses) if losses else None

@@ -61,9 +61,9 @@ def test_no_reference_means_no_verdict_and_rows_without_a_prediction_are_left_ou
 
 
 def test_the_reference_is_the_best_other_racer_with_enough_rows_else_the_holdout() -> None:
-    standings = [{"key": "v3", "champion": True, "rolling": 0.95, "rolling_rows": 900},
-                 {"key": "arf", "champion": False, "rolling": 0.90, "rolling_rows": 900},
-                 {"key": "hat", "champion": False, "rolling": 0.92, "rolling_rows": 50}]
+    standings = [{"racer": "v3", "champion": True, "rolling": 0.95, "rolling_rows": 900},
+                 {"racer": "arf", "champion": False, "rolling": 0.90, "rolling_rows": 900},
+                 {"racer": "hat", "champion": False, "rolling": 0.92, "rolling_rows": 50}]
     assert costs.race_reference("classification", "accuracy", standings, 200) == (pytest.approx(0.10), "arf")
     assert costs.race_reference("classification", "log_loss", standings, 200) is None  # not an error rate
     assert costs.race_reference("classification", "accuracy", standings[:1], 200) is None
