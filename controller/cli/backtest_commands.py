@@ -215,6 +215,11 @@ def _table(summary: dict[str, Any]) -> str:
         lines.append("  detection delay        " + "; ".join(delays))
     lines.append(f"  compute                {compute['ticks']:,} ticks, {compute['controller_seconds']:.1f} s in the "
                  f"controller, {compute['wall_seconds']:.1f} s wall")
+    costs = summary.get("costs")
+    if costs is not None:
+        prices = ([f"at the policy's costs {costs['policy']['total']:,.0f}"] if costs["policy"] else []) + [
+            f"{r['name']} ({r['retrain']:g}/retrain) {r['total']:,.0f}" for r in costs["ratios"]]
+        lines.append(f"  total cost             {'; '.join(prices)} ({costs['unit']} + retrains x their cost)")
     if summary.get("race") is not None:
         lines += _race_lines(summary["race"])
     return "\n".join(lines)

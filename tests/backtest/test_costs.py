@@ -13,6 +13,7 @@ from controller.backtest.costs import BENCHMARK_RATIOS
 from controller.backtest.replay import replay
 from controller.backtest.report import markdown, summarize
 from controller.backtest.streams import scenario
+from controller.cli.backtest_commands import _table
 from controller.config import load_policy
 from tests.backtest.conftest import write_policy
 
@@ -69,6 +70,9 @@ def test_the_summary_totals_the_served_errors_and_the_retrains_at_each_price(che
     assert costs["policy"]["total"] == pytest.approx(errors + 15 * retrains + 0 * result.controller_seconds)
     page = markdown(summary, plot_name=None)
     assert "## Cost" in page and f"| the policy's | 15 x error cost 1 | {errors:,.1f} |" in page
+    line = next(x for x in _table(summary).splitlines() if x.strip().startswith("total cost"))
+    assert f"at the policy's costs {errors + 15 * retrains:,.0f}" in line
+    assert f"expensive (1000/retrain) {errors + 1000 * retrains:,.0f}" in line
 
 
 @pytest.mark.slow  # a second replay, ~10-40 s
