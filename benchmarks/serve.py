@@ -508,7 +508,7 @@ STEPS = [
     # label, file suffix, function
     ("POST /predict endpoint, whole (`predict`, in the threadpool)", "controller/api/app.py", "predict"),
     ("  policy checks (`check_features`, ids)", "controller/api/validation.py", "check_features"),
-    ("  `features_frame` (dict rows -> typed DataFrame)", "controller/store/events.py", "features_frame"),
+    ("  `features_frame` (dict rows -> typed DataFrame)", "controller/store/frames.py", "features_frame"),
     ("  `predict_frame` (the model call(s), plain values, score dicts)", "controller/api/serving.py", "predict_frame"),
     ("    sklearn `Pipeline.predict`", "sklearn/pipeline.py", "predict"),
     ("    sklearn `Pipeline.predict_proba`", "sklearn/pipeline.py", "predict_proba"),

@@ -78,7 +78,7 @@ def create_store_engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _staging_tables(dbapi_connection, _record) -> None:
-            # Per-session staging tables for COPY (events._copy_insert), made once per connection; a temp table made
+            # Per-session staging tables for COPY (writes._copy_insert), made once per connection; a temp table made
             # inside a write transaction would vanish with that transaction's rollback.
             with dbapi_connection.cursor() as cursor:
                 cursor.execute(STAGE_DDL)

@@ -43,7 +43,7 @@ import sqlalchemy as sa
 
 from controller.clock import Clock, SystemClock, ensure_utc
 from controller.errors import StoreUnavailable
-from controller.store import recent, row_reads, sealed, sealed_reads, sealing, state_blobs, writes
+from controller.store import recent, row_reads, sealed, sealed_reads, state_blobs, writes
 from controller.store import segments as seg
 from controller.store.db import begin_write, create_store_engine, describe_failure, describe_unreachable, upgrade
 from controller.store.frames import assemble_window, features_frame, newest_features_frame
@@ -58,7 +58,7 @@ from controller.store.records import (
     PredictionRecord,
 )
 from controller.store.rows import from_us, to_us
-from controller.store.sealing import Sealer, Sealing, SealResult
+from controller.store.sealing import Sealer, Sealing, SealResult, seal_segments
 
 # Names other modules import from here; they live in the modules above.
 __all__ = [
@@ -121,7 +121,7 @@ class EventStore:
         """Move the model's oldest labeled rows into segments of ``sealing.rows`` rows while more than ``keep_rows``
         (default ``sealing.keep_rows``) would stay in the row tables; ``min_rows`` allows a last, smaller segment.
         Reads return exactly what they returned before; only their speed and the database's size change."""
-        return sealing.seal(self, model, keep_rows=keep_rows, min_rows=min_rows)
+        return seal_segments(self, model, keep_rows=keep_rows, min_rows=min_rows)
 
     def wait_for_sealing(self, timeout_s: float = 60.0) -> None:
         """Block until the background sealer has nothing left to do (tests, benchmarks, a graceful stop)."""

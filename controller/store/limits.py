@@ -24,7 +24,7 @@ from controller.store.tables import labels, predictions
 
 
 class Columns(Protocol):
-    """Rows in columnar form (:class:`~controller.store.segments.Part`, :class:`~controller.store.segments.RowBlock`)."""
+    """Rows in columnar form: a :class:`~controller.store.segments.Part` or a ``RowBlock``."""
 
     def column(self, name: str) -> np.ndarray: ...
 

@@ -21,9 +21,8 @@ SHARE mode, so a decision cannot start between its check and the delete.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,11 +34,12 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from controller.clock import ensure_utc
-from controller.store import sealed
+from controller.store import archive, sealed
 from controller.store import segments as seg
 from controller.store.db import advisory_xact_lock
 from controller.store.events import EventStore
 from controller.store.rows import fetch_block, from_us, labeled_rows, one_of, to_us
+from controller.store.sealing import segment_metadata
 from controller.store.tables import (
     IN_FLIGHT_STATUSES,
     decisions,
@@ -380,7 +380,7 @@ class _Job:
                 if self.archive is not None:
                     records = conn.execute(sa.select(predictions).where(
                         predictions.c.model == self.model, one_of(conn, predictions.c.prediction_id, ids))).all()
-                    self._write_archive(_prediction_table([dict(r._mapping) for r in records]), "unlabeled")
+                    self._write_archive(archive.prediction_table([dict(r._mapping) for r in records]), "unlabeled")
                 conn.execute(predictions.delete().where(predictions.c.model == self.model,
                                                         one_of(conn, predictions.c.prediction_id, ids)))
                 self.report.unlabeled_predictions += len(ids)
@@ -436,7 +436,7 @@ class _Job:
                 labels.c.model == self.model, one_of(conn, labels.c.seq, hot_rows.tolist(), "seqs", sa.BigInteger)]),
                 sealed.payload_source(conn, self.model, mid))
             if len(block):
-                archived.append(_label_table(block))
+                archived.append(archive.label_table(block))
         for segment_id, part, _ in cold:
             full = sealed.load(conn, segment_id)
             drop = np.asarray(pa.compute.is_in(full.table.column("prediction_id"), value_set=gone_set))
@@ -445,7 +445,7 @@ class _Job:
             self.report.label_rows += int(drop.sum())
             self.report._seen(full.ints("arrived_at")[drop])
             if self.archive is not None:
-                archived.append(_label_table(seg.block_rows(full.take(np.flatnonzero(drop)))))
+                archived.append(archive.label_table(seg.block_rows(full.take(np.flatnonzero(drop)))))
             if not self.dry_run:
                 _rewrite(conn, segment_id, full, np.flatnonzero(~drop))
         if archived and not self.dry_run:
@@ -485,49 +485,8 @@ def _rewrite(conn: sa.Connection, segment_id: int, part: seg.Part, keep: np.ndar
         conn.execute(segments.delete().where(segments.c.segment_id == segment_id))
         return
     block = seg.block_rows(part.take(keep))
-    owner = block.owner
-    events = block.event_time[owner]
     conn.execute(segments.update().where(segments.c.segment_id == segment_id).values(
-        first_seq=int(block.seq.min()), last_seq=int(block.seq.max()), row_count=len(block),
-        owner_count=int(owner.sum()), first_arrival=from_us(int(block.arrived_at.min())),
-        last_arrival=from_us(int(block.arrived_at.max())),
-        min_event_time=from_us(int(events.min())) if events.size else None,
-        max_event_time=from_us(int(events.max())) if events.size else None,
-        max_received_at=from_us(int(block.received_at[owner].max())) if events.size else None,
-        data=seg.to_bytes(seg.encode(block))))
-
-
-def _label_table(block: seg.RowBlock) -> pa.Table:
-    """Pruned label rows with their predictions, flat (JSON text for values), for the archive."""
-    never = block.superseded_at == seg.SUPERSEDED_NEVER
-    return pa.table({
-        "seq": pa.array(block.seq, pa.int64()),
-        "prediction_id": pa.array(block.prediction_id, pa.string()),
-        "label": pa.array([json.dumps(v) for v in block.value], pa.string()),
-        "arrived_at": pa.array(block.arrived_at.astype("datetime64[us]"), pa.timestamp("us", tz="UTC")),
-        "superseded_at": pa.array(np.where(never, 0, block.superseded_at).astype("datetime64[us]"),
-                                  pa.timestamp("us", tz="UTC"), mask=never),
-        "event_time": pa.array(block.event_time.astype("datetime64[us]"), pa.timestamp("us", tz="UTC")),
-        "received_at": pa.array(block.received_at.astype("datetime64[us]"), pa.timestamp("us", tz="UTC")),
-        "model_version": pa.array(block.model_version, pa.string()),
-        "source": pa.array(block.source, pa.string()),
-        "prediction": pa.array([json.dumps(v) for v in block.prediction], pa.string()),
-        "scores": pa.array([json.dumps(v) for v in block.scores], pa.string()),
-        "features": pa.array([json.dumps(v) for v in block.features], pa.string()),
-    })
-
-
-def _prediction_table(records: list[Mapping[str, Any]]) -> pa.Table:
-    return pa.table({
-        "prediction_id": pa.array([r["prediction_id"] for r in records], pa.string()),
-        "event_time": pa.array([r["event_time"] for r in records], pa.timestamp("us", tz="UTC")),
-        "received_at": pa.array([r["received_at"] for r in records], pa.timestamp("us", tz="UTC")),
-        "model_version": pa.array([r["model_version"] for r in records], pa.string()),
-        "source": pa.array([r["source"] for r in records], pa.string()),
-        "prediction": pa.array([json.dumps(r["prediction"]) for r in records], pa.string()),
-        "scores": pa.array([json.dumps(r["scores"]) for r in records], pa.string()),
-        "features": pa.array([json.dumps(r["features"]) for r in records], pa.string()),
-    })
+        **segment_metadata(block), data=seg.to_bytes(seg.encode(block))))
 
 
 __all__ = ["Cut", "Protected", "PruneReport", "protected_by_versions", "prune", "store_models"]

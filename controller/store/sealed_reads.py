@@ -7,7 +7,7 @@ Each function runs in the caller's read transaction and is called only for a mod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -85,7 +85,7 @@ _TRAFFIC = ["event_time", "received_at", "source", "owner"]
 
 
 def _traffic(conn: sa.Connection, model: str, limits: TrafficLimits, logical: list[str], *,
-             by_event_time: bool = False) -> Any:
+             by_event_time: bool = False) -> Iterator[tuple[sealed.SegmentMeta, seg.Part]]:
     """(meta, part) of each segment with traffic of the read (oldest first; ``by_event_time``: newest event times
     first)."""
     found = sealed.metas(conn, model, owners=True, event_after=limits.event_after)

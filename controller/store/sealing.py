@@ -2,8 +2,8 @@
 
 * :class:`Sealing`: the settings (segment size, rows kept in the row tables, background | inline | off), also from
   the environment (docs/deployment.md);
-* :func:`seal_oldest`: one segment's move, in one write transaction; :func:`seal`: a store's model sealed segment by
-  segment while enough rows are due;
+* :func:`seal_oldest`: one segment's move, in one write transaction; :func:`seal_segments`: a store's model
+  sealed segment by segment while enough rows are due;
 * :class:`Sealer`: a store's trigger: counts the label rows it writes and, past a quarter segment, seals inline or
   asks its background thread (one per store, coalescing requests).
 
@@ -126,16 +126,7 @@ def seal_oldest(conn: sa.Connection, model: str, rows: int, now: datetime, *, ke
     table = seg.encode(block)
     data = seg.to_bytes(table)
     owner = block.owner
-    owned_events = block.event_time[owner]
-    metadata = {
-        "model": model, "first_seq": int(block.seq[0]), "last_seq": int(block.seq[-1]), "row_count": len(block),
-        "owner_count": int(owner.sum()), "first_arrival": from_us(int(block.arrived_at[0])),
-        "last_arrival": from_us(int(block.arrived_at.max())),
-        "min_event_time": from_us(int(owned_events.min())) if owned_events.size else None,
-        "max_event_time": from_us(int(owned_events.max())) if owned_events.size else None,
-        "max_received_at": from_us(int(block.received_at[owner].max())) if owned_events.size else None,
-        "created_at": now, "format": seg.FORMAT, "data": data,
-    }
+    metadata = {"model": model, **segment_metadata(block), "created_at": now, "format": seg.FORMAT, "data": data}
     segment_id = conn.execute(segments.insert().values(**metadata).returning(segments.c.segment_id)).scalar_one()
     # The id rows: new for the predictions that move now, updated for ids already sealed (later labels of theirs).
     current = {pid: int(s) for pid, s, sup in zip(block.prediction_id, block.seq, block.superseded_at, strict=True)
@@ -156,7 +147,22 @@ def seal_oldest(conn: sa.Connection, model: str, rows: int, now: datetime, *, ke
     if moved:
         conn.execute(predictions.delete().where(predictions.c.model == model,
                                                 one_of(conn, predictions.c.prediction_id, moved)))
-    return SealResult(segment_id, len(block), int(block.seq[0]), int(block.seq[-1]), len(data))
+    return SealResult(segment_id, len(block), metadata["first_seq"], metadata["last_seq"], len(data))
+
+
+def segment_metadata(block: seg.RowBlock) -> dict[str, Any]:
+    """The ``segments`` row's metadata of a block (seq and arrival range, counts, the owned predictions' event and
+    receipt times): what :func:`controller.store.sealed.metas` selects segments by."""
+    owner = block.owner
+    owned_events = block.event_time[owner]
+    return {
+        "first_seq": int(block.seq.min()), "last_seq": int(block.seq.max()), "row_count": len(block),
+        "owner_count": int(owner.sum()), "first_arrival": from_us(int(block.arrived_at.min())),
+        "last_arrival": from_us(int(block.arrived_at.max())),
+        "min_event_time": from_us(int(owned_events.min())) if owned_events.size else None,
+        "max_event_time": from_us(int(owned_events.max())) if owned_events.size else None,
+        "max_received_at": from_us(int(block.received_at[owner].max())) if owned_events.size else None,
+    }
 
 
 def _insert_ids(conn: sa.Connection, rows: list[tuple[int, str, int, int, int | None]]) -> None:
@@ -170,8 +176,8 @@ def _insert_ids(conn: sa.Connection, rows: list[tuple[int, str, int, int, int | 
             copy.write_row(row)
 
 
-def seal(store: EventStore, model: str, *, keep_rows: int | None = None,
-         min_rows: int | None = None) -> list[SealResult]:
+def seal_segments(store: EventStore, model: str, *, keep_rows: int | None = None,
+                  min_rows: int | None = None) -> list[SealResult]:
     """:meth:`EventStore.seal <controller.store.events.EventStore.seal>`: segments of ``store.sealing.rows`` rows
     while more than ``keep_rows`` would stay, each in its own write transaction."""
     keep = store.sealing.keep_rows if keep_rows is None else keep_rows
