@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from controller.cli.main import SINGLE_CONFIG, _bad_input_file, _clear_errors, _labeled_rows, _load_one, main
+from controller.cli.common import SINGLE_CONFIG, bad_input_file, clear_errors, labeled_rows, load_one
+from controller.cli.group import main
 
 
 @main.command("adopt")
@@ -37,7 +38,7 @@ def adopt_command(config_path: Path, model_uri: str, reference_path: Path | None
     from controller.clock import SystemClock
     from controller.store import EventStore
 
-    loaded = _load_one(config_path)
+    loaded = load_one(config_path)
     policy = loaded.config
     if reference_path is None:
         click.echo("error: adopt needs --reference FILE, a labeled CSV/Parquet file with the policy's features and "
@@ -46,8 +47,8 @@ def adopt_command(config_path: Path, model_uri: str, reference_path: Path | None
                    "matured labels, is not supported yet)", err=True)
         sys.exit(2)
     clock = SystemClock()
-    with _clear_errors(), _bad_input_file():
-        table, features, target, times = _labeled_rows(reference_path, policy, time_column, None, None)
+    with clear_errors(), bad_input_file():
+        table, features, target, times = labeled_rows(reference_path, policy, time_column, None, None)
         registry = open_registry(policy, clock)
         champion = registry.champion_version(policy.registered_model)
         if if_missing and champion is not None:

@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from controller.cli.main import SINGLE_CONFIG, _bad_input_file, _clear_errors, _load_one, main
+from controller.cli.common import SINGLE_CONFIG, bad_input_file, clear_errors, load_one
+from controller.cli.group import main
 
 DEFAULT_SCENARIO_ROWS = 10_000
 DEFAULT_LABEL_DELAY = "10m"
@@ -66,7 +67,7 @@ def backtest_command(ctx: click.Context, config_path: Path, stream_arg: str, row
     from controller.backtest.replay import policy_for_stream, replay
     from controller.backtest.report import registry_loader, summarize, write_report
 
-    loaded = _load_one(config_path)
+    loaded = load_one(config_path)
     policy = loaded.config
     stream = _stream(stream_arg, policy, rows=rows, seed=seed, label_delay=label_delay)
     bootstrap_rows = bootstrap_rows or max(200, stream.rows // 10)
@@ -80,12 +81,12 @@ def backtest_command(ctx: click.Context, config_path: Path, stream_arg: str, row
         policy_for_stream(loaded, stream.spec, work)  # the policy must fit the stream before anything is trained
 
     debug = ctx.find_root().params.get("log_level", "INFO").upper() == "DEBUG"
-    with _clear_errors(), _bad_input_file(), _quiet_libraries(debug), logging_redirect_tqdm(), \
+    with clear_errors(), bad_input_file(), _quiet_libraries(debug), logging_redirect_tqdm(), \
             tqdm(total=stream.rows, desc=f"replaying {stream.spec.name}", unit="row", disable=None) as bar:
         result = replay(loaded, stream, work, bootstrap_rows=bootstrap_rows, tick_every=tick_every,
                         progress=bar.update, name=str(config_path))
     race_metric = policy.race.metric_for(policy.task, policy.gate.metric) if policy.race is not None else None
-    with _clear_errors(), _bad_input_file(), _quiet_libraries(debug):
+    with clear_errors(), bad_input_file(), _quiet_libraries(debug):
         summary = summarize(result, stream, load=registry_loader(loaded, result), race_metric=race_metric,
                             costs=loaded.config.costs)
         files = write_report(result, summary, out)
@@ -259,7 +260,7 @@ def _log_to_mlflow(loaded: Any, summary: dict[str, Any], files: Any, **params: A
     policy = loaded.config
     run_key = f"backtest-{uuid.uuid4().hex[:12]}"
     try:
-        with _clear_errors(), _quiet_libraries(debug=False):
+        with clear_errors(), _quiet_libraries(debug=False):
             registry = open_registry(policy, SystemClock())
             run_id = registry.log_decision(
                 policy.registered_model, decision_id=run_key, metrics=headline_metrics(summary),

@@ -1,5 +1,6 @@
-"""The event store's upkeep from the command line: ``driftpilot db prune`` applies each policy's
-``storage.retention`` (``--dry-run`` says what would go), ``driftpilot db compact`` seals what is due now."""
+"""The event store from the command line: ``driftpilot db upgrade`` applies pending migrations, ``driftpilot db
+prune`` applies each policy's ``storage.retention`` (``--dry-run`` says what would go), ``driftpilot db compact`` seals
+what is due now."""
 
 from __future__ import annotations
 
@@ -9,7 +10,31 @@ from typing import Any
 
 import click
 
-from controller.cli.main import CONFIG_OPTION, _clear_errors, _fail, _load_all, db
+from controller.cli.common import CONFIG_OPTION, clear_errors, fail, load_all
+from controller.cli.group import main
+
+
+@main.group()
+def db() -> None:
+    """Manage the event store's schema."""
+
+
+@db.command("upgrade")
+@CONFIG_OPTION
+def db_upgrade(config_paths: tuple[Path, ...]) -> None:
+    """Apply pending migrations to each policy's store (also done automatically on start)."""
+    from controller.errors import StoreUnavailable
+    from controller.store.db import create_store_engine, current_revision, upgrade
+
+    for loaded in load_all(config_paths):
+        engine = create_store_engine(loaded.config.storage.url)
+        try:
+            upgrade(engine)
+            click.echo(f"{engine.url.render_as_string(hide_password=True)}: at revision {current_revision(engine)}")
+        except StoreUnavailable as exc:
+            fail(str(exc))
+        finally:
+            engine.dispose()
 
 
 @db.command("prune")
@@ -25,9 +50,9 @@ def db_prune(config_paths: tuple[Path, ...], dry_run: bool, as_json: bool) -> No
     from controller.store.retention import prune
 
     clock = SystemClock()
-    policies = _load_all(config_paths)
+    policies = load_all(config_paths)
     failed = False
-    with _clear_errors():
+    with clear_errors():
         for loaded in policies:
             config = loaded.config
             retention = config.storage.retention
@@ -49,7 +74,7 @@ def db_prune(config_paths: tuple[Path, ...], dry_run: bool, as_json: bool) -> No
                 report = prune(store, config.model, max_age=retention.max_age, max_rows=retention.max_rows,
                                protected=protected, now=clock.now(), dry_run=dry_run, archive=archive)
             except StoreUnavailable as exc:
-                _fail(str(exc))
+                fail(str(exc))
             finally:
                 store.dispose()
             _say(as_json, report.to_dict(), "\n".join(report.lines()))
@@ -69,14 +94,14 @@ def db_compact(config_paths: tuple[Path, ...], everything: bool) -> None:
     from controller.store import EventStore
 
     clock = SystemClock()
-    with _clear_errors():
-        for loaded in _load_all(config_paths):
+    with clear_errors():
+        for loaded in load_all(config_paths):
             store = EventStore.from_url(loaded.config.storage.url, clock)
             try:
                 results = store.seal(loaded.config.model, keep_rows=0 if everything else None,
                                      min_rows=1 if everything else None)
             except StoreUnavailable as exc:
-                _fail(str(exc))
+                fail(str(exc))
             finally:
                 store.dispose()
             rows = sum(r.rows for r in results)

@@ -32,7 +32,8 @@ from typing import Any
 
 import click
 
-from controller.cli.main import _clear_errors, _fail, _load_one, main
+from controller.cli.common import clear_errors, fail, load_one
+from controller.cli.group import main
 
 DEMO_POLICY = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
 BATCH = 100
@@ -83,11 +84,11 @@ def demo_command(config_path: Path, rows: int, change_at: float, return_at: floa
     from controller.store.control import DecisionLog
 
     if return_at <= change_at:
-        _fail(f"--return-at {return_at} must come after --change-at {change_at} (both are shares of --rows)")
-    loaded = _load_one(config_path)
+        fail(f"--return-at {return_at} must come after --change-at {change_at} (both are shares of --rows)")
+    loaded = load_one(config_path)
     policy = loaded.config
     if policy.race is None:
-        _fail(f"{config_path} has no race: section; the demo shows the race (see config/demo.yaml)")
+        fail(f"{config_path} has no race: section; the demo shows the race (see config/demo.yaml)")
     folder = Path(".driftpilot/demo")
     if folder.exists() and not keep:
         shutil.rmtree(folder)
@@ -107,7 +108,7 @@ def demo_command(config_path: Path, rows: int, change_at: float, return_at: floa
                "champions race again")
 
     clock = SystemClock()
-    with _clear_errors():
+    with clear_errors():
         store = EventStore.from_url(policy.storage.url, clock)
         registry = open_registry(policy, clock)
         boot = frame.iloc[:bootstrap_rows]
@@ -513,20 +514,20 @@ def _wait_ready(client: Any, port: int, daemon: subprocess.Popen, log_path: Path
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if daemon.poll() is not None:
-            _fail(f"the daemon exited with code {daemon.returncode} before it served; see {log_path}")
+            fail(f"the daemon exited with code {daemon.returncode} before it served; see {log_path}")
         try:
             if client.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
                 return
         except Exception:  # noqa: BLE001,S110 - not listening yet
             pass
         time.sleep(0.2)
-    _fail(f"the daemon did not answer /readyz within 90 s; see {log_path}")
+    fail(f"the daemon did not answer /readyz within 90 s; see {log_path}")
 
 
 def _post(client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
     response = client.post(url, json=body)
     if response.status_code != 200:
-        _fail(f"POST {url} answered {response.status_code}: {response.text[:300]}")
+        fail(f"POST {url} answered {response.status_code}: {response.text[:300]}")
     return response.json()
 
 
@@ -584,7 +585,7 @@ def _summary(screen: Screen, policy: Any, registry: Any, folder: Path) -> None:
     aliases = registry.aliases(policy.registered_model)
     click.echo("  aliases: " + ", ".join(f"{a} v{v}" for a, v in sorted(aliases.items())))
     click.echo("\nlineage")
-    with _clear_errors():
+    with clear_errors():
         click.echo(render_tree(lineage_rows(registry, policy.registered_model)))
     shown = DEMO_POLICY.relative_to(Path.cwd()) if DEMO_POLICY.is_relative_to(Path.cwd()) else DEMO_POLICY
     click.echo(f"\nbrowse lineage and comparisons:  .venv/bin/mlflow ui --backend-store-uri "

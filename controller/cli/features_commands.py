@@ -15,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from controller.cli.main import CONFIG_OPTION, SINGLE_CONFIG, _clear_errors, _load_all, _load_one, main
+from controller.cli.common import CONFIG_OPTION, SINGLE_CONFIG, clear_errors, load_all, load_one
+from controller.cli.group import main
 
 log = logging.getLogger("driftpilot.features")
 
@@ -37,7 +38,7 @@ def materialize_command(config_paths: tuple[Path, ...], views: tuple[str, ...]) 
 
     clock = SystemClock()
     failed = False
-    for loaded in _load_all(config_paths):
+    for loaded in load_all(config_paths):
         policy = loaded.config
         chosen = [v for v in policy.feature_views.batch_views if not views or v.name in views]
         unknown = sorted(set(views) - {v.name for v in policy.feature_views.batch_views})
@@ -47,7 +48,7 @@ def materialize_command(config_paths: tuple[Path, ...], views: tuple[str, ...]) 
         if not chosen:
             click.echo(f"{policy.model}: no batch views to materialize", err=True)
             continue
-        with _clear_errors():
+        with clear_errors():
             store = open_store(policy)
             try:
                 for view in chosen:
@@ -76,12 +77,12 @@ def get_command(config_path: Path, view: str, key: str) -> None:
     from controller.features.online_store import meta_watermark
     from controller.features.serving import open_store
 
-    policy = _load_one(config_path).config
+    policy = load_one(config_path).config
     try:
         spec = policy.feature_views.view(view)
     except KeyError as exc:
         _exit_bad(str(exc.args[0]))
-    with _clear_errors():
+    with clear_errors():
         store = open_store(policy)
         meta = [meta_watermark(view)] if isinstance(spec, StreamView) else []
         (record,), metas = store.read([(view, key)], meta)
@@ -103,7 +104,7 @@ def stream_command(config_path: Path, consumer: str | None, report_every: float)
     from controller.features.serving import open_event_stream, open_store
     from controller.features.stream import StreamProcessor
 
-    loaded = _load_one(config_path)
+    loaded = load_one(config_path)
     policy = loaded.config
     views = policy.feature_views
     if not views.stream_views:
@@ -114,7 +115,7 @@ def stream_command(config_path: Path, consumer: str | None, report_every: float)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with _clear_errors():
+    with clear_errors():
         processor = StreamProcessor(views.stream_views, open_event_stream(policy), open_store(policy),
                                     consumer=consumer or f"{socket.gethostname()}:{os.getpid()}",
                                     batch_size=events.batch_size, block_ms=events.block_ms,

@@ -26,7 +26,8 @@ from typing import Any
 
 import click
 
-from controller.cli.main import SINGLE_CONFIG, _bad_input_file, _clear_errors, _load_one, main
+from controller.cli.common import SINGLE_CONFIG, bad_input_file, clear_errors, load_one
+from controller.cli.group import main
 
 TRUE_TEXT, FALSE_TEXT = {"true", "1", "yes"}, {"false", "0", "no"}
 DEFAULT_BATCH = 1_000
@@ -270,13 +271,13 @@ def import_predictions(config_path: Path, input_path: Path, id_column: str, pred
     from controller.api.ingest import PredictionBatch, parse_batch
     from controller.actions.datafiles import DataFileError
 
-    policy = _load_one(config_path).config
+    policy = load_one(config_path).config
     mapped = {"--id-column": id_column, "--prediction-column": prediction_column}
     if time_column:
         mapped["--time-column"] = time_column
     if version_column:
         mapped["--version-column"] = version_column
-    with _clear_errors(), _bad_input_file():
+    with clear_errors(), bad_input_file():
         table = read_rows(input_path)
         need_columns(table, input_path, mapped)
         missing_features(table, input_path, policy)
@@ -331,10 +332,10 @@ def import_labels(config_path: Path, input_path: Path, id_column: str, label_col
 
     from controller.api.ingest import LabelBatch, parse_batch
 
-    policy = _load_one(config_path).config
+    policy = load_one(config_path).config
     label_column = label_column or policy.target.name
     mapped = {"--id-column": id_column, "--label-column": label_column}
-    with _clear_errors(), _bad_input_file():
+    with clear_errors(), bad_input_file():
         table = read_rows(input_path)
         need_columns(table, input_path, mapped)
         note_unused(table, mapped.values())

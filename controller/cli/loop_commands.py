@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from controller.cli.main import CONFIG_OPTION, SINGLE_CONFIG, _clear_errors, _fail, _load_all, _load_one, main
+from controller.cli.common import CONFIG_OPTION, SINGLE_CONFIG, clear_errors, fail, load_all, load_one
+from controller.cli.group import main
 
 
 def _open(loaded: Any, clock: Any) -> tuple[Any, Any]:
@@ -57,9 +58,9 @@ def run_command(ctx: click.Context, config_paths: tuple[Path, ...], host: str, p
     )
 
     clock = SystemClock()
-    policies = _load_all(config_paths)
+    policies = load_all(config_paths)
     log = logging.getLogger("driftpilot")
-    with _clear_errors():
+    with clear_errors():
         registries = open_registries(policies, clock)  # an MLflow that is down fails its model's ticks, not the start
         if no_api:
             from controller.store import EventStore
@@ -118,9 +119,9 @@ def status_command(config_path: Path, as_json: bool) -> None:
     from controller.loop.state import load_state
     from controller.store.control import DecisionLog, Leases
 
-    loaded = _load_one(config_path)
+    loaded = load_one(config_path)
     policy = loaded.config
-    with _clear_errors():
+    with clear_errors():
         controller = _controller(loaded)
         store, registry = controller.store, controller.registry
         aliases = registry.aliases(policy.registered_model)
@@ -185,10 +186,10 @@ def decisions_command(config_path: Path, since: str | None, limit: int, as_json:
     from controller.store import EventStore
     from controller.store.control import DecisionLog
 
-    policy = _load_one(config_path).config
+    policy = load_one(config_path).config
     clock = SystemClock()
     cut = _since(since, clock.now()) if since else None
-    with _clear_errors():
+    with clear_errors():
         rows = DecisionLog(EventStore.from_url(policy.storage.url, clock), clock).list(policy.model, since=cut,
                                                                                       limit=limit)
     if as_json:
@@ -214,8 +215,8 @@ def retrain_command(config_path: Path, strategy: str, window: str | None) -> Non
     from controller.loop.rules import ManualRequest
     from controller.loop.state import request_manual
 
-    loaded = _load_one(config_path)
-    with _clear_errors():
+    loaded = load_one(config_path)
+    with clear_errors():
         controller = _controller(loaded)
         now = controller.clock.now()
         request = ManualRequest(requested_at=now, strategy=strategy, window=_window(window),
@@ -228,14 +229,14 @@ def retrain_command(config_path: Path, strategy: str, window: str | None) -> Non
             return
         controller.leases.release(loaded.config.model, controller.owner)
     if report.error:
-        _fail(report.error)
+        fail(report.error)
     for line in report.events:
         click.echo(line)
     refused = [s for s in report.suppressed if s["trigger"] == "manual"]
     if refused:
-        _fail(f"not retrained: {refused[0]['detail']}")
+        fail(f"not retrained: {refused[0]['detail']}")
     if not report.decisions and not report.events:
-        _fail(report.skipped or "nothing was started; see `driftpilot decisions`")
+        fail(report.skipped or "nothing was started; see `driftpilot decisions`")
     decision = controller.decisions.get(report.decisions[-1]) if report.decisions else None
     if decision is not None:
         click.echo(_outcome(decision))
@@ -247,12 +248,12 @@ def retrain_command(config_path: Path, strategy: str, window: str | None) -> Non
 @click.option("--force", is_flag=True, help="Promote even if the gate says no (the override is recorded).")
 def promote_command(config_path: Path, version: str | None, force: bool) -> None:
     """Make a version champion through the promotion gate (same matured rows, margin, significance)."""
-    loaded = _load_one(config_path)
-    with _clear_errors():
+    loaded = load_one(config_path)
+    with clear_errors():
         decision, verdict = _controller(loaded).promote_by_hand(version, force=force)
     click.echo(f"gate: {verdict.verdict} — {verdict.reason}")
     if decision.status == "done" and decision.verdict != "promote" and not force:
-        _fail(f"not promoted (decision {decision.decision_id}); promote anyway with --force")
+        fail(f"not promoted (decision {decision.decision_id}); promote anyway with --force")
     forced = " (forced: the gate said " + verdict.verdict + ")" if verdict.verdict != "promote" else ""
     click.echo(f"version {decision.challenger_version} is champion{forced}; previous is version "
                f"{decision.champion_version} (decision {decision.decision_id})")
@@ -264,12 +265,12 @@ def rollback_command(config_path: Path) -> None:
     """Make the previous champion champion again (recorded as a decision)."""
     from lineage import LineageError
 
-    loaded = _load_one(config_path)
+    loaded = load_one(config_path)
     try:
-        with _clear_errors():
+        with clear_errors():
             decision = _controller(loaded).rollback_by_hand()
-    except LineageError as exc:  # pragma: no cover - _clear_errors turns it into a message
-        _fail(str(exc))
+    except LineageError as exc:  # pragma: no cover - clear_errors turns it into a message
+        fail(str(exc))
     click.echo(f"version {decision.challenger_version} is champion again (was version {decision.champion_version}; "
                f"decision {decision.decision_id})")
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import click
 
+from controller.cli.common import SINGLE_CONFIG, bad_input_file, clear_errors, fail, holdback_rows, load_one
+from controller.cli.group import main
 from controller.cli.import_commands import (
     BadRow,
     cells,
@@ -36,7 +38,6 @@ from controller.cli.import_commands import (
     read_rows,
     target_reader,
 )
-from controller.cli.main import SINGLE_CONFIG, _bad_input_file, _clear_errors, _fail, _holdback_rows, _load_one, main
 from controller.clock import Clock
 
 DEFAULT_LABEL_DELAY = 1
@@ -219,20 +220,20 @@ def replay_command(config_path: Path, input_path: Path, url: str, rate: float | 
     from controller.clock import SystemClock
     from controller.errors import DriftpilotError
 
-    policy = _load_one(config_path).config
+    policy = load_one(config_path).config
     if label_time_column and label_delay is not None:
-        _fail("--label-delay and --label-time-column both say when labels are sent; pass one of them")
+        fail("--label-delay and --label-time-column both say when labels are sent; pass one of them")
     if label_time_column and not time_column:
-        _fail("--label-time-column needs --time-column: a label is sent once the replay reaches its time in the "
+        fail("--label-time-column needs --time-column: a label is sent once the replay reaches its time in the "
               "rows' event times")
     label_column = label_column or policy.target.name
     mapped = {"--label-column": label_column, **({"--time-column": time_column} if time_column else {}),
               **({"--label-time-column": label_time_column} if label_time_column else {})}
-    with _clear_errors(), _bad_input_file():
+    with clear_errors(), bad_input_file():
         table = read_rows(input_path)
         first_row = 0
         if holdback is not None:
-            kept = _holdback_rows(holdback, len(table))
+            kept = holdback_rows(holdback, len(table))
             if not 0 < kept <= len(table):
                 raise DriftpilotError(f"--holdback {holdback} selects {kept} of the file's {len(table)} rows; give a "
                                       "fraction in (0, 1) or a number of rows up to the file's length")
