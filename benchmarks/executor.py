@@ -127,7 +127,7 @@ class Jobs:
 
 
 def check(job: TrainingJob, state: JobState) -> None:
-    if state.status != "done" or not all(r.get("ok") for r in state.results):
+    if state.status != "done" or not all(r.ok for r in state.candidate_results()):
         raise SystemExit(f"job {job.decision_id} of {job.model} did not train: {state}")
 
 
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
 
         def submit(self, job: TrainingJob) -> None:
             out = run_job(job, policies[job.model])
-            self.done[job.decision_id] = JobState(out["status"], out.get("results", []), out.get("error"))
+            self.done[job.decision_id] = JobState.from_message(out)
 
         def poll(self, decision_id: str) -> JobState:
             return self.done.pop(decision_id, JobState("unknown"))

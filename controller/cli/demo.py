@@ -34,6 +34,7 @@ import click
 
 from controller.cli.common import clear_errors, fail, load_one
 from controller.cli.group import main
+from controller.loop.results import challengers
 
 DEMO_POLICY = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
 BATCH = 100
@@ -360,7 +361,7 @@ class Screen:
                         + (f" (the race made v{moved[-1].version} champion while it trained)" if moved else ""))
             race = d.evidence.get("race")
             if race is not None:
-                trained = [str(c.get("version")) for c in d.evidence.get("challengers", []) if c.get("ok")]
+                trained = [str(c.version) for c in challengers(d.evidence) if c.ok]
                 joined = (f"v{', v'.join(race['entered'])} joined the race as challenger(s)" if race.get("entered")
                           else "no challenger joined the race")
                 refused = "; ".join(f"v{v} not admitted: {why}" for v, why in (race.get("refused") or {}).items())

@@ -35,13 +35,21 @@ from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
 from controller.loop.auto import ChampionFacts, choose_strategy, severity
-from controller.loop.config import Action
 from controller.loop.gate import GateVerdict, PairedSample, PromotionGate
 from controller.loop.observe import Observer, last_seq
+from controller.loop.results import challengers
 from controller.loop.rules import Hygiene, ManualRequest, Proposal, RuleEngine
 from controller.loop.runners import InlineRunner, JobState, TrainingJob, TrainingRunner, train_candidates
 from controller.loop.scoring import ModelCache, paired_sample
-from controller.loop.state import LoopState, Probation, clear_manual, load_state, load_tick_state, save_state
+from controller.loop.state import (
+    DeferredProposal,
+    LoopState,
+    Probation,
+    clear_manual,
+    load_state,
+    load_tick_state,
+    save_state,
+)
 from controller.race.driver import RaceDriver, RaceTick
 from controller.race.publish import ServedStatePublisher
 from controller.race.race import Switch
@@ -195,7 +203,7 @@ class Controller(ModelJob):
             self._resume_deferred(now, champion, state, report)
             in_flight, retrains = self.decisions.in_flight_and_recent(self.policy.model, since=now - DAY,
                                                                        actions=("retrain",))
-        waiting = f"deferred:{state.deferred['rule']}" if state.deferred else None
+        waiting = f"deferred:{state.deferred.rule}" if state.deferred else None
         severe = severity(obs.concept_drift, obs.data_drift, self.policy.auto, obs.performance)
         hygiene = Hygiene(in_flight=in_flight.decision_id if in_flight else waiting,
                           last_retrain_at=retrains[0].created_at if retrains else None,
@@ -239,7 +247,7 @@ class Controller(ModelJob):
         if isinstance(choice.window, SinceDrift) and drift_at and self._defer(now, proposal, drift_at, state, report):
             return
         if state.deferred is not None:
-            evidence["deferred_since"] = state.deferred["since"]
+            evidence["deferred_since"] = state.deferred.since.isoformat()
             state.deferred = None
         if proposal.supersedes:
             # A severe change does not wait for a routine refresh (or its cooldown) to finish.
@@ -282,8 +290,7 @@ class Controller(ModelJob):
         if trainable >= self.policy.loop.min_matured_rows:
             return False
         if state.deferred is None:
-            state.deferred = {"rule": proposal.rule, "trigger": proposal.trigger, "since": now.isoformat(),
-                              "action": proposal.action.model_dump(mode="json"), "evidence": proposal.evidence}
+            state.deferred = DeferredProposal.of(proposal, since=now)
         report.suppressed.append({
             "rule": proposal.rule, "trigger": proposal.trigger, "reason": "waiting_for_rows",
             "detail": f"{post} rows since the drift at {drift_at}, {max(trainable, 0)} of them before the holdout; "
@@ -292,16 +299,14 @@ class Controller(ModelJob):
 
     def _resume_deferred(self, now: datetime, champion: VersionInfo, state: LoopState, report: TickReport) -> None:
         deferred = state.deferred
-        if now - datetime.fromisoformat(deferred["since"]) > self.policy.gate.max_hold:
-            self.decisions.open(self.policy.model, trigger=deferred["trigger"], action="skip", status="skipped",
-                                rule=deferred["rule"], champion_version=champion.version, owner=self.owner,
+        if now - deferred.since > self.policy.gate.max_hold:
+            self.decisions.open(self.policy.model, trigger=deferred.trigger, action="skip", status="skipped",
+                                rule=deferred.rule, champion_version=champion.version, owner=self.owner,
                                 error=f"waited gate.max_hold {self.policy.gate.max_hold} for rows of the new concept",
-                                evidence=deferred["evidence"])
+                                evidence=deferred.evidence)
             state.deferred = None
             return
-        proposal = Proposal(deferred["rule"], deferred["trigger"], Action.model_validate(deferred["action"]),
-                            deferred["evidence"])
-        self._start(now, champion, state, proposal, report)
+        self._start(now, champion, state, deferred.proposal(), report)
 
     def _candidates(self, proposal: Proposal, champion: VersionInfo) -> list[str]:
         """Pool members to train: the champion's own family first, then the policy's order, up to the budget."""
@@ -344,13 +349,14 @@ class Controller(ModelJob):
             self._promote(now, decision, decision.challenger_version, state, report)
 
     def _trained(self, decision: Decision, job: JobState, state: LoopState, report: TickReport) -> Decision | None:
+        results = job.candidate_results()
         if job.status == "unknown":
             error = ("interrupted: no training worker knows this decision (the daemon stopped or restarted while it "
                      "trained); a later trigger starts a new one")
         elif job.status == "failed":
             error = f"training failed: {job.error}"
-        elif not any(r.get("ok") for r in job.results):
-            error = "every candidate failed: " + "; ".join(f"{r['candidate']}: {r.get('error')}" for r in job.results)
+        elif not any(r.ok for r in results):
+            error = "every candidate failed: " + "; ".join(f"{r.candidate}: {r.error}" for r in results)
         else:
             error = None
         if error is not None:
@@ -358,8 +364,8 @@ class Controller(ModelJob):
                                   evidence={"challengers": job.results})
             report.note(decision.decision_id, f"{decision.decision_id} failed: {error}")
             return None
-        versions = [str(r["version"]) for r in job.results if r.get("ok")]
-        cpu = [float(r["cpu_seconds"]) for r in job.results if r.get("cpu_seconds") is not None]
+        versions = [r.version for r in results if r.ok]
+        cpu = [r.cpu_seconds for r in results if r.cpu_seconds is not None]
         if cpu:  # what the next retrain is expected to cost in compute (costs.compute_second)
             state.staleness.retrain_cpu_seconds = sum(cpu)
         report.note(decision.decision_id, f"{decision.decision_id}: trained version(s) {', '.join(versions)}")
@@ -368,8 +374,8 @@ class Controller(ModelJob):
     def _judge(self, now: datetime, champion: VersionInfo, decision: Decision, state: LoopState,
                report: TickReport) -> None:
         """The gate on every matured row from the holdout on that the champion never trained on either."""
-        trained = [r for r in decision.evidence.get("challengers", []) if r.get("ok")]
-        first = min(int(r["holdout_first_seq"]) for r in trained)
+        trained = [r for r in challengers(decision.evidence) if r.ok]
+        first = min(r.holdout_first_seq for r in trained)
         after = max(first - 1, last_seq(champion) or -1)
         rows = self.store.labeled_window(self.policy.model, now, after_seq=after,
                                          feature_types=self.policy.feature_types)
@@ -377,7 +383,7 @@ class Controller(ModelJob):
         classes = tuple(self.policy.target.classes or ())
         verdicts: dict[str, GateVerdict] = {}
         for result in trained:
-            version = str(result["version"])
+            version = result.version
             sample = paired_sample(rows, champion_model, self.models.get(version).model, self.policy.task, classes)
             verdicts[version] = self.gate.judge(sample, held_for=now - decision.created_at)
         self._confirm_on_shadow(now, champion, decision, verdicts)
@@ -498,8 +504,8 @@ class Controller(ModelJob):
         """Trained challengers enter the race unless their holdout shows them worse than the champion (the holdout
         is only an entry filter: promotion is the race's test on rows scored after they joined)."""
         assert self.race is not None
-        trained = [r for r in decision.evidence.get("challengers", []) if r.get("ok")]
-        first = min(int(r["holdout_first_seq"]) for r in trained)
+        trained = [r for r in challengers(decision.evidence) if r.ok]
+        first = min(r.holdout_first_seq for r in trained)
         after = max(first - 1, last_seq(champion) or -1)
         rows = self.store.labeled_window(self.policy.model, now, after_seq=after,
                                          feature_types=self.policy.feature_types)
@@ -508,7 +514,7 @@ class Controller(ModelJob):
         verdicts: dict[str, GateVerdict] = {}
         entered, refused = [], {}
         for result in trained:
-            version = str(result["version"])
+            version = result.version
             sample = paired_sample(rows, champion_model, self.models.get(version).model, self.policy.task, classes)
             verdict = verdicts[version] = self.gate.judge(sample, held_for=now - decision.created_at)
             # Too few holdout rows to tell (a hold) is no reason to keep it out: the race judges it on what comes.

@@ -95,7 +95,7 @@ class DaskRunner:
                     return self._end(decision_id, f"its result could not be fetched from the cluster: "
                                                   f"{type(exc).__name__}: {exc}")
                 self._finish(decision_id)
-                return JobState(message["status"], message.get("results", []), message.get("error"))
+                return JobState.from_message(message)
             if status == "error":
                 return self._end(decision_id, _error_of(future, self.connect_timeout))
             if status in ("cancelled", "lost") or submitted.client.status in ("closing", "closed"):

@@ -29,6 +29,7 @@ from controller.actions.refresh import Refresher, RefreshError
 from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.errors import DriftpilotError
+from controller.loop.results import CandidateResult
 from controller.store import EventStore
 from lineage import LineageError, ModelRegistry
 from trainers import TrainerError, WindowConfig
@@ -54,9 +55,21 @@ class TrainingJob:
 
 @dataclass(frozen=True)
 class JobState:
+    """A job as its runner last saw it. ``results`` are the candidates' results as plain JSON
+    (:meth:`CandidateResult.to_dict`: what a worker sends back and what the decision's evidence stores);
+    :meth:`candidate_results` reads them."""
+
     status: str                      # running | done | failed | unknown
     results: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+
+    def candidate_results(self) -> list[CandidateResult]:
+        return [CandidateResult.from_dict(body) for body in self.results]
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> JobState:
+        """The job from what :func:`run_job` returned (through a pipe or from a Dask task)."""
+        return cls(message["status"], message.get("results", []), message.get("error"))
 
 
 class TrainingRunner(Protocol):
@@ -68,7 +81,7 @@ class TrainingRunner(Protocol):
 
 
 def train_candidates(job: TrainingJob, loaded: LoadedPolicy, store: EventStore, registry: ModelRegistry,
-                     clock: Clock) -> list[dict[str, Any]]:
+                     clock: Clock) -> list[CandidateResult]:
     """Train and register one challenger per candidate (no alias). A candidate that cannot be trained is reported
     with its error; the others still run."""
     from pydantic import TypeAdapter
@@ -85,23 +98,22 @@ def train_candidates(job: TrainingJob, loaded: LoadedPolicy, store: EventStore, 
                                         as_of=job.as_of, mark_challenger=False, champion_version=job.champion_version,
                                         comparison=False)  # the gate logs the comparison, on the same rows
         except (RefreshError, TrainerError) as exc:
-            results.append({"candidate": name, "ok": False, "error": str(exc)})
+            results.append(CandidateResult.failed(name, str(exc)))
             continue
-        results.append({"candidate": name, "ok": True, **outcome.to_dict(),
-                        "cpu_seconds": round(time.process_time() - started, 3)})
+        results.append(CandidateResult.trained(name, outcome, cpu_seconds=round(time.process_time() - started, 3)))
     return results
 
 
 class InlineRunner:
-    """Trains in the caller's thread, inside :meth:`submit`."""
+    """Trains in the caller's thread, inside :meth:`submit`; its results are plain JSON, as from the other runners."""
 
-    def __init__(self, work: Callable[[TrainingJob], list[dict[str, Any]]]) -> None:
+    def __init__(self, work: Callable[[TrainingJob], list[CandidateResult]]) -> None:
         self.work = work
         self._done: dict[str, JobState] = {}
 
     def submit(self, job: TrainingJob) -> None:
         try:
-            self._done[job.decision_id] = JobState("done", self.work(job))
+            self._done[job.decision_id] = JobState("done", [result.to_dict() for result in self.work(job)])
         except (DriftpilotError, LineageError, TrainerError) as exc:
             self._done[job.decision_id] = JobState("failed", error=str(exc))
 
@@ -220,7 +232,7 @@ class ProcessRunner:
                     running.process.join(timeout=5)
                     message = {"status": "failed", "error": _died(running.process.exitcode)}
                 self._finish(decision_id)
-                return JobState(message["status"], message.get("results", []), message.get("error"))
+                return JobState.from_message(message)
             if not running.process.is_alive():
                 code = running.process.exitcode
                 self._finish(decision_id)
@@ -309,7 +321,8 @@ def run_job(job: TrainingJob, loaded: LoadedPolicy, *, only_while_training: bool
         registry = open_registry(loaded.config, clock)
         if only_while_training:
             registry = _RegisterWhileTraining(registry, store, clock, job.decision_id)
-        return {"status": "done", "results": train_candidates(job, loaded, store, registry, clock)}
+        results = train_candidates(job, loaded, store, registry, clock)
+        return {"status": "done", "results": [result.to_dict() for result in results]}
     except Exception as exc:  # noqa: BLE001 - reported to the controller, which records the failed decision
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
     finally:

@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from controller.loop.config import Action
 from controller.loop.costs import StalenessLedger
-from controller.loop.rules import ManualRequest, RuleState
+from controller.loop.rules import ManualRequest, Proposal, RuleState
 from controller.store import EventStore
 
 STATE_KEY = "loop.state"
@@ -28,6 +29,37 @@ class Probation:
     until: datetime                  # the earliest end: a verdict on min_rows rows after this ends it
     checked_seq: int | None = None   # the label cursor at the last check (a check needs new rows)
     ends_by: datetime | None = None  # the latest end (max_duration): passed without a verdict if rows are still few
+
+
+@dataclass(frozen=True)
+class DeferredProposal:
+    """A proposal waiting for enough rows of the new concept (a since_drift retrain right after a drift). Stored in
+    the loop state as ``{"rule", "trigger", "since" (ISO time), "action" (the Action's JSON), "evidence"}``."""
+
+    rule: str
+    trigger: str
+    since: datetime                  # when it was first deferred (gate.max_hold counts from here)
+    action: Action
+    evidence: dict[str, Any]
+
+    @classmethod
+    def of(cls, proposal: Proposal, since: datetime) -> DeferredProposal:
+        return cls(proposal.rule, proposal.trigger, since, proposal.action, proposal.evidence)
+
+    def proposal(self) -> Proposal:
+        """The proposal again, to start when the rows are there."""
+        return Proposal(self.rule, self.trigger, self.action, self.evidence)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "trigger": self.trigger, "since": self.since.isoformat(),
+                "action": self.action.model_dump(mode="json"), "evidence": self.evidence}
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any] | None) -> DeferredProposal | None:
+        if not body:
+            return None
+        return cls(body["rule"], body["trigger"], datetime.fromisoformat(body["since"]),
+                   Action.model_validate(body["action"]), body["evidence"])
 
 
 @dataclass
@@ -47,7 +79,7 @@ class LoopState:
     last_error: str | None = None
     probation: Probation | None = None
     # A proposal waiting for enough rows of the new concept (a since_drift retrain right after a drift).
-    deferred: dict[str, Any] | None = None
+    deferred: DeferredProposal | None = None
     last_tick: datetime | None = None
     signals: dict[str, Any] = field(default_factory=dict)   # the newest signal of each monitor, as JSON
     staleness: StalenessLedger = field(default_factory=StalenessLedger)  # the cost trigger's ledger
@@ -66,6 +98,7 @@ class LoopState:
         body = {f.name: getattr(self, f.name) for f in fields(self)}
         body["rules"] = self.rules.to_dict()
         body["probation"] = asdict(self.probation) if self.probation is not None else None
+        body["deferred"] = self.deferred.to_dict() if self.deferred is not None else None
         body["staleness"] = self.staleness.to_dict()
         return body
 
@@ -82,7 +115,7 @@ class LoopState:
             traffic_pending=body.get("traffic_pending", 0), labels_pending=body.get("labels_pending", 0),
             failures=body.get("failures", 0),
             retry_at=_time(body.get("retry_at")), last_error=body.get("last_error"),
-            probation=_probation(body.get("probation")), deferred=body.get("deferred"),
+            probation=_probation(body.get("probation")), deferred=DeferredProposal.from_dict(body.get("deferred")),
             last_tick=_time(body.get("last_tick")),
             signals=body.get("signals", {}), staleness=StalenessLedger.from_dict(body.get("staleness")),
         )
