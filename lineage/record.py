@@ -57,6 +57,7 @@ TRIGGERS = (
     "performance_drop",
     "bootstrap",
     "race",
+    "cost",
 )
 #: Strategies that continue a parent's learned state, so they need a parent and deepen the chain.
 STATEFUL_STRATEGIES = ("finetune", "incremental")

@@ -74,7 +74,7 @@ class Hygiene:
 #: Triggers that report a change of the world; a severe one outruns the hygiene of routine decisions.
 CHANGE_TRIGGERS = ("concept_drift", "performance_drop", "data_drift")
 #: Triggers of routine refreshes, which a severe change supersedes when one is in flight.
-ROUTINE_TRIGGERS = ("schedule", "data_volume")
+ROUTINE_TRIGGERS = ("schedule", "data_volume", "cost")
 
 
 @dataclass(frozen=True)

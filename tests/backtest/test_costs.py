@@ -52,6 +52,7 @@ def test_every_retrain_paid_for_itself_against_the_race(cheap) -> None:
     for d in retrains:
         weighed = d["evidence"]["rule_evidence"]["cost"]
         assert d["trigger"] == "cost" and weighed["pays"]
+        assert d["status"] == "done" and d["evidence"]["challengers"], d.get("error")  # it trained and registered
         assert weighed["staleness_cost"] >= weighed["retrain_cost"] == 15
         assert weighed["excess_loss"] == pytest.approx(weighed["staleness_cost"])  # costs.error is 1
     # The race's standings were the reference: a racer that learns every label is what a fresh model looks like.

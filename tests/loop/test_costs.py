@@ -72,6 +72,14 @@ def test_the_reference_is_the_best_other_racer_with_enough_rows_else_the_holdout
     assert costs.holdout_reference("regression", {"rmse": 1.5}) is None
 
 
+def test_every_trigger_a_rule_can_name_is_a_lineage_trigger() -> None:
+    # A version trained by a rule records its trigger in its lineage; one the record refuses fails the training.
+    from controller.loop.config import TRIGGER_KINDS
+    from lineage.record import TRIGGERS
+
+    assert set(TRIGGER_KINDS.values()) <= set(TRIGGERS)
+
+
 def test_the_ledger_survives_the_loop_state_round_trip() -> None:
     state = LoopState()
     state.staleness.excess, state.staleness.rows, state.staleness.retrain_cpu_seconds = 3.5, 40, 1.25
@@ -110,6 +118,9 @@ def test_the_controller_retrains_once_staleness_costs_more_than_a_retrain(tmp_pa
     fired = [r for r in reports if r.proposal]
     assert fired and fired[0].proposal["trigger"] == "cost", [r.signals.get("cost") for r in reports]
     retrains = [d for d in DecisionLog(toy.store, clock).list(model_name) if d.action == "retrain"]
+    assert retrains[0].status == "done" and retrains[0].verdict == "promote", retrains[0].error
+    # The version it trained carries the trigger in its lineage (and in the MLflow UI).
+    assert toy.registry.get(model_name, retrains[0].challenger_version).record.trigger == "cost"
     weighed = retrains[0].evidence["rule_evidence"]["cost"]
     assert weighed["pays"] and weighed["staleness_cost"] >= weighed["retrain_cost"] == 30
     assert weighed["reference_source"] == "holdout" and weighed["mean_loss"] > weighed["reference"] + 0.2
