@@ -225,6 +225,12 @@ def job(task: tuple[str, int, str], args: argparse.Namespace) -> list[dict[str, 
     return [asdict(r) for r in runs]
 
 
+def task_of(run: CostRun) -> tuple[str, int, str]:
+    """The job a run came from (``--resume`` skips jobs whose runs are in the raw JSON already)."""
+    what = {"auto (before)": "before", "auto": f"auto:{run.ratio:g}" if run.ratio is not None else ""}
+    return run.stream, run.seed, what.get(run.policy, "baselines")
+
+
 def plan(args: argparse.Namespace) -> list[tuple[str, int, str]]:
     # The auto replays are the long jobs: first, so the pool's last minutes are not one straggler.
     autos = [(s, seed, f"auto:{ratio:g}") for s in args.streams for seed in args.seeds for _, ratio in args.ratio_list]
@@ -368,6 +374,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the raw JSON beside --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs in the raw JSON beside --out and run only the jobs it lacks")
     parser.add_argument("--quick", action="store_true", help="3,000 rows of sea-abrupt and friedman-gradual")
     args = parser.parse_args(argv)
     if args.quick:
@@ -384,7 +392,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.report_only:
         runs = [CostRun(**r) for r in json.loads(raw.read_text())["runs"]]
     else:
-        tasks = plan(args)
+        if args.resume and raw.exists():
+            runs = [CostRun(**r) for r in json.loads(raw.read_text())["runs"]]
+        done = {task_of(r) for r in runs}
+        tasks = [t for t in plan(args) if t not in done]
         with ProcessPoolExecutor(max_workers=args.jobs) as pool, \
                 tqdm(total=len(tasks), desc="jobs", unit="job") as bar:
             futures = {pool.submit(job, task, args): task for task in tasks}
