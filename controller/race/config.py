@@ -21,9 +21,9 @@ probation watches a new champion (see docs/architecture.md).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from controller.loop.gate import Margin
 from trainers import CheckpointPolicy, EstimatorSpec
@@ -75,6 +75,15 @@ class RaceConfig(_Strict):
     checkpoint: CheckpointPolicy = Field(
         default_factory=lambda: CheckpointPolicy(every_updates=5000, every_minutes=None),
         description="How often an online champion is registered as a version (also at every promotion).")
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _only_the_cadence_given(cls, value: Any) -> Any:
+        """``checkpoint: {every_updates: N}`` means every N updates and nothing else: the incremental trainer's
+        10-minute default would register a version every ten minutes of a backtest's simulated clock."""
+        if isinstance(value, dict) and "every_minutes" not in value:
+            return {**value, "every_minutes": None}
+        return value
 
     @model_validator(mode="after")
     def _unique_names(self) -> RaceConfig:

@@ -222,3 +222,12 @@ def test_frozen_racers_are_judged_in_batches_of_batch_rows() -> None:
         assert race.rows == 7 * ((t + 1) // 7) and len(race.unjudged) == (t + 1) % 7
     race.judge()
     assert race.rows == 20 and race.racers["frozen"].scored == 20
+
+
+def test_a_checkpoint_given_by_updates_only_has_no_minute_cadence() -> None:
+    # The incremental trainer's default of 10 minutes would register an online champion every ten minutes of a
+    # backtest's simulated clock (every ten rows at a row a minute).
+    given = RaceConfig.model_validate({"checkpoint": {"every_updates": 5000}}).checkpoint
+    assert (given.every_updates, given.every_minutes) == (5000, None)
+    both = RaceConfig.model_validate({"checkpoint": {"every_updates": 50, "every_minutes": 5}}).checkpoint
+    assert (both.every_updates, both.every_minutes) == (50, 5)
