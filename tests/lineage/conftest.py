@@ -11,9 +11,9 @@ import itertools
 import re
 
 import pytest
-from lineage_helpers import AliasWatchingClient, StepClock
 
 from lineage import ModelRegistry, RegistrySettings
+from tests.lineage.lineage_helpers import AliasWatchingClient, StepClock
 
 # ------------------------------------------------------------------------------------------------ backends
 

@@ -10,7 +10,6 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
-from lineage_helpers import make_data, make_record
 from mlflow import MlflowClient
 from river import datasets, linear_model, preprocessing, tree
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -24,6 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lineage import LineageError, ModelRegistry, flavor_for, pinned_requirements
+from tests.lineage.lineage_helpers import make_data, make_record
 
 X, Y = make_data(n=400, seed=1)
 

@@ -6,11 +6,11 @@ import itertools
 import math
 
 import pytest
-from lineage_helpers import make_data, make_record
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
 from lineage import CHAMPION, PREVIOUS, Comparison, LineageError, ModelRegistry
+from tests.lineage.lineage_helpers import make_data, make_record
 
 X, Y = make_data()
 MODEL = LogisticRegression().fit(X, Y)

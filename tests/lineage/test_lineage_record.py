@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from importlib import metadata
 
 import pytest
-from lineage_helpers import T0, make_record
 
 from lineage import LineageError, LineageRecord, installed_library_versions
+from tests.lineage.lineage_helpers import T0, make_record
 
 
 def test_round_trip_is_exact_for_every_field():

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from lineage_helpers import make_data, make_record
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
@@ -20,6 +19,7 @@ from lineage import (
     LineageNotFound,
     ModelRegistry,
 )
+from tests.lineage.lineage_helpers import make_data, make_record
 
 X, Y = make_data()
 MODEL = LogisticRegression().fit(X, Y)

@@ -8,9 +8,9 @@ import time
 
 import mlflow
 import pytest
-from lineage_helpers import StepClock
 
 from lineage import HttpLimits, LineageError, LineageUnavailable, ModelRegistry, RegistrySettings
+from tests.lineage.lineage_helpers import StepClock
 
 
 def _closed_port() -> int:

@@ -8,10 +8,10 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import T0, error_stream, make_window
 
 from monitors import ConceptDriftConfig, ConceptDriftMonitor, StateMismatch
 from monitors.detectors import DETECTORS
+from tests.monitors.conftest import T0, error_stream, make_window
 
 CHANGE = 3000
 STREAM = error_stream(seed=7, n=6000, change_at=CHANGE)

@@ -8,7 +8,6 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import T0, make_window
 from pydantic import ValidationError
 
 from monitors import (
@@ -22,6 +21,7 @@ from monitors import (
     build_monitors,
 )
 from monitors.data_drift import DataDriftMonitor
+from tests.monitors.conftest import T0, make_window
 
 FEATURES = {"amount": "numeric", "country": "categorical", "is_new": "boolean"}
 

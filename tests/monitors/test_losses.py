@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_window
 
 from monitors import absolute_loss, log_loss_rows, loss_stream, squared_loss, zero_one_loss
+from tests.monitors.conftest import make_window
 
 
 def test_pure_helpers():

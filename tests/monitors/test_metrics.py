@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_window
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import f1_score, log_loss, roc_auc_score
 
@@ -24,6 +23,7 @@ from monitors.metrics import (
     row_scores,
     task_metrics,
 )
+from tests.monitors.conftest import make_window
 from trainers.metrics import evaluate
 
 MAX_LOSS = -math.log(EPS)  # a probability of 0, clipped: about 34.54

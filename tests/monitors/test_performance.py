@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_window
 from sklearn.metrics import f1_score, log_loss, roc_auc_score
 
 from monitors import PerformanceConfig, PerformanceMonitor
+from tests.monitors.conftest import make_window
 
 
 def monitor(task: str = "classification", **config) -> PerformanceMonitor:

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from river.datasets import synth
 from sklearn.datasets import make_classification
-from trainer_testkit import (
+
+from tests.trainers.trainer_testkit import (
     AGRAWAL_TYPES,
     RIVER_LR,
     SGD,
@@ -18,7 +19,6 @@ from trainer_testkit import (
     make_window,
     river_frame,
 )
-
 from trainers import NO_PARENT, ParentModel, get_trainer
 
 

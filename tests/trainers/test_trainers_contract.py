@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from trainer_testkit import RIVER_LR, SGD, context, fake_timer, make_window, mixed_frame
 
+from tests.trainers.trainer_testkit import RIVER_LR, SGD, context, fake_timer, make_window, mixed_frame
 from trainers import (
     NO_PARENT,
     FeatureSchemaError,

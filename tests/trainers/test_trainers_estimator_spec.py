@@ -7,8 +7,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 from sklearn.pipeline import Pipeline
-from trainer_testkit import MIXED_TYPES, mixed_frame
 
+from tests.trainers.trainer_testkit import MIXED_TYPES, mixed_frame
 from trainers import EstimatorSpec, EstimatorSpecError, RiverModel
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from trainer_testkit import MIXED_TYPES, SGD, context, make_window, mixed_frame
 
+from tests.trainers.trainer_testkit import MIXED_TYPES, SGD, context, make_window, mixed_frame
 from trainers import (
     NO_PARENT,
     FeatureSchemaError,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 from river.datasets import synth
-from trainer_testkit import (
+
+from tests.trainers.trainer_testkit import (
     MIXED_TYPES,
     RIVER_LR,
     SGD,
@@ -18,7 +19,6 @@ from trainer_testkit import (
     mixed_frame,
     river_frame,
 )
-
 from trainers import (
     NO_PARENT,
     IncompatibleEstimatorError,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from trainer_testkit import MIXED_TYPES, RIVER_LR, SGD, context, make_window, mixed_frame
 
+from tests.trainers.trainer_testkit import MIXED_TYPES, RIVER_LR, SGD, context, make_window, mixed_frame
 from trainers import NO_PARENT, ParentModel, TrainingDataError, get_trainer
 from trainers.river_adapter import to_rows
 
