@@ -1,7 +1,7 @@
 """The API's response bodies, declared per operation in the OpenAPI document (``/openapi.json``).
 
 The handlers build plain dicts (no response_model serialization on the hot paths); these models only document them,
-and the fuzz suite (tests/controller/test_api_fuzz.py) checks every response against them.
+and the fuzz suite (tests/api/test_fuzz.py) checks every response against them.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from controller.config import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from lineage import LineageRecord
 from tests.conftest import T0
-from tests.controller.toy import toy_table
+from tests.toy import toy_table
 
 pytestmark = [pytest.mark.mlflow_server, pytest.mark.slow]
 

@@ -22,7 +22,7 @@ from controller.clock import ManualClock
 from controller.config import load_policy
 from controller.store import EventStore
 from lineage import LineageRecord
-from tests.controller.toy import toy_table, write_policy
+from tests.toy import toy_table, write_policy
 from trainers import NO_PARENT, TrainingContext, get_trainer
 
 

@@ -22,7 +22,7 @@ from controller.clock import ManualClock
 from controller.config import LoadedPolicy, load_policy
 from controller.features.redis_adapter import RedisEventStream
 from controller.features.serving import open_event_stream
-from tests.controller.api_kit import FixedChampion
+from tests.api.api_kit import FixedChampion
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

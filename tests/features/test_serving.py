@@ -171,7 +171,7 @@ def test_entity_problems_are_422_with_index_and_field(tmp_path: Path, prefix: st
 
 
 def test_a_model_without_views_refuses_entities_and_serves_as_before(tmp_path: Path, clock: ManualClock):
-    from tests.controller.api_kit import open_served_api
+    from tests.api.api_kit import open_served_api
 
     api = open_served_api(tmp_path, f"sqlite:///{tmp_path}/e.db", "plain", clock)
     try:
@@ -269,7 +269,7 @@ def test_events_need_the_token_of_a_consuming_model(tmp_path: Path, prefix: str,
     from controller.api.app import create_app
     from controller.api.service import build_runtimes
     from controller.config import load_policy
-    from tests.controller.api_kit import FixedChampion
+    from tests.api.api_kit import FixedChampion
 
     path = write_policy(tmp_path, prefix)
     path.write_text(path.read_text() + "api: {token_env: FRAUD_TOKEN}\n")

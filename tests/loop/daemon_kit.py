@@ -34,7 +34,7 @@ from controller.loop.state import LoopState, load_state, request_manual
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.control import Decision, DecisionLog, Lease, Leases
 from lineage import ModelRegistry
-from tests.controller.toy import toy_table
+from tests.toy import toy_table
 
 REPO = Path(__file__).resolve().parents[2]
 DRIFTPILOT = Path(sys.executable).with_name("driftpilot")

@@ -18,7 +18,7 @@ from controller.config import LoadedPolicy, load_policy
 from controller.loop.controller import Controller
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from lineage import ModelRegistry
-from tests.controller.toy import toy_table, write_policy
+from tests.toy import toy_table, write_policy
 
 LOOP = """
 loop: {{cooldown: 1h, min_matured_rows: 100, data_drift_every_rows: 100, max_retrains_per_day: 4}}

@@ -10,7 +10,7 @@ import pytest
 
 from controller.clock import ManualClock
 from controller.store.control import DecisionLog
-from tests.controller.toy import toy_table
+from tests.toy import toy_table
 from tests.loop.loop_kit import toy_model
 
 

@@ -15,7 +15,7 @@ from controller.loop import costs
 from controller.loop.config import CostsConfig
 from controller.loop.state import LoopState
 from controller.store.control import DecisionLog
-from tests.controller.toy import toy_table, write_policy
+from tests.toy import toy_table, write_policy
 from tests.loop.loop_kit import toy_model
 
 COST_RULE = """\

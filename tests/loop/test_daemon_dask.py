@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.controller.toy import toy_table
+from tests.toy import toy_table
 from tests.loop.daemon_kit import Daemon, gated_candidate, make_toy, worker_pids
 from tests.loop.dask_kit import DaskCluster
 

@@ -13,7 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.controller.toy import toy_table
+from tests.toy import toy_table
 from tests.loop.daemon_kit import DRIFTPILOT, Daemon, make_toy, shared_mlflow_dir
 
 

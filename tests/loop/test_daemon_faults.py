@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.controller.toy import toy_table
+from tests.toy import toy_table
 from tests.loop.daemon_kit import (
     GATED_RULES,
     Daemon,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.controller.toy import toy_table
+from tests.toy import toy_table
 from tests.loop.daemon_kit import Daemon, make_toy, shared_mlflow_dir, wait_until
 
 

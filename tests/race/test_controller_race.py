@@ -20,7 +20,7 @@ from controller.loop.controller import Controller
 from controller.race.publish import InProcessPublisher
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.control import DecisionLog
-from tests.controller.toy import toy_table, write_policy
+from tests.toy import toy_table, write_policy
 
 RACE = """
 monitors:

@@ -41,7 +41,7 @@ from controller.race.publish import NoPublisher, ServedState, StorePublisher, re
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.tables import predictions
 from tests.conftest import T0
-from tests.controller.toy import toy_table, write_policy
+from tests.toy import toy_table, write_policy
 from trainers.online import online_learner
 
 RACE = """

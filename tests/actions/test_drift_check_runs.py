@@ -17,8 +17,8 @@ from controller.config import load_policy
 from controller.store import EventStore
 from lineage import LineageError
 from monitors import build_monitors
-from tests.controller.test_monitoring import MONITORS, serve
-from tests.controller.toy import toy_table, write_policy
+from tests.actions.test_monitoring import MONITORS, serve
+from tests.toy import toy_table, write_policy
 
 
 @pytest.fixture

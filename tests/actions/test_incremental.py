@@ -15,7 +15,7 @@ from controller.actions.model_registry import open_registry
 from controller.clock import ManualClock
 from controller.config import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
-from tests.controller.toy import toy_table, write_policy
+from tests.toy import toy_table, write_policy
 from trainers import RiverModel
 
 RIVER = "river.linear_model.LogisticRegression"

@@ -1,7 +1,7 @@
-"""Helper process for tests/controller/test_concurrent_writers.py: open the event store and the MLflow registry the way
+"""Helper process for tests/store/test_concurrent_writers.py: open the event store and the MLflow registry the way
 `driftpilot serve` does, at the same moment as its siblings.
 
-    python tests/controller/open_together.py --store-url URL --tracking-uri URI --go FILE [--root REPO]
+    python tests/store/open_together.py --store-url URL --tracking-uri URI --go FILE [--root REPO]
 
 It imports everything first, then waits (bounded) until FILE exists, so that N copies reach the set-up together.
 Exit 0 and "ok" on stdout when both opened; exit 1 with driftpilot's one-line error; anything else is a traceback.

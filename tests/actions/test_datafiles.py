@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from controller.cli.main import main
 from controller.store import EventStore
-from tests.controller.toy import toy_table, write_policy
+from tests.toy import toy_table, write_policy
 from tests.loop.daemon_kit import DRIFTPILOT
 
 

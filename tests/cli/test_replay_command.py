@@ -20,7 +20,7 @@ from controller.client import DriftpilotClient
 from controller.clock import ManualClock, SystemClock
 from tests.client.client_kit import Server, serving, token_toy
 from tests.conftest import T0
-from tests.controller.toy import toy_table
+from tests.toy import toy_table
 from tests.loop.daemon_kit import Toy
 
 pytestmark = pytest.mark.slow

@@ -35,7 +35,7 @@ from lineage import RegistrySettings
 from lineage.errors import LineageUnavailable
 from lineage.gateway import setup_lock as mlflow_setup_lock
 from tests.conftest import POSTGRES_ADMIN_URL, T0
-from tests.controller.serve_kit import ServeProcesses
+from tests.api.serve_kit import ServeProcesses
 
 FAR = T0 + timedelta(days=365)
 OPEN_TOGETHER = Path(__file__).with_name("open_together.py")

@@ -12,7 +12,7 @@ from controller.clock import SystemClock
 from controller.config import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from tests.conftest import T0
-from tests.controller.toy import toy_table, write_policy
+from tests.toy import toy_table, write_policy
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -15,7 +15,7 @@ Two generators, each checked the same way on every response: no 5xx, the status 
 
 Both are deterministic (``derandomize``) and bounded: ``DRIFTPILOT_FUZZ_EXAMPLES`` examples per generator and store
 (default 150). Run them longer outside the suite with, e.g.,
-``DRIFTPILOT_FUZZ_EXAMPLES=3000 .venv/bin/python -m pytest tests/controller/test_api_fuzz.py -p no:cacheprovider``.
+``DRIFTPILOT_FUZZ_EXAMPLES=3000 .venv/bin/python -m pytest tests/api/test_fuzz.py -p no:cacheprovider``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from schemathesis.specs.openapi.checks import (
 from controller.clock import ManualClock
 from controller.store import LabelRecord
 from controller.store.tables import labels, predictions
-from tests.controller.api_kit import ServedApi, open_served_api
+from tests.api.api_kit import ServedApi, open_served_api
 
 EXAMPLES = int(os.environ.get("DRIFTPILOT_FUZZ_EXAMPLES", "150"))
 CONFORMANCE = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

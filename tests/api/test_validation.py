@@ -35,7 +35,7 @@ from controller.store import EventStore, LabelChange, LabelRecord, PredictionRec
 from controller.store.db import create_store_engine
 from controller.store.tables import labels as labels_table
 from tests.conftest import T0
-from tests.controller.api_kit import ServedApi, open_served_api, toy_rows
+from tests.api.api_kit import ServedApi, open_served_api, toy_rows
 
 FEATURES = ["x", "c", "b", "opt", "z"]
 DECLARED = ", ".join(FEATURES)

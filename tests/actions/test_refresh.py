@@ -15,7 +15,7 @@ from controller.actions.training import LAST_SEQ
 from controller.clock import ManualClock
 from controller.config import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
-from tests.controller.toy import toy_table, write_policy
+from tests.toy import toy_table, write_policy
 from trainers.stateless import StatelessConfig
 
 SGD = ("sklearn.linear_model.SGDClassifier", "{loss: log_loss, random_state: 0}")

@@ -25,7 +25,7 @@ from controller.store.events import Sealing
 from controller.store.retention import OPEN_END, Protected, protected_by_versions, prune
 from controller.store.tables import labels, predictions
 from tests.conftest import T0
-from tests.controller.toy import toy_table, write_policy
+from tests.toy import toy_table, write_policy
 
 DAY = timedelta(days=1)
 

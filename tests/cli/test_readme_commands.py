@@ -163,7 +163,7 @@ def _lifecycle(policy: Path, folder: Path, data: Path, bootstrap_args: list[str]
     cli("stats", *P)
 
     cli("bootstrap", *P, "--data", str(data), *bootstrap_args)
-    # A champion exists: adopt --if-missing does nothing (tests/controller/test_adopt.py adopts for real).
+    # A champion exists: adopt --if-missing does nothing (tests/actions/test_adopt.py adopts for real).
     assert "nothing to do" in cli("adopt", *P, "--model-uri", "models:/elsewhere/1", "--reference", str(data),
                                   "--if-missing")
     # Right after the bootstrap: too little current traffic is said plainly.

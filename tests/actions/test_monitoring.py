@@ -16,7 +16,7 @@ from controller.actions.refresh import Refresher
 from controller.clock import ManualClock
 from controller.config import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
-from tests.controller.toy import toy_table, write_policy
+from tests.toy import toy_table, write_policy
 from trainers.stateless import StatelessConfig
 
 MONITORS = """
