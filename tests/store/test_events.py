@@ -1,4 +1,5 @@
-"""Event store semantics, run on SQLite and on the real PostgreSQL server (the `store_url` fixture)."""
+"""Event store semantics (controller/store/events.py and the writes and reads behind it), run on SQLite and on the
+real PostgreSQL server (the `store_url` fixture)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,10 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 
 from controller.clock import ManualClock
-from controller.errors import LabelConflict, PredictionConflict, StoreUnavailable
+from controller.errors import LabelConflict, PredictionConflict
 from controller.store import EventStore, LabelRecord, PredictionRecord
-from controller.store.db import create_store_engine
-from controller.store.tables import metadata
 from tests.conftest import T0
 
 TYPES = {"x": "numeric", "color": "categorical", "flag": "boolean"}
@@ -23,12 +19,6 @@ TYPES = {"x": "numeric", "color": "categorical", "flag": "boolean"}
 def prediction(pid: str, x: float = 1.0, *, when=T0, prediction=1, **kw) -> PredictionRecord:
     return PredictionRecord({"x": x, "color": "red", "flag": True}, when, prediction=prediction,
                             scores={"0": 0.3, "1": 0.7}, prediction_id=pid, **kw)
-
-
-def test_migrated_schema_matches_the_table_definitions(store: EventStore) -> None:
-    with store.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), metadata)
-    assert diff == []
 
 
 def test_label_before_prediction_is_kept_and_joins_later(store: EventStore, clock: ManualClock, model_name) -> None:
@@ -177,17 +167,6 @@ def test_label_stats_delay_percentiles(store: EventStore, clock: ManualClock, mo
     assert early.labeled == 2 and early.delay_seconds["p50"] == pytest.approx(90.0)
 
 
-def test_state_blobs_survive_reopening(store_url: str, clock: ManualClock, model_name) -> None:
-    store = EventStore.from_url(store_url, clock)
-    store.put_state(model_name, "detector", b"one")
-    store.put_state(model_name, "detector", b"two")
-    store.dispose()
-    reopened = EventStore.from_url(store_url, clock)
-    assert reopened.get_state(model_name, "detector") == b"two"
-    assert reopened.get_state(model_name, "missing") is None
-    reopened.dispose()
-
-
 def test_acknowledged_writes_are_durable_across_reopen(store_url: str, clock: ManualClock, model_name) -> None:
     store = EventStore.from_url(store_url, clock)
     store.add_predictions(model_name, [prediction("p1")])
@@ -196,22 +175,6 @@ def test_acknowledged_writes_are_durable_across_reopen(store_url: str, clock: Ma
     reopened = EventStore.from_url(store_url, clock)
     assert reopened.labeled_window(model_name, clock.now()).prediction_ids.tolist() == ["p1"]
     reopened.dispose()
-
-
-def test_sqlite_runs_in_wal_mode(tmp_path, clock: ManualClock) -> None:
-    store = EventStore.from_url(f"sqlite:///{tmp_path / 'e.db'}", clock)
-    with store.engine.connect() as conn:
-        assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 2  # FULL: acknowledged writes are durable
-
-
-def test_unreachable_database_is_a_clear_error(clock: ManualClock) -> None:
-    store = EventStore(create_store_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"), clock)
-    with pytest.raises(StoreUnavailable, match=r"event store postgresql\+psycopg://nobody@127.0.0.1:1/none is "
-                                               r"unreachable: .*nothing was written"):
-        store.add_labels("m", [LabelRecord("p1", 1)])
-    with pytest.raises(StoreUnavailable):
-        store.ping()
 
 
 def test_large_batches_with_repeats_and_overwrites(store: EventStore, clock: ManualClock, model_name) -> None:
