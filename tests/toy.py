@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tests.policy_kit import write_policy_file
+
 POLICY = """\
 model: {name}
 task: classification
@@ -28,9 +30,8 @@ serving: {{reload_interval_s: 0.1}}
 
 def write_policy(tmp_path: Path, mlflow_dir: Path, name: str,
                  estimator: str = "sklearn.linear_model.LogisticRegression", params: str = "{}") -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(POLICY.format(tmp=tmp_path, mlflow=mlflow_dir, name=name, estimator=estimator, params=params))
-    return path
+    return write_policy_file(tmp_path, name, POLICY.format(tmp=tmp_path, mlflow=mlflow_dir, name=name,
+                                                         estimator=estimator, params=params))
 
 
 def toy_table(n: int = 400, seed: int = 0, concept: str = "a") -> pd.DataFrame:

@@ -27,6 +27,7 @@ from controller.api.service import build_runtimes
 from controller.clock import ManualClock
 from controller.config import LoadedPolicy, load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
+from tests.policy_kit import write_policy_file
 from trainers import NO_PARENT, get_trainer
 
 SERVED_POLICY = """\
@@ -100,11 +101,10 @@ def open_served_api(tmp_path: Path, url: str, model: str, clock: ManualClock, *,
                     api: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> ServedApi:
     """The app over one model of the served policy, its champion loaded (trained here unless ``champion`` is given).
     The caller disposes ``.store``."""
-    path = tmp_path / f"{model}.yaml"
     text = SERVED_POLICY.format(model=model, url=json.dumps(url))
     if api:
         text += f"api: {json.dumps(dict(api))}\n"
-    path.write_text(text)
+    path = write_policy_file(tmp_path, model, text)
     loaded = load_policy(path, environ={})
     holder: dict[str, FixedChampion] = {}
     runtimes = build_runtimes([loaded], clock, environ=dict(environ or {}),
@@ -141,9 +141,7 @@ def policy_text(model: str, url: str, *, task: str = "classification", api: dict
 
 
 def write_policy(tmp_path: Path, model: str, url: str, **kwargs: Any) -> Path:
-    path = tmp_path / f"{model}.yaml"
-    path.write_text(policy_text(model, url, **kwargs))
-    return path
+    return write_policy_file(tmp_path, model, policy_text(model, url, **kwargs))
 
 
 def item(pid: str | None = None, **overrides: Any) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tests.policy_kit import write_policy_file
+
 POLICY = """\
 model: {name}
 task: classification
@@ -48,10 +50,7 @@ race:
 
 
 def write_policy(folder: Path, name: str = "bt-model", *, race: bool = False) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.yaml"
-    path.write_text(POLICY.format(name=name, folder=folder) + (RACE if race else ""))
-    return path
+    return write_policy_file(folder, name, POLICY.format(name=name, folder=folder) + (RACE if race else ""))
 
 
 def user_table(rows: int = 1000, change_at: int = 500, seed: int = 0) -> pd.DataFrame:

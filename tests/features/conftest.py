@@ -23,6 +23,7 @@ from controller.config import LoadedPolicy, load_policy
 from controller.features.redis_adapter import RedisEventStream
 from controller.features.serving import open_event_stream
 from tests.api.api_kit import FixedChampion
+from tests.policy_kit import write_policy_file
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -85,12 +86,10 @@ def prefix() -> Iterator[str]:
 def write_policy(tmp_path: Path, prefix: str, *, model: str = "fraud", store_url: str | None = None,
                  batch_missing: str = "reject", batch_stale: str = "reject", stream_stale: str = "reject",
                  batch_size: int = 1000, checkpoint_every: int = 50_000) -> Path:
-    path = tmp_path / f"{model}.yaml"
-    path.write_text(POLICY.format(model=model, tmp=tmp_path, prefix=prefix, redis=REDIS_URL,
-                                  store_url=store_url or REDIS_URL, batch_missing=batch_missing,
-                                  batch_stale=batch_stale, stream_stale=stream_stale, batch_size=batch_size,
-                                  checkpoint_every=checkpoint_every))
-    return path
+    return write_policy_file(tmp_path, model, POLICY.format(
+        model=model, tmp=tmp_path, prefix=prefix, redis=REDIS_URL, store_url=store_url or REDIS_URL,
+        batch_missing=batch_missing, batch_stale=batch_stale, stream_stale=stream_stale, batch_size=batch_size,
+        checkpoint_every=checkpoint_every))
 
 
 def write_profile(tmp_path: Path, rows: list[dict[str, Any]]) -> Path:

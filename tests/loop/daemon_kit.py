@@ -34,6 +34,7 @@ from controller.loop.state import LoopState, load_state, request_manual
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.control import Decision, DecisionLog, Lease, Leases
 from lineage import ModelRegistry
+from tests.policy_kit import write_policy_file
 from tests.toy import toy_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,8 +185,7 @@ def make_toy(folder: Path, name: str, *, storage: str | None = None, mlflow_dir:
     ``proxied_artifacts``: no artifact location (a tracking server's own store, through the server);
     ``loop_extra``: more keys of the ``loop`` section, e.g. ``executor: {kind: dask, address: ...}``."""
     mlflow_dir = mlflow_dir or folder / "mlflow"
-    path = folder / f"{name}.yaml"
-    path.write_text(POLICY.format(
+    path = write_policy_file(folder, name, POLICY.format(
         name=name, storage=storage or f"sqlite:///{folder / 'events.db'}",
         tracking=tracking or f"sqlite:///{mlflow_dir / 'mlflow.db'}", lease_ttl=lease_ttl, rules=rules,
         extra=extra, artifacts="null" if proxied_artifacts else f'"{mlflow_dir}/artifacts"',

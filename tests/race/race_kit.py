@@ -18,6 +18,7 @@ from controller.clock import ManualClock
 from controller.config import LoadedPolicy, load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from lineage import ModelRegistry
+from tests.policy_kit import write_policy_file
 
 REGRESSION = """\
 model: {name}
@@ -79,8 +80,7 @@ def regression_table(n: int, seed: int, slope: float = 1.0) -> pd.DataFrame:
 
 def race_model(tmp_path: Path, clock: ManualClock, *, race: str = NO_CHANGE, name: str = "racer-toy",
                bootstrap_rows: int = 200) -> RaceModel:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(REGRESSION.format(name=name, tmp=tmp_path, race=race))
+    path = write_policy_file(tmp_path, name, REGRESSION.format(name=name, tmp=tmp_path, race=race))
     loaded = load_policy(path, environ={})
     store = EventStore.from_url(loaded.config.storage.url, clock)
     registry = open_registry(loaded.config, clock)
