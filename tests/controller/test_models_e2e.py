@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -153,14 +154,20 @@ def test_hot_swap_under_concurrent_requests_never_fails_or_mixes_versions(env, c
     threads = [threading.Thread(target=hammer) for _ in range(3)]
     for t in threads:
         t.start()
-    for target in [v2, "1", v2, "1"]:
-        registry.promote(name, target) if target == v2 else registry.rollback(name)
-        assert holder.refresh() is True
-        while seen.count(target) < 3 and not failures:  # let requests land on this version
-            threading.Event().wait(0.001)
-    stop.set()
-    for t in threads:
-        t.join()
+    try:
+        for target in [v2, "1", v2, "1"]:
+            registry.promote(name, target) if target == v2 else registry.rollback(name)
+            assert holder.refresh() is True
+            deadline = time.monotonic() + 60  # a bound, so a swap that never lands fails instead of hanging
+            while seen.count(target) < 3 and not failures:  # let requests land on this version
+                if time.monotonic() > deadline:
+                    pytest.fail(f"after the swap to version {target}, 60 s passed without 3 requests answered by it; "
+                                f"versions answered so far: {seen[-20:]}")
+                threading.Event().wait(0.001)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
     assert failures == []
     assert set(seen) == {"1", v2}
 

@@ -4,6 +4,7 @@ feature and its age, or imputed with the view's recorded default."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -47,8 +48,10 @@ def run_stream(api, events: list[tuple[float, dict]]) -> StreamProcessor:
     processor = StreamProcessor(api.loaded.config.feature_views.stream_views, stream, api.runtime.features.store,
                                 batch_size=100, block_ms=10)
     processor.start()
+    deadline = time.monotonic() + 120  # a bound: a processor that never runs dry fails instead of hanging
     while processor.step(block_ms=10):
-        pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"the stream processor still found new events after 120 s of draining {len(events)} events")
     return processor
 
 

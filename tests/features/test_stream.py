@@ -5,6 +5,7 @@ restart protocol in-process (a crash at each point of a step), and a seeded stre
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,13 @@ def processor_for(policy, batch: int = 1000) -> StreamProcessor:
                            batch_size=batch, block_ms=10, checkpoint_every=policy.feature_views.events.checkpoint_every)
 
 
-def drain(processor: StreamProcessor) -> None:
+def drain(processor: StreamProcessor, timeout_s: float = 120.0) -> None:
+    """Fold events until a step finds none; fail (not hang) if the finite stream still yields events after
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
     while processor.step(block_ms=10):
-        pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"the stream processor still found new events after {timeout_s} s of draining a finite stream")
 
 
 def stored(policy, keys: list[str]) -> tuple[dict[str, dict | None], float | None]:

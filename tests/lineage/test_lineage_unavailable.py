@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 
 import mlflow
 import pytest
+import urllib3.util.connection
 
 from lineage import HttpLimits, LineageError, LineageUnavailable, ModelRegistry, RegistrySettings
 from tests.lineage.lineage_helpers import StepClock
@@ -19,16 +19,32 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unreachable_server_fails_fast_with_the_uri_and_what_to_check():
-    uri = f"http://127.0.0.1:{_closed_port()}"
-    started = time.monotonic()
+@pytest.fixture
+def connections(monkeypatch) -> list[tuple[tuple[str, int], float | None]]:
+    """Every TCP connection urllib3 opens (MLflow's HTTP client, through requests), as (address, timeout)."""
+    opened: list[tuple[tuple[str, int], float | None]] = []
+    real = urllib3.util.connection.create_connection
+
+    def counted(address, *args, **kwargs):
+        opened.append((address, args[0] if args else kwargs.get("timeout")))
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", counted)
+    return opened
+
+
+def test_unreachable_server_fails_fast_with_the_uri_and_what_to_check(connections):
+    port = _closed_port()
+    uri = f"http://127.0.0.1:{port}"
     with pytest.raises(LineageUnavailable) as info:
         ModelRegistry.connect(
             RegistrySettings(tracking_uri=uri), clock=StepClock()
         )  # default HttpLimits
-    elapsed = time.monotonic() - started
 
-    assert elapsed < 8, f"took {elapsed:.1f} s; default limits must not hang a tick"
+    # Default limits must not hang a tick: MLflow's client tried the dead server 1 + 2 retries times, each connection
+    # with a 10 s timeout (HttpLimits), not MLflow's own 7 retries of 120 s each.
+    tried = [timeout for address, timeout in connections if address == ("127.0.0.1", port)]
+    assert tried == [10, 10, 10], f"connection attempts (their timeouts): {tried}"
     message = str(info.value)
     assert info.value.uri == uri
     assert f"MLflow at {uri} is unavailable, could not open experiment 'driftpilot'" in message
@@ -37,14 +53,15 @@ def test_unreachable_server_fails_fast_with_the_uri_and_what_to_check():
     assert "2 retries" in message
 
 
-def test_retries_zero_fails_at_once_and_a_later_call_still_works(sqlite_settings):
+def test_retries_zero_fails_at_once_and_a_later_call_still_works(sqlite_settings, connections):
+    port = _closed_port()
     dead = RegistrySettings(
-        tracking_uri=f"http://127.0.0.1:{_closed_port()}", http=HttpLimits(max_retries=0)
+        tracking_uri=f"http://127.0.0.1:{port}", http=HttpLimits(max_retries=0)
     )
-    started = time.monotonic()
     with pytest.raises(LineageUnavailable):
         ModelRegistry.connect(dead, clock=StepClock())
-    assert time.monotonic() - started < 1.0
+    # At once: one connection attempt, so no retry and no backoff pause.
+    assert [address for address, _ in connections if address == ("127.0.0.1", port)] == [("127.0.0.1", port)]
     # The process-wide lock was released and the working store is unaffected.
     assert ModelRegistry.connect(sqlite_settings, clock=StepClock()).aliases("nothing-here") == {}
 
