@@ -1,7 +1,8 @@
 # The two commands of the README. Each creates .venv and installs driftpilot into it when needed.
 #   make run    - `driftpilot demo`: the whole loop in about two minutes on the embedded default (SQLite event store,
 #                 local SQLite MLflow store in .driftpilot/demo): bootstrap, daemon, drifting traffic, retrain, gate
-#   make test   - run the test suite (needs PostgreSQL on 127.0.0.1:5432, database `test`, trust auth)
+#   make test   - run the test suite and the packages' docstring examples (needs PostgreSQL on 127.0.0.1:5432, database
+#                 `test`, trust auth)
 #   make daemon - bootstrap the example model from Elec2 (first time), then run the daemon (API + decision loop)
 PYTHON ?= python3
 VENV ?= .venv
