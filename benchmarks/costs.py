@@ -389,8 +389,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = "python benchmarks/costs.py " + " ".join(sys.argv[1:] if argv is None else argv)
     raw = args.out.with_suffix(".json")
     runs: list[CostRun] = []
-    if args.report_only:
-        runs = [CostRun(**r) for r in json.loads(raw.read_text())["runs"]]
+    commit = P.git_commit()[0]
+    if args.report_only:  # the page names the run's own command and commit, not this rewrite's
+        saved = json.loads(raw.read_text())
+        runs = [CostRun(**r) for r in saved["runs"]]
+        command, commit = saved.get("command", command), saved.get("commit", commit)
     else:
         if args.resume and raw.exists():
             runs = [CostRun(**r) for r in json.loads(raw.read_text())["runs"]]
@@ -404,8 +407,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 bar.update()
                 bar.set_postfix_str(" ".join(map(str, futures[future])))
                 raw.parent.mkdir(parents=True, exist_ok=True)
-                raw.write_text(json.dumps({"command": command, "runs": [asdict(r) for r in runs]}, indent=1))
-    commit = P.git_commit()[0]
+                raw.write_text(json.dumps({"command": command, "commit": commit,
+                                           "runs": [asdict(r) for r in runs]}, indent=1))
     write_report(args.out, runs, args, command, commit)
     print(f"wrote {args.out} and {raw}")
 
