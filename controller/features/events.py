@@ -16,7 +16,7 @@ from typing import Any
 from controller.clock import Clock, ensure_utc
 from controller.errors import Problem
 from controller.features.config import StreamView
-from controller.features.lookup import _key_ok
+from controller.features.lookup import key_ok
 
 
 class EventIngress:
@@ -51,7 +51,7 @@ class EventIngress:
                     problems += check_text(index, field, value)
                 elif isinstance(value, float) and not math.isfinite(value):
                     problems.append(Problem(index, field, f"{value} is not a finite number"))
-                if name in self.entities and value is not None and not _key_ok(value):
+                if name in self.entities and value is not None and not key_ok(value):
                     problems.append(Problem(index, field, "an entity key is a string or an integer of 1-128 "
                                                           "characters without NUL"))
                 if name in self.numeric and value is not None and (

@@ -114,7 +114,7 @@ class FeatureJoiner:
                                         f"missing; feature view(s) {', '.join(v.name for v in views)} look up "
                                         f"{', '.join(f for v in views for f in v.feature_names())} by it, so send "
                                         f"\"entities\": {{\"{name}\": \"...\"}}"))
-            elif not _key_ok(value):
+            elif not key_ok(value):
                 problems.append(Problem(index, f"entities.{name}",
                                         f"expected a string or integer key of 1-{ENTITY_KEY_MAX} characters without "
                                         f"NUL, got {_show(value)}"))
@@ -176,7 +176,7 @@ def _remedy(view: Any) -> str:
     return "run `driftpilot features materialize` (or check the view's refresh schedule and source)"
 
 
-def _key_ok(value: Any) -> bool:
+def key_ok(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         return False
     text = str(value)
