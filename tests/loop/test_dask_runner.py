@@ -50,7 +50,9 @@ def job(toy, decision_id: str, candidate: str = "default", **changes) -> Trainin
                        **{"as_of": toy.clock.now(), "timeout": timedelta(minutes=5), **changes})
 
 
-def finished(runner: DaskRunner, decision_id: str, what: str, timeout_s: float = 60.0):
+# A deadline, not a speed limit: a cold Dask worker imports the training stack first, which took over 60 s in a full
+# run on the loaded 2-core machine (it takes ~15 s alone).
+def finished(runner: DaskRunner, decision_id: str, what: str, timeout_s: float = 240.0):
     return wait_until(lambda: (state := runner.poll(decision_id)).status != "running" and state, what, timeout_s)
 
 
