@@ -12,6 +12,7 @@ from typing import Any
 
 from controller.backtest.result import BacktestResult
 from controller.loop.config import CostsConfig
+from controller.loop.costs import total_cost
 
 #: (name, a retrain's cost in errors) — cheap, middle and expensive retrains (docs/benchmarks-costs.md).
 BENCHMARK_RATIOS: tuple[tuple[str, float], ...] = (("cheap", 10.0), ("middle", 100.0), ("expensive", 1000.0))
@@ -32,13 +33,13 @@ def cost_summary(result: BacktestResult, costs: CostsConfig | None) -> dict[str,
     """The numbers of the page's "Cost" section (JSON-safe)."""
     loss = served_loss(result)
     retrains = retrain_count(result)
-    ratios = [{"name": name, "retrain": retrain, "total": round(loss + retrain * retrains, 3)}
+    ratios = [{"name": name, "retrain": retrain,
+               "total": round(total_cost(loss, retrains, CostsConfig(retrain=retrain)), 3)}
               for name, retrain in BENCHMARK_RATIOS]
     policy = None
     if costs is not None:
         policy = {"retrain": costs.retrain, "error": costs.error, "compute_second": costs.compute_second,
-                  "total": round(loss * costs.error + retrains * costs.retrain
-                                 + result.controller_seconds * costs.compute_second, 3)}
+                  "total": round(total_cost(loss, retrains, costs, result.controller_seconds), 3)}
     return {"loss": round(loss, 3), "unit": "errors" if result.spec.task == "classification" else "absolute error",
             "retrains": retrains, "incremental_updates": sum(d["action"] == "learn" for d in result.decisions),
             "compute_seconds": round(result.controller_seconds, 3), "policy": policy, "ratios": ratios}

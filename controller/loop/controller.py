@@ -50,12 +50,12 @@ from controller.loop.state import (
     load_tick_state,
     save_state,
 )
-from controller.race.driver import RaceDriver, RaceTick
+from controller.race.driver import RaceDriver
 from controller.race.publish import ServedStatePublisher
 from controller.race.race import Switch
 from controller.store import EventStore, LabeledWindow
-from controller.store.recent import matured_window
 from controller.store.control import Decision, DecisionLog, InFlightConflict, Leases, new_decision_id
+from controller.store.recent import matured_window
 from lineage import Comparison, ModelRegistry, VersionInfo
 from trainers import NotFineTunableError, RiverModel, SinceDrift, fine_tune_method
 
@@ -184,7 +184,7 @@ class Controller(ModelJob):
         if self._alias_moves != moves:  # the gate promoted, or probation rolled back
             champion = self._champion() or champion
         cursor = state.label_cursor
-        race = (self.race.metric, self.race.standings()) if self.race is not None and self.policy.costs else None
+        race = (self.race.metric, self.race.standings) if self.race is not None and self.policy.costs else None
         obs = self.observer.observe(now, champion, state, manual, read=read, traffic=traffic, race=race)
         report.signals = {k: v for k, v in state.signals.items() if v.get("at") == now.isoformat()}
         if self.race is not None and obs.concept_drift is not None and obs.concept_drift.drift:

@@ -112,21 +112,17 @@ def signal(ledger: StalenessLedger, costs: CostsConfig, losses: np.ndarray,
            reference: tuple[float, str] | None) -> CostSignal:
     """Add this tick's served losses to the ledger (in place) and weigh staleness against a retrain."""
     seen = losses[~np.isnan(losses)]
-    retrain_cost = costs.retrain + costs.compute_second * (ledger.retrain_cpu_seconds or 0.0)
-    if reference is None:
-        return CostSignal(enabled=False, pays=False, staleness_cost=ledger.excess * costs.error,
-                          retrain_cost=retrain_cost, excess_loss=ledger.excess, rows=ledger.rows,
-                          mean_loss=ledger.loss / ledger.rows if ledger.rows else None, reference=None,
-                          reference_source="none", new_rows=len(seen))
-    value, source = reference
-    ledger.excess = max(0.0, ledger.excess + float(np.sum(seen - value)))
-    ledger.rows += len(seen)
-    ledger.loss += float(np.sum(seen))
+    if reference is not None:
+        ledger.excess = max(0.0, ledger.excess + float(np.sum(seen - reference[0])))
+        ledger.rows += len(seen)
+        ledger.loss += float(np.sum(seen))
     staleness = ledger.excess * costs.error
-    return CostSignal(enabled=True, pays=staleness >= retrain_cost, staleness_cost=staleness,
-                      retrain_cost=retrain_cost, excess_loss=ledger.excess, rows=ledger.rows,
-                      mean_loss=ledger.loss / ledger.rows if ledger.rows else None, reference=value,
-                      reference_source=source, new_rows=len(seen))
+    retrain_cost = costs.retrain + costs.compute_second * (ledger.retrain_cpu_seconds or 0.0)
+    return CostSignal(enabled=reference is not None, pays=reference is not None and staleness >= retrain_cost,
+                      staleness_cost=staleness, retrain_cost=retrain_cost, excess_loss=ledger.excess,
+                      rows=ledger.rows, mean_loss=ledger.loss / ledger.rows if ledger.rows else None,
+                      reference=reference[0] if reference is not None else None,
+                      reference_source=reference[1] if reference is not None else "none", new_rows=len(seen))
 
 
 def total_cost(errors: float, retrains: int, costs: CostsConfig, cpu_seconds: float = 0.0) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -60,11 +61,12 @@ class Observer:
     def observe(self, now: datetime, champion: VersionInfo, state: LoopState,
                 manual: ManualRequest | None = None, *, read: tuple[int | None, LabeledWindow] | None = None,
                 traffic: tuple[int, datetime | None] | None = None,
-                race: tuple[str, list[dict[str, Any]]] | None = None) -> Observation:
+                race: tuple[str, Callable[[], list[dict[str, Any]]]] | None = None) -> Observation:
         """``read``: (cursor, rows) when the caller already read the labeled rows after ``cursor`` as of ``now``
         (the race does); used when its cursor is this loop's, else the observer reads them itself. ``traffic``:
         (predictions logged since the last tick, their newest event time) when the caller counted them (the race
-        read them). ``race``: (the race's metric, its standings), the cost trigger's reference when it has one."""
+        read them). ``race``: (the race's metric, a call that gives its standings), the cost trigger's reference when it
+        has one; the standings are built only on a tick with new labels."""
         store, model = self.cycle.store, self.policy.model
         if state.champion != champion.version:
             self._rebase(now, champion, state)
@@ -104,13 +106,13 @@ class Observer:
                            unlearned_rows=state.unlearned, new_labels=state.new_labels, manual=manual, cost=cost)
 
     def _cost(self, champion: VersionInfo, state: LoopState, rows: LabeledWindow,
-              race: tuple[str, list[dict[str, Any]]] | None) -> costs.CostSignal:
+              race: tuple[str, Callable[[], list[dict[str, Any]]]] | None) -> costs.CostSignal:
         """The served losses of the new rows, added to the staleness ledger and weighed against a retrain."""
         policy = self.policy
         losses = costs.row_losses(policy.task, rows.labels.tolist(), rows.predictions.tolist())
         reference = None
         if race is not None:
-            reference = costs.race_reference(policy.task, race[0], race[1], policy.costs.reference_min_rows)
+            reference = costs.race_reference(policy.task, race[0], race[1](), policy.costs.reference_min_rows)
             reference = (reference[0], f"race:{reference[1]}") if reference is not None else None
         if reference is None:
             own = costs.holdout_reference(policy.task, champion.record.holdout_metrics if champion.record else None)
