@@ -33,7 +33,7 @@ from controller.loop.config import (
     ProbationConfig,
     Rule,
 )
-from controller.loop.gate import GateConfig
+from controller.loop.gate_config import GateConfig
 from controller.race.config import RaceConfig
 from monitors import MonitorsConfig
 from trainers.estimator_spec import EstimatorSpec

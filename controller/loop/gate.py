@@ -67,306 +67,34 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_serializer, field_validator, model_validator
-from scipy.stats import binomtest
 
-from monitors.config import format_duration, parse_duration
+from controller.loop.gate_config import GateConfig, Margin
+from controller.loop.gate_values import GateVerdict, PairedSample, Verdict
+from controller.loop.significance import mcnemar_exact, paired_bootstrap
+from monitors.config import format_duration
 from monitors.metrics import (
     HIGHER_IS_BETTER,
     Metrics,
     class_list,
     classification_metrics,
-    metric_for,
     regression_metrics,
     row_scores,
 )
 
+# The gate's inputs, output, configuration and tests are importable from here too: its public face in one place.
 __all__ = ["GateConfig", "GateVerdict", "Margin", "PairedSample", "PromotionGate", "mcnemar_exact", "paired_bootstrap"]
 
-GateMetric = Literal["accuracy", "f1", "roc_auc", "log_loss", "mae", "rmse", "r2"]
 Task = Literal["classification", "regression"]
-Verdict = Literal["promote", "hold", "reject"]
-
-# The bootstrap draws at most this many row indices at once (int32 indices + float64 gathered losses, about
-# 12 MB), so memory stays flat at any sample size; the p-value depends on (seed, resamples, rows) only.
-_BOOTSTRAP_CHUNK = 1 << 20
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Margin(_Strict):
-    """How much better the challenger must be: the larger of the two counts."""
-
-    absolute: float = Field(0.0, ge=0, allow_inf_nan=False, description="At least this much better (metric units).")
-    relative: float = Field(
-        0.0, ge=0, allow_inf_nan=False, description="And at least this share of the champion's value (0.01 = 1%)."
-    )
-
-    def required(self, champion_value: float) -> float:
-        """The smallest improvement that counts, in metric units."""
-        return max(self.absolute, self.relative * abs(champion_value))
-
-
-class GateConfig(_Strict):
-    """The ``gate:`` section of a policy file.
-
-    ```yaml
-    gate:
-      metric: f1                 # default: monitors.performance.metric, else accuracy / rmse
-      min_rows: 500              # fewer paired matured rows: hold
-      floor: 0.7                 # the challenger needs f1 >= 0.7 (<= for log_loss, mae, rmse)
-      margin: {absolute: 0.005, relative: 0.01}
-      alpha: 0.05
-      max_hold: 3d               # still too few rows after this long: reject
-      shadow_rows: 200           # a promote waits for 200 rows after the decision, on which it must not be worse
-      incremental: not_worse     # a River champion's own checkpoints: promoted unless worse (default: significant)
-    ```
-    """
-
-    metric: GateMetric | None = Field(
-        None, description="Default: the performance monitor's metric (monitors.performance.metric), else accuracy "
-        "(classification) / rmse (regression).")
-    min_rows: int = Field(200, ge=1, description="Fewer paired matured rows than this: hold.")
-    floor: float | None = Field(
-        None,
-        allow_inf_nan=False,
-        description="Absolute floor of the challenger's metric: >= for accuracy/f1/roc_auc/r2, <= for "
-        "log_loss/mae/rmse.",
-    )
-    margin: Margin = Field(default_factory=Margin)
-    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the one-sided paired test.")
-    bootstrap_resamples: int = Field(2000, ge=1, le=1_000_000, description="Regression: paired bootstrap resamples.")
-    seed: int = Field(0, ge=0, description="Seed of the paired bootstrap.")
-    max_hold: Annotated[
-        timedelta,
-        WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(s|m|h|d|w)$", "examples": ["12h", "7d", "2w"]}),
-    ] = Field(
-        timedelta(days=7),
-        description="Too few rows for longer than this: reject instead of hold.",
-        json_schema_extra={"default": "7d"},  # as a policy file spells it, not ISO 8601's "P7D"
-    )
-    positive_class: int | str | bool | None = Field(
-        None, description="Binary f1/roc_auc: the positive class; default monitors.performance.positive_class, else "
-        "1/True when the classes are 0/1 or False/True (see monitors.metrics)."
-    )
-    shadow_rows: int = Field(
-        0, ge=0, description="After a promote verdict, score both models on this many rows matured after the decision "
-        "started and promote only if the challenger is not worse on them (0: off)."
-    )
-    incremental: Literal["significant", "not_worse"] = Field(
-        "significant", description="A checkpoint of the champion's own River learner (its continuation on newer "
-        "labels): `significant` judges it like any challenger; `not_worse` promotes it unless it is worse than the "
-        "champion on its paired rows (min_rows and floor still apply), so a River champion keeps learning in service."
-    )
-
-    @field_validator("max_hold", mode="before")
-    @classmethod
-    def _parse_max_hold(cls, value: Any) -> timedelta:
-        return parse_duration(value)
-
-    @field_serializer("max_hold", when_used="json")
-    def _compact_max_hold(self, value: timedelta) -> str:
-        return format_duration(value)
-
-    @model_validator(mode="after")
-    def _bootstrap_can_reach_alpha(self) -> GateConfig:
-        # The smallest bootstrap p-value is 1 / (B + 1): with fewer resamples no regression challenger could pass.
-        if 1.0 / (self.bootstrap_resamples + 1) >= self.alpha:
-            needed = math.floor(1.0 / self.alpha)
-            if 1.0 / (needed + 1) >= self.alpha:  # 1/alpha was (nearly) a whole number
-                needed += 1
-            raise ValueError(
-                f"bootstrap_resamples={self.bootstrap_resamples} can never give p < alpha {self.alpha} (the smallest "
-                f"bootstrap p-value is 1/(resamples+1)); use at least {needed} resamples (default 2000)"
-            )
-        return self
-
-    def metric_for(self, task: str) -> str:
-        """The gate metric for ``task``; ValueError when the configured one does not fit the task."""
-        return metric_for(task, self.metric, "gate.metric")
-
-
-def _as_array(value: Any, name: str) -> np.ndarray:
-    array = value.to_numpy() if isinstance(value, (pd.Series, pd.Index)) else np.asarray(value)
-    if array.ndim != 1:
-        raise ValueError(f"PairedSample.{name} must be one-dimensional, got shape {array.shape}")
-    return array
-
-
-def _as_proba(value: Any, name: str, rows: int, classes: tuple) -> np.ndarray | None:
-    if value is None:
-        return None
-    proba = np.asarray(value.to_numpy() if isinstance(value, pd.DataFrame) else value, dtype=np.float64)
-    if not classes:
-        raise ValueError(f"PairedSample.{name} is given without classes; pass classes= in the column order")
-    if proba.shape != (rows, len(classes)):
-        raise ValueError(
-            f"PairedSample.{name} has shape {proba.shape}, expected ({rows}, {len(classes)}): one row per sample "
-            f"row and one column per class of {list(classes)}"
-        )
-    return proba
-
-
-@dataclass(frozen=True)
-class PairedSample:
-    """The same matured rows scored by both models (neither trained on them).
-
-    ``champion`` / ``challenger`` are predicted labels (classification) or values (regression); the optional
-    ``*_proba`` arrays have one column per entry of ``classes``, in that order.
-    """
-
-    labels: np.ndarray
-    champion: np.ndarray
-    challenger: np.ndarray
-    champion_proba: np.ndarray | None = None
-    challenger_proba: np.ndarray | None = None
-    classes: tuple = ()
-    fingerprint: str = ""
-
-    def __post_init__(self) -> None:
-        # Frozen, so normalise through object.__setattr__: lists and pandas objects become numpy arrays once.
-        for name in ("labels", "champion", "challenger"):
-            object.__setattr__(self, name, _as_array(getattr(self, name), name))
-        lengths = {name: len(getattr(self, name)) for name in ("labels", "champion", "challenger")}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(
-                f"PairedSample needs one champion and one challenger prediction per labeled row, got lengths "
-                f"{lengths}; score the same rows with both models"
-            )
-        object.__setattr__(self, "classes", tuple(self.classes))
-        for name in ("champion_proba", "challenger_proba"):
-            object.__setattr__(self, name, _as_proba(getattr(self, name), name, self.rows, self.classes))
-
-    @property
-    def rows(self) -> int:
-        return len(self.labels)
-
-
-@dataclass(frozen=True)
-class GateVerdict:
-    """The gate's answer with every number behind it; ``to_dict()`` is what gets stored."""
-
-    verdict: Verdict
-    reason: str
-    metric: str
-    higher_is_better: bool
-    rows: int
-    min_rows: int
-    champion_value: float | None
-    challenger_value: float | None
-    delta: float | None
-    required_delta: float | None
-    p_value: float | None
-    alpha: float
-    test: Literal["mcnemar_exact", "paired_bootstrap"] | None
-    champion_metrics: dict[str, float]
-    challenger_metrics: dict[str, float]
-    details: dict[str, Any]
-    fingerprint: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe: NaN and inf become None, numpy scalars become Python numbers."""
-        return _json_safe(dataclasses.asdict(self))
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Metrics
-
-
-def _metrics(task: str, sample: PairedSample, predictions: np.ndarray, proba: np.ndarray | None, known: list,
-             positive_class: Any) -> Metrics:
-    """One model's metrics on the sample, by monitors.metrics (the trainers' and the monitor's rules)."""
-    if task == "regression":
-        return regression_metrics(sample.labels, predictions)
-    # A DataFrame names its columns, so ``known`` can also carry the classes only the other model predicted: both
-    # models are then scored over one set of classes (binary or not, the same positive class).
-    frame = None if proba is None else pd.DataFrame(proba, columns=list(sample.classes))
-    return classification_metrics(sample.labels, predictions, frame, known, positive_class=positive_class)
-
-
-def _with_nan(metrics: Metrics) -> dict[str, float]:
-    # GateVerdict's metric dicts stay floats (NaN where undefined) for the arithmetic of their readers (probation);
-    # to_dict() turns NaN into None like the rest of the project.
-    return {k: (math.nan if v is None else v) for k, v in metrics.items()}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Paired tests
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """One-sided exact McNemar p-value, P(Binomial(b + c, 1/2) >= c); 1.0 without discordant rows.
-
-    >>> round(mcnemar_exact(2, 10) * 4096)
-    79
-    """
-    if b + c == 0:
-        return 1.0
-    return float(binomtest(c, b + c, 0.5, alternative="greater").pvalue)
-
-
-def paired_bootstrap(
-    improvement: np.ndarray, resamples: int, seed: int, *, chunk: int = _BOOTSTRAP_CHUNK
-) -> tuple[float, np.ndarray]:
-    """p-value that the mean per-row improvement is <= 0, and the ``resamples`` resampled means.
-
-    ``p = (#{resampled mean <= 0} + 1) / (resamples + 1)``. Indices are drawn at most ``chunk`` at a time so memory
-    stays bounded at any number of rows (the result depends on ``chunk`` too: keep the default for stored verdicts).
-    """
-    d = np.ascontiguousarray(improvement, dtype=np.float64)
-    n = len(d)
-    rng = np.random.default_rng(seed)
-    index_type = np.int32 if n < 2**31 else np.int64
-    means = np.empty(resamples)
-    if n == 0:
-        raise ValueError("the paired bootstrap needs at least one row")
-    if n <= chunk:
-        per_chunk = chunk // n
-        for start in range(0, resamples, per_chunk):
-            k = min(per_chunk, resamples - start)
-            means[start:start + k] = np.take(d, rng.integers(0, n, size=(k, n), dtype=index_type)).mean(axis=1)
-    else:
-        for b in range(resamples):
-            total = 0.0
-            for start in range(0, n, chunk):
-                size = min(chunk, n - start)
-                total += float(np.take(d, rng.integers(0, n, size=size, dtype=index_type)).sum())
-            means[b] = total / n
-    p = (int(np.count_nonzero(means <= 0)) + 1) / (resamples + 1)
-    return p, means
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The gate
 
 
 def _num(x: float, signed: bool = False) -> str:
     sign = "+" if signed else ""
     return f"{x:{sign}.4g}" if abs(x) < 1e4 else f"{x:{sign},.0f}"
-
 
 class PromotionGate:
     """Judges a challenger against the champion on a :class:`PairedSample`; see the module docstring."""
@@ -556,3 +284,20 @@ def _about(value: timedelta) -> str:
 def _at_least(delta: float, required: float) -> bool:
     # Metric differences carry float error (0.75 - 0.70 = 0.04999999999999993): a gain of exactly the margin counts.
     return delta >= required or math.isclose(delta, required, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _metrics(task: str, sample: PairedSample, predictions: np.ndarray, proba: np.ndarray | None, known: list,
+             positive_class: Any) -> Metrics:
+    """One model's metrics on the sample, by monitors.metrics (the trainers' and the monitor's rules)."""
+    if task == "regression":
+        return regression_metrics(sample.labels, predictions)
+    # A DataFrame names its columns, so ``known`` can also carry the classes only the other model predicted: both
+    # models are then scored over one set of classes (binary or not, the same positive class).
+    frame = None if proba is None else pd.DataFrame(proba, columns=list(sample.classes))
+    return classification_metrics(sample.labels, predictions, frame, known, positive_class=positive_class)
+
+
+def _with_nan(metrics: Metrics) -> dict[str, float]:
+    # GateVerdict's metric dicts stay floats (NaN where undefined) for the arithmetic of their readers (probation);
+    # to_dict() turns NaN into None like the rest of the project.
+    return {k: (math.nan if v is None else v) for k, v in metrics.items()}

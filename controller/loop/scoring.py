@@ -1,16 +1,17 @@
-"""Score registered versions on the same matured rows, for the gate and for probation."""
+"""Score registered versions on the same matured rows, for the gate, probation and the race's entry filter."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from controller.loop.gate import PairedSample
-from controller.store import LabeledWindow
+from controller.loop.gate_values import PairedSample
+from controller.store import EventStore, LabeledWindow
 from lineage import LoadedModel
 
 
@@ -32,6 +33,39 @@ class ModelCache:
         while len(self._models) > self._size:
             self._models.popitem(last=False)
         return loaded
+
+
+class MaturedRows:
+    """One model's matured labeled rows as of a tick, and two of its versions scored on them (a :class:`PairedSample`).
+
+    What the gate judges a challenger on, probation a new champion, the race's entry filter a retrained challenger.
+    """
+
+    def __init__(self, store: EventStore, model: str, models: ModelCache, task: str, classes: Sequence[Any],
+                 feature_types: Mapping[str, str] | None) -> None:
+        self.store = store
+        self.model = model
+        self.models = models
+        self.task = task
+        self.classes = tuple(classes)
+        self.feature_types = feature_types
+
+    def window(self, now: datetime, *, after_seq: int | None, max_rows: int | None = None) -> LabeledWindow:
+        """The rows labeled by ``now`` after ``after_seq`` (the newest ``max_rows`` of them)."""
+        return self.store.labeled_window(self.model, now, after_seq=after_seq, max_rows=max_rows,
+                                         feature_types=self.feature_types)
+
+    def newest_seq(self, now: datetime, cursor: int | None) -> int | None:
+        """The newest labeled row's seq as of ``now`` (the loop's ``cursor`` may not have read it yet)."""
+        return self.store.labeled_count(self.model, now, after_seq=cursor)[1] or cursor
+
+    def loaded(self, version: str) -> Any:
+        """The model of ``version`` (from the cache: a tick never reloads it from MLflow)."""
+        return self.models.get(version).model
+
+    def sample(self, rows: LabeledWindow, champion: Any, challenger: Any) -> PairedSample:
+        """Both models (see :meth:`loaded`) scored on ``rows``."""
+        return paired_sample(rows, champion, challenger, self.task, self.classes)
 
 
 def predict(model: Any, features: pd.DataFrame, task: str, classes: Sequence[Any]) -> tuple[np.ndarray, Any]:

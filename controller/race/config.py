@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from controller.loop.gate import Margin
+from controller.loop.gate_config import Margin
 from trainers import CheckpointPolicy, EstimatorSpec
 
 #: Metrics the race can judge row by row (the mean of a per-row score). f1 and roc_auc are not sums over rows.

@@ -176,7 +176,7 @@ def test_a_manual_retrain_that_is_not_better_is_rejected_and_stays_challenger(tm
 
 def test_the_champion_alias_is_trusted_until_the_decision_log_changes_or_alias_refresh_passes(
         tmp_path, mlflow_dir, clock: ManualClock, model_name) -> None:
-    from controller.loop.controller import ALIAS_REFRESH
+    from controller.loop.aliases import ALIAS_REFRESH
     from controller.loop.rules import ManualRequest
     from controller.loop.state import request_manual
 
