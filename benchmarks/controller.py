@@ -71,9 +71,10 @@ from controller.actions.bootstrap import bootstrap
 from controller.actions.model_registry import open_registry
 from controller.actions.training import FIRST_SEQ, LAST_SEQ
 from controller.clock import ManualClock
-from controller.config import LoadedPolicy, load_policy
+from controller.config import LoadedPolicy
 from controller.loop.controller import Controller, TickReport
 from controller.loop.observe import REFERENCE_KEY, Observer
+from controller.policy_loader import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.control import DecisionLog, Leases
 from lineage import ModelRegistry

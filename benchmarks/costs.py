@@ -67,7 +67,8 @@ from controller.backtest.costs import BENCHMARK_RATIOS, retrain_count, served_lo
 from controller.backtest.replay import replay  # noqa: E402
 from controller.backtest.result import ReplayStream  # noqa: E402
 from controller.backtest.streams import scenario  # noqa: E402
-from controller.config import LoadedPolicy, load_policy  # noqa: E402
+from controller.config import LoadedPolicy  # noqa: E402
+from controller.policy_loader import load_policy  # noqa: E402
 
 
 def _policies_module() -> Any:

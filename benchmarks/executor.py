@@ -54,8 +54,9 @@ from tqdm import tqdm  # noqa: E402
 from controller.actions.bootstrap import bootstrap  # noqa: E402
 from controller.actions.model_registry import open_registry  # noqa: E402
 from controller.clock import ManualClock, SystemClock  # noqa: E402
-from controller.config import LoadedPolicy, load_policy  # noqa: E402
+from controller.config import LoadedPolicy  # noqa: E402
 from controller.loop.runners import JobState, ProcessRunner, TrainingJob, TrainingRunner, run_job  # noqa: E402
+from controller.policy_loader import load_policy  # noqa: E402
 from controller.store import EventStore  # noqa: E402
 
 ANALYSIS_MARKER = "<!-- analysis: written by hand, kept by benchmarks/executor.py when it rewrites the tables -->"

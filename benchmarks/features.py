@@ -183,7 +183,7 @@ def serve_child(port: int, paths: list[str]) -> None:
     from controller.api.app import create_app
     from controller.api.service import build_runtimes
     from controller.clock import SystemClock
-    from controller.config import load_policy
+    from controller.policy_loader import load_policy
 
     clock = SystemClock()
     model = train_champion()
@@ -196,10 +196,10 @@ def serve_child(port: int, paths: list[str]) -> None:
 def prepare_features(paths: list[Path]) -> None:
     """Materialize the batch view and fold one NRT event per user into both online stores."""
     from controller.clock import SystemClock
-    from controller.config import load_policy
     from controller.features.materialize import materialize_view
     from controller.features.serving import open_event_stream, open_store
     from controller.features.stream import StreamProcessor
+    from controller.policy_loader import load_policy
 
     now = time.time()
     for path in paths[1:]:
@@ -221,9 +221,9 @@ def bench_lookup_step(paths: list[Path], calls: int) -> dict[str, Any]:
     ages and the joined vector) against the null object a model without views uses. Medians of 5 repetitions."""
     from controller.api.ingest import PredictRow
     from controller.clock import SystemClock
-    from controller.config import load_policy
     from controller.features.lookup import FeatureJoiner, NoFeatureViews
     from controller.features.serving import open_store
+    from controller.policy_loader import load_policy
 
     out: dict[str, Any] = {}
     joiners: dict[str, Any] = {"none": NoFeatureViews()}
@@ -314,7 +314,7 @@ def bench_predict(tmp: Path, prefix: str, rounds: int, requests: int) -> dict[st
 
 
 def stream_policy(tmp: Path, prefix: str) -> Any:
-    from controller.config import load_policy
+    from controller.policy_loader import load_policy
 
     path = tmp / "streambench.yaml"
     path.write_text(STREAM_POLICY.format(redis=REDIS, prefix=prefix))

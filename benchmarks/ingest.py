@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from controller.api.ingest import Ingestor, LabelBatch, PredictionBatch
 from controller.api.service import build_runtimes
 from controller.clock import SystemClock
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 
 DOC = REPO / "docs" / "benchmarks-ingest.md"

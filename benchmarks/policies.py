@@ -88,8 +88,9 @@ from controller.backtest.replay import replay  # noqa: E402
 from controller.backtest.report import registry_loader  # noqa: E402
 from controller.backtest.result import EVENT_TIME, LABEL_TIME, BacktestResult, ReplayStream  # noqa: E402
 from controller.backtest.streams import SCENARIOS, elec2, scenario  # noqa: E402
-from controller.config import LoadedPolicy, load_policy  # noqa: E402
+from controller.config import LoadedPolicy  # noqa: E402
 from controller.loop.scoring import predict  # noqa: E402
+from controller.policy_loader import load_policy  # noqa: E402
 
 ANALYSIS_MARKER = "<!-- analysis: written by hand, kept by benchmarks/policies.py when it rewrites the tables -->"
 ORACLE_ROWS = 500                 # matured rows of the new concept before the oracle refits (and again at 4x)

@@ -80,9 +80,10 @@ from controller.api.serving import predictor_for  # noqa: E402
 from controller.backtest.result import EVENT_TIME, ReplayStream  # noqa: E402
 from controller.backtest.streams import scenario  # noqa: E402
 from controller.clock import ManualClock  # noqa: E402
-from controller.config import LoadedPolicy, load_policy  # noqa: E402
+from controller.config import LoadedPolicy  # noqa: E402
 from controller.loop.controller import Controller, TickReport  # noqa: E402
 from controller.loop.daemon import publisher_for  # noqa: E402
+from controller.policy_loader import load_policy  # noqa: E402
 from controller.race.driver import STATE_KEY  # noqa: E402
 from controller.store import EventStore, LabelRecord, PredictionRecord  # noqa: E402
 from controller.store.control import DecisionLog, Leases  # noqa: E402

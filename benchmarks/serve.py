@@ -105,7 +105,7 @@ QUICK = Plan(single=120, batch=20, concurrent_single=160, concurrent_batch=24, w
 def load_rows(data: Path, policy_path: Path) -> list[dict[str, Any]]:
     """The data file's feature rows as JSON-ready dicts typed by the policy (NaN -> null)."""
     from controller.actions.datafiles import features_from_table, read_table
-    from controller.config import load_policy
+    from controller.policy_loader import load_policy
 
     policy = load_policy(policy_path).config
     frame = features_from_table(read_table(data), policy, str(data))
@@ -623,7 +623,7 @@ def time_steps(policy_path: Path, rows: list[dict[str, Any]], n: int, cap_s: flo
     from controller.api.serving import predict_frame
     from controller.api.validation import check_features, check_unique_ids
     from controller.clock import SystemClock
-    from controller.config import load_policy
+    from controller.policy_loader import load_policy
     from controller.store import EventStore, PredictionRecord, features_frame
 
     policy = load_policy(policy_path).config

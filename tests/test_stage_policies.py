@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from controller.backtest.streams import scenario
-from controller.config import LoadedPolicy, load_policy
+from controller.config import LoadedPolicy
+from controller.policy_loader import load_policy
 from trainers import fine_tune_method
 from trainers.online import online_learner
 from trainers.river_adapter import RiverModel

@@ -109,8 +109,8 @@ def worker_app() -> Any:
     """The app of one worker process of ``driftpilot serve --workers N`` (uvicorn calls this factory in each
     process): the policies named by the parent, its own store connections, registry and champion watcher."""
     from controller.clock import SystemClock
-    from controller.config import load_policy
     from controller.logs import configure
+    from controller.policy_loader import load_policy
 
     spec = json.loads(os.environ[WORKERS_ENV])
     configure(spec["log_level"])

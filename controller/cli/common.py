@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from controller.config import load_policy
 from controller.errors import ConfigError, DriftpilotError
+from controller.policy_loader import load_policy
 
 CONFIG_OPTION = click.option("--config", "config_paths", required=True, multiple=True,
                              type=click.Path(dir_okay=False, path_type=Path),

@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from controller.cli.group import main
-from controller.config import load_policy, policy_json_schema
+from controller.config import policy_json_schema
 from controller.errors import ConfigError
+from controller.policy_loader import load_policy
 
 
 @main.group()

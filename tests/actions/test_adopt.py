@@ -11,10 +11,10 @@ from pathlib import Path
 
 import mlflow
 import mlflow.sklearn
-from mlflow.tracking._tracking_service import utils as _tracking_utils
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from mlflow.tracking._tracking_service import utils as _tracking_utils
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -23,7 +23,7 @@ from sklearn.preprocessing import OneHotEncoder
 from controller.actions.model_registry import open_registry
 from controller.cli.main import main
 from controller.clock import SystemClock
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from tests.conftest import T0
 from tests.toy import toy_table, write_policy

@@ -13,7 +13,7 @@ from controller.actions.bootstrap import bootstrap
 from controller.actions.datafiles import features_from_table, target_from_table
 from controller.actions.model_registry import open_registry
 from controller.actions.monitoring import MonitorCycle
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from controller.store import EventStore
 from lineage import LineageError
 from monitors import build_monitors

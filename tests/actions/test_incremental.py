@@ -13,7 +13,7 @@ from controller.actions.datafiles import features_from_table, target_from_table
 from controller.actions.incremental import STATE_KEY, IncrementalError, IncrementalRunner
 from controller.actions.model_registry import open_registry
 from controller.clock import ManualClock
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from tests.toy import toy_table, write_policy
 from trainers import RiverModel

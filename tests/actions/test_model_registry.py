@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from controller.actions.model_registry import registry_settings
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example-classification.yaml"
 

@@ -14,7 +14,7 @@ from controller.actions.model_registry import open_registry
 from controller.actions.monitoring import DETECTOR_KEY, MonitorCycle
 from controller.actions.refresh import Refresher
 from controller.clock import ManualClock
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from tests.toy import toy_table, write_policy
 from trainers.stateless import StatelessConfig

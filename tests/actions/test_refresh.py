@@ -13,7 +13,7 @@ from controller.actions.model_registry import open_registry
 from controller.actions.refresh import Refresher, RefreshError
 from controller.actions.training import LAST_SEQ
 from controller.clock import ManualClock
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from tests.toy import toy_table, write_policy
 from trainers.stateless import StatelessConfig

@@ -25,7 +25,8 @@ from controller.actions.training import training_context
 from controller.api.app import ModelRuntime, create_app
 from controller.api.service import build_runtimes
 from controller.clock import ManualClock
-from controller.config import LoadedPolicy, load_policy
+from controller.config import LoadedPolicy
+from controller.policy_loader import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from tests.policy_kit import write_policy_file
 from trainers import NO_PARENT, get_trainer

@@ -16,7 +16,7 @@ from controller.api.ingest import Ingestor
 from controller.api.service import NoRegistry, build_runtimes
 from controller.api.serving import ChampionHolder
 from controller.clock import ManualClock
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from controller.store import EventStore
 from controller.store.db import create_store_engine
 from tests.api.api_kit import DEAD_POSTGRES, TOKEN, Api, ServedApi, open_api, open_served_api, write_policy

@@ -10,8 +10,8 @@ import pytest
 
 from controller.api.service import build_runtimes
 from controller.clock import ManualClock
-from controller.config import load_policy
 from controller.errors import ConfigError, StoreUnavailable
+from controller.policy_loader import load_policy
 from tests.api.api_kit import DEAD_POSTGRES, write_policy
 
 

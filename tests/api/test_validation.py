@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from controller.api.app import create_app
 from controller.api.service import build_runtimes
 from controller.clock import ManualClock
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from controller.store import LabelChange
 from controller.store.tables import labels as labels_table
 from tests.api.api_kit import (

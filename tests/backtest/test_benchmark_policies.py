@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from controller.backtest.replay import policy_for_stream
 from controller.backtest.streams import SCENARIOS, scenario
 from controller.cli.main import main
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from tests.conftest import REPO, load_benchmark
 
 POLICIES = {"classification": REPO / "config" / "backtest-auto.yaml",

@@ -14,7 +14,7 @@ from controller.backtest.replay import replay
 from controller.backtest.report import markdown, summarize
 from controller.backtest.streams import scenario
 from controller.cli.backtest_commands import _table
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from tests.backtest.conftest import write_policy
 
 ROWS, BOOT, EVERY = 1200, 300, 20

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from controller.backtest.replay import policy_for_stream
 from controller.backtest.streams import scenario
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from tests.backtest.conftest import write_policy
 
 

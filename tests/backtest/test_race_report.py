@@ -30,7 +30,7 @@ from controller.backtest.report import (
 from controller.backtest.result import BacktestResult, ReplayStream, StreamSpec
 from controller.backtest.streams import START, scenario
 from controller.cli.backtest_commands import _table
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from tests.backtest.conftest import write_policy
 
 ROWS, BOOT, EVERY = 1500, 300, 20

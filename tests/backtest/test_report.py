@@ -29,7 +29,7 @@ from controller.backtest.report import (
 )
 from controller.backtest.result import BacktestResult, ReplayStream, StreamSpec
 from controller.backtest.streams import START, scenario
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from tests.backtest.conftest import write_policy
 
 ROWS, BOOT, EVERY = 2000, 400, 50

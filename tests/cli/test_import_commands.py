@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from controller.cli.main import main
 from controller.clock import SystemClock
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from controller.store import EventStore
 
 POLICY = """\

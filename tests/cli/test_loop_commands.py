@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from controller.cli.main import main
 from controller.clock import SystemClock
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from tests.conftest import T0
 from tests.toy import toy_table, write_policy

@@ -38,7 +38,7 @@ import pytest
 from click.testing import CliRunner
 
 from controller.cli.main import main
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from tests.conftest import ELEC2_ZIP, EXAMPLE_CLASSIFICATION, EXAMPLE_REGRESSION, REPO
 
 pytestmark = pytest.mark.slow

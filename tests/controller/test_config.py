@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from controller.cli.main import main
-from controller.config import PolicyConfig, load_policy, policy_json_schema
+from controller.config import PolicyConfig, policy_json_schema
 from controller.errors import ConfigError
+from controller.policy_loader import load_policy
 from tests.conftest import EXAMPLE_CLASSIFICATION, EXAMPLE_REGRESSION
 
 GOOD = """\

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from controller.actions.model_registry import open_registry
 from controller.cli.main import main
 from controller.clock import SystemClock
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from lineage import LineageRecord
 from tests.conftest import T0

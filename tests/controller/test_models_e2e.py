@@ -20,7 +20,7 @@ from controller.api.app import create_app
 from controller.api.service import build_runtimes
 from controller.cli.main import main
 from controller.clock import ManualClock
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from controller.store import EventStore
 from lineage import LineageRecord
 from tests.toy import toy_table, write_policy

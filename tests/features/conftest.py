@@ -19,9 +19,10 @@ from fastapi.testclient import TestClient
 from controller.api.app import ModelRuntime, create_app
 from controller.api.service import build_runtimes
 from controller.clock import ManualClock
-from controller.config import LoadedPolicy, load_policy
+from controller.config import LoadedPolicy
 from controller.features.redis_adapter import RedisEventStream
 from controller.features.serving import open_event_stream
+from controller.policy_loader import load_policy
 from tests.api.api_kit import FixedChampion
 from tests.policy_kit import write_policy_file
 

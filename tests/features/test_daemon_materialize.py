@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from controller.clock import ManualClock
-from controller.config import load_policy
 from controller.features.serving import open_store
 from controller.loop.daemon import Daemon
+from controller.policy_loader import load_policy
 from controller.store import EventStore
 from tests.conftest import T0
 from tests.features.conftest import write_policy, write_profile

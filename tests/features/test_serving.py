@@ -271,7 +271,7 @@ def test_events_need_the_token_of_a_consuming_model(tmp_path: Path, prefix: str,
 
     from controller.api.app import create_app
     from controller.api.service import build_runtimes
-    from controller.config import load_policy
+    from controller.policy_loader import load_policy
     from tests.api.api_kit import FixedChampion
 
     path = write_policy(tmp_path, prefix)

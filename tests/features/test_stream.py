@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.config import load_policy
 from controller.features.config import StreamView
 from controller.features.online_store import meta_watermark
 from controller.features.serving import open_event_stream, open_store
 from controller.features.stream import StreamProcessor
 from controller.features.windows import RollingAggregate
+from controller.policy_loader import load_policy
 from tests.features.conftest import REDIS_URL
 
 T = 1_767_225_600.0  # 2026-01-01T00:00:00Z

@@ -28,9 +28,10 @@ from controller.actions.bootstrap import bootstrap
 from controller.actions.datafiles import features_from_table, target_from_table
 from controller.actions.model_registry import open_registry
 from controller.clock import SystemClock
-from controller.config import LoadedPolicy, load_policy
+from controller.config import LoadedPolicy
 from controller.loop.rules import ManualRequest
 from controller.loop.state import LoopState, load_state, request_manual
+from controller.policy_loader import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.control import Decision, DecisionLog, Lease, Leases
 from lineage import ModelRegistry

@@ -10,8 +10,8 @@ import pytest
 
 from controller.clock import ManualClock
 from controller.store.control import DecisionLog
-from tests.toy import toy_table
 from tests.loop.loop_kit import toy_model
+from tests.toy import toy_table
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,7 @@ LEARN_RULE = """\
 def river_toy(tmp_path, mlflow_dir, clock: ManualClock, model_name, *, rules: str = LEARN_RULE,
               gate: str = "{min_rows: 60}", continuous: bool = False):
     """A River champion whose learner checkpoints every 200 updates (no time threshold)."""
-    from controller.config import load_policy
+    from controller.policy_loader import load_policy
 
     toy = toy_model(tmp_path, mlflow_dir, model_name, clock, rules=rules, estimator=RIVER, gate=gate)
     path = toy.loaded.path

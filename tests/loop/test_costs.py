@@ -10,13 +10,13 @@ import pytest
 
 from controller.clock import ManualClock
 from controller.errors import ConfigError
-from controller.config import load_policy
 from controller.loop import costs
 from controller.loop.config import CostsConfig
 from controller.loop.state import LoopState
+from controller.policy_loader import load_policy
 from controller.store.control import DecisionLog
-from tests.toy import toy_table, write_policy
 from tests.loop.loop_kit import toy_model
+from tests.toy import toy_table, write_policy
 
 COST_RULE = """\
   - name: when-it-pays

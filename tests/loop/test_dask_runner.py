@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from controller.clock import ManualClock
-from controller.config import load_policy
 from controller.loop.dask_runner import DaskRunner
 from controller.loop.runners import ProcessRunner, RoutedRunner, TrainingJob, build_runner
+from controller.policy_loader import load_policy
 from controller.store.control import DecisionLog
-from tests.toy import toy_table
 from tests.loop.daemon_kit import GATED_RULES, free_port, gated_candidate, make_toy, shared_mlflow_dir, wait_until
 from tests.loop.dask_kit import DaskCluster
+from tests.toy import toy_table
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,8 @@ from controller.actions.bootstrap import bootstrap
 from controller.actions.datafiles import features_from_table, target_from_table
 from controller.actions.model_registry import open_registry
 from controller.clock import ManualClock
-from controller.config import LoadedPolicy, load_policy
+from controller.config import LoadedPolicy
+from controller.policy_loader import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from lineage import ModelRegistry
 from tests.policy_kit import write_policy_file

@@ -15,8 +15,8 @@ from controller.actions.bootstrap import bootstrap
 from controller.actions.datafiles import features_from_table, target_from_table
 from controller.actions.model_registry import open_registry
 from controller.clock import ManualClock
-from controller.config import load_policy
 from controller.loop.controller import Controller
+from controller.policy_loader import load_policy
 from controller.race.publish import InProcessPublisher
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.control import DecisionLog

@@ -12,7 +12,7 @@ import river
 from controller.api.serving import predict_frame
 from controller.backtest.replay import replay
 from controller.backtest.streams import scenario
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from trainers import RiverModel
 
 

@@ -34,9 +34,10 @@ from controller.api.serving import ChampionHolder, NoLiveState, UnreadableState,
 from controller.cli.loop_commands import _decision_line, _race_lines
 from controller.cli.main import main
 from controller.clock import ManualClock, SystemClock
-from controller.config import LoadedPolicy, load_policy
+from controller.config import LoadedPolicy
 from controller.loop.controller import Controller
 from controller.loop.daemon import Daemon, publisher_for
+from controller.policy_loader import load_policy
 from controller.race.publish import NoPublisher, ServedState, StorePublisher, read_served
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.tables import predictions

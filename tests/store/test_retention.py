@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from controller.cli.main import main
 from controller.clock import ManualClock, SystemClock
-from controller.config import load_policy
+from controller.policy_loader import load_policy
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.control import DecisionLog
 from controller.store.events import Sealing
