@@ -12,7 +12,6 @@ from controller.cli import (  # noqa: F401 - imported to register their commands
     backtest_commands,  # backtest
     config_commands,  # config validate, config schema
     db_commands,  # db upgrade, db prune, db compact
-    demo,  # demo
     features_commands,  # features materialize, features get, stream
     import_commands,  # predictions import, labels import
     loop_commands,  # run, status, decisions, retrain, promote, rollback
@@ -20,6 +19,7 @@ from controller.cli import (  # noqa: F401 - imported to register their commands
     replay_command,  # replay
     serve_commands,  # serve, stats
 )
+from controller.cli.demo import command as demo_command  # noqa: F401 - demo
 from controller.cli.group import main
 
 __all__ = ["main"]
