@@ -1,4 +1,6 @@
-"""The runnable examples in the monitors' docstrings stay true."""
+"""The monitors' docstrings keep their runnable examples. pytest runs them (``--doctest-modules`` over the packages,
+see pyproject.toml); what it does not check is that they are there: a module whose examples were all deleted would
+pass silently."""
 
 from __future__ import annotations
 
@@ -11,6 +13,6 @@ import pytest
 @pytest.mark.parametrize(
     "module", ["monitors.metrics", "monitors.losses", "monitors.concept_drift", "monitors.factory"]
 )
-def test_docstring_examples(module):
-    result = doctest.testmod(importlib.import_module(module))
-    assert result.attempted > 0 and result.failed == 0
+def test_docstring_examples_are_there(module):
+    tests = doctest.DocTestFinder().find(importlib.import_module(module))
+    assert sum(len(t.examples) for t in tests) > 0
