@@ -56,10 +56,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this file's folder is sys.path[0]; the repository root must come first instead.
-_HERE = Path(__file__).resolve().parent
-_REPO = _HERE.parent
-sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import bench_kit
+
+REPO = bench_kit.repo_first()
 
 import numpy as np
 import pandas as pd
@@ -319,10 +318,10 @@ def git_commit() -> str:
     """HEAD, and which files that a tick runs differ from it in the working tree (a shared tree: other engineers'
     uncommitted work is part of what was measured)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_REPO, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                               check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "controller", "lineage", "monitors", "trainers",
-                                "benchmarks/controller.py"], cwd=_REPO, capture_output=True, text=True,
+                                "benchmarks/controller.py"], cwd=REPO, capture_output=True, text=True,
                                check=False).stdout.split("\n")
         changed = sorted(line[3:] for line in dirty if line.strip())
         return f"`{head}`" + (f" with uncommitted changes in the working tree to {', '.join(changed)}" if changed
@@ -778,7 +777,7 @@ def main() -> None:
     parser.add_argument("--no-analyze", action="store_true",
                         help="PostgreSQL: do not ANALYZE after the bulk loads (planner without statistics)")
     parser.add_argument("--skip", choices=["history", "many"], default=None)
-    parser.add_argument("--out", type=Path, default=_REPO / "docs" / "benchmarks-controller.md")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks-controller.md")
     args = parser.parse_args()
     args.sizes = tuple(args.sizes or ((10_000, 100_000) if args.quick else (10_000, 1_000_000)))
     args.reps = args.reps or (9 if args.quick else 15)

@@ -33,32 +33,25 @@ runs as JSON beside it. BLAS/OpenMP run on one thread.
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import bench_kit
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from datetime import UTC, datetime, timedelta  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-ROOT = _HERE.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+bench_kit.one_thread_per_process()
+REPO = bench_kit.repo_first()
 
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -70,20 +63,10 @@ from controller.backtest.streams import scenario  # noqa: E402
 from controller.config import LoadedPolicy  # noqa: E402
 from controller.policy_loader import load_policy  # noqa: E402
 
-
-def _policies_module() -> Any:
-    """benchmarks/policies.py (its protocol, refit schedules and River baseline), loaded from its file."""
-    spec = importlib.util.spec_from_file_location("driftpilot_bench_policies", _HERE / "policies.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-P = _policies_module()
+P = bench_kit.load_script("policies")  # its protocol, refit schedules and River baseline
 
 ANALYSIS_MARKER = "<!-- analysis: written by hand, kept by benchmarks/costs.py when it rewrites the tables -->"
-DEFAULT_OUT = ROOT / "docs" / "benchmarks-costs.md"
+DEFAULT_OUT = REPO / "docs" / "benchmarks-costs.md"
 STREAMS = ["sea-abrupt", "sea-gradual", "sea-recurring", "hyperplane-incremental", "agrawal-abrupt",
            "friedman-gradual"]
 PERIODS = (250, 500, 1000, 2000, 4000)
@@ -364,13 +347,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tick-every", type=int, default=50)
     parser.add_argument("--ratios", type=float, nargs=3, default=[r for _, r in BENCHMARK_RATIOS],
                         metavar=("CHEAP", "MIDDLE", "EXPENSIVE"))
-    parser.add_argument("--policy", type=Path, default=ROOT / "config" / "backtest-auto-costs.yaml")
+    parser.add_argument("--policy", type=Path, default=REPO / "config" / "backtest-auto-costs.yaml")
     parser.add_argument("--regression-policy", type=Path,
-                        default=ROOT / "config" / "backtest-auto-costs-regression.yaml")
-    parser.add_argument("--before-policy", type=Path, default=ROOT / "config" / "backtest-auto.yaml",
+                        default=REPO / "config" / "backtest-auto-costs-regression.yaml")
+    parser.add_argument("--before-policy", type=Path, default=REPO / "config" / "backtest-auto.yaml",
                         help="the policy without costs shown beside auto (Part 12's)")
     parser.add_argument("--before-regression-policy", type=Path,
-                        default=ROOT / "config" / "backtest-auto-regression.yaml")
+                        default=REPO / "config" / "backtest-auto-regression.yaml")
     parser.add_argument("--skip-before", action="store_true", help="leave the before policy out")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -23,29 +23,25 @@ Every job must end ``done`` with its version registered, or the benchmark stops.
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import bench_kit
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from datetime import UTC, datetime, timedelta  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-# Run as a script, this file's folder is sys.path[0]; the repository root must come first instead.
-_HERE = Path(__file__).resolve().parent
-ROOT = _HERE.parent
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+bench_kit.one_thread_per_process()
+REPO = bench_kit.repo_first()
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -60,7 +56,7 @@ from controller.policy_loader import load_policy  # noqa: E402
 from controller.store import EventStore  # noqa: E402
 
 ANALYSIS_MARKER = "<!-- analysis: written by hand, kept by benchmarks/executor.py when it rewrites the tables -->"
-DEFAULT_OUT = ROOT / "docs" / "benchmarks-executor.md"
+DEFAULT_OUT = REPO / "docs" / "benchmarks-executor.md"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NUMERIC = [f"x{i}" for i in range(8)]
 POLICY = """\
@@ -171,9 +167,9 @@ def load_average() -> str:
 
 def git_commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                                capture_output=True, text=True).stdout.strip()
         return commit + (" (plus uncommitted changes of other engineers in the shared tree)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

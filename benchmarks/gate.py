@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import tracemalloc
-from pathlib import Path
 
+import bench_kit
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+bench_kit.repo_first()
 
 from controller.loop.gate import GateConfig, PairedSample, PromotionGate
 

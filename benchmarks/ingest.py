@@ -18,7 +18,6 @@ import json
 import os
 import pstats
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,12 +31,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import bench_kit
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = bench_kit.repo_first()
 
 from controller.api.ingest import Ingestor, LabelBatch, PredictionBatch
 from controller.api.service import build_runtimes
@@ -242,12 +241,6 @@ def bench_store(backend: str, url: str, runs: int, seed: int) -> list[Row]:
 # ---------------------------------------------------------------------------------------------------------- HTTP
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def write_policy(directory: Path, model: str, url: str) -> Path:
     path = directory / f"{model}.yaml"
     path.write_text(POLICY.format(model=model, url=json.dumps(url)))
@@ -270,7 +263,7 @@ class Server:
     """``python benchmarks/ingest.py --serve PORT POLICY...`` in a subprocess, stopped with SIGTERM."""
 
     def __init__(self, policies: list[Path]) -> None:
-        self.port = free_port()
+        self.port = bench_kit.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--serve", str(self.port), *map(str, policies)],

@@ -26,7 +26,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -34,10 +33,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-# Run as a script, this file's folder is sys.path[0] and this file's name would shadow the `monitors`
-# package; drop that folder so `import monitors` finds the real one.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import bench_kit
+
+bench_kit.repo_first()  # this file's name would shadow the `monitors` package
 
 import numpy as np
 import pandas as pd

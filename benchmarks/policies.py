@@ -42,36 +42,30 @@ per-run numbers as JSON next to it. BLAS/OpenMP run on one thread (the machine i
 
 from __future__ import annotations
 
+import argparse
+import copy
+import json
+import logging
 import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import bench_kit
 
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from datetime import UTC, datetime, timedelta  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-# Run as a script, this folder is sys.path[0]; drop it so `import controller`/`trainers` find the real packages.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-ROOT = _HERE.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+bench_kit.one_thread_per_process()
+REPO = bench_kit.repo_first()
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -763,7 +757,7 @@ def write_report(path: Path, runs: list[Run], args: argparse.Namespace, command:
 # ------------------------------------------------------------------------------------------------ main
 
 
-DEFAULT_OUT = ROOT / "docs" / "benchmarks-policies.md"
+DEFAULT_OUT = REPO / "docs" / "benchmarks-policies.md"
 
 
 def load_average() -> str:
@@ -775,9 +769,9 @@ def load_average() -> str:
 
 def git_commit() -> tuple[str, bool]:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                                     capture_output=True, text=True).stdout.strip())
         return commit, dirty
     except (OSError, subprocess.CalledProcessError):
@@ -1025,7 +1019,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--skip-auto and --only-auto exclude each other (run both parts, then --merge them)")
     if (args.skip_auto or args.only_auto) and not args.merge and args.out.resolve() == DEFAULT_OUT.resolve():
         parser.error("--skip-auto / --only-auto write a partial result: give it its own --out, then --merge the "
-                     f"parts into {DEFAULT_OUT.relative_to(ROOT)}")
+                     f"parts into {DEFAULT_OUT.relative_to(REPO)}")
     if args.quick:
         args.seeds, args.rows = 1, 4_000
         args.stationary_seeds, args.stationary_rows = 1, 4_000
@@ -1045,8 +1039,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     commit, dirty = git_commit()
     loads = [load_average()]
     started = time.perf_counter()
-    policies = {"classification": load_policy(ROOT / args.policy),
-                "regression": load_policy(ROOT / args.regression_policy)}
+    policies = {"classification": load_policy(REPO / args.policy),
+                "regression": load_policy(REPO / args.regression_policy)}
     jobs = plan(args)
     slots: list[list[Run] | None] = [None] * len(jobs)  # each job's runs, in job order whatever order they finish in
     raw = args.out.with_suffix(".json")

@@ -37,37 +37,33 @@ Writes docs/benchmarks-race.md (or --out); a hand-written analysis below the mar
 
 from __future__ import annotations
 
+import argparse
+import cProfile
+import functools
+import gc
+import io
+import logging
 import os
+import platform
+import pstats
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import bench_kit
 
-import argparse  # noqa: E402
-import cProfile  # noqa: E402
-import functools  # noqa: E402
-import gc  # noqa: E402
-import io  # noqa: E402
-import logging  # noqa: E402
-import platform  # noqa: E402
-import pstats  # noqa: E402
-import re  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections import defaultdict  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-# Run as a script, this folder is sys.path[0]; drop it so `import controller`/`trainers` find the real packages.
-_HERE = Path(__file__).resolve().parent
-_REPO = _HERE.parent
-sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+bench_kit.one_thread_per_process()
+REPO = bench_kit.repo_first()
 
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
@@ -473,7 +469,7 @@ def run_regime(models: list[Model], traffic: Traffic, rows: int, warmup: int, re
 
 
 def _trim_profile(text: str) -> str:
-    lines = [line.replace(str(_REPO) + "/", "") for line in text.strip().splitlines()]
+    lines = [line.replace(str(REPO) + "/", "") for line in text.strip().splitlines()]
     site = [i for i, line in enumerate(lines) if "ncalls" in line]
     lines = lines[site[0]:] if site else lines
     return "\n".join(re.sub(r"\S*/site-packages/", "", line) for line in lines)
@@ -512,10 +508,10 @@ def uptime() -> str:
 
 def git_commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_REPO, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                               check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "controller", "lineage", "monitors", "trainers",
-                                "benchmarks/race.py"], cwd=_REPO, capture_output=True, text=True,
+                                "benchmarks/race.py"], cwd=REPO, capture_output=True, text=True,
                                check=False).stdout.split("\n")
         changed = sorted(line[3:] for line in dirty if line.strip())
         return f"`{head}`" + (f" with uncommitted changes in the working tree to {', '.join(changed)}" if changed
@@ -784,7 +780,7 @@ def main() -> None:
     parser.add_argument("--bootstrap-rows", type=int, default=None,
                         help="rows of the bootstrap (the online racers warm-start on them); default 5,000, --quick 1,000")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=_REPO / "docs" / "benchmarks-race.md")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks-race.md")
     args = parser.parse_args()
     args.reps = args.reps or (30 if args.quick else 60)
     args.row_reps = args.row_reps or (60 if args.quick else 300)

@@ -28,7 +28,6 @@ import platform
 import pstats
 import re
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -43,8 +42,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import bench_kit
+
+REPO = bench_kit.repo_first()
 
 DOC = REPO / "docs" / "benchmarks-serve.md"
 DATA = REPO.parent / "shared" / "data" / "ELEC.arff.zip"
@@ -141,12 +141,6 @@ class Bodies:
 
 
 # ------------------------------------------------------------------------------------------------------------ servers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_env(tracking_uri: str) -> dict[str, str]:
@@ -571,7 +565,7 @@ def analyse_profile(path: Path) -> dict[str, Any]:
 def profile_driftpilot(policy: Path, bodies: Bodies, plan: Plan, workdir: Path, env: dict[str, str]) -> dict:
     """Start a profiled driftpilot server, warm it, profile ``plan.profile_requests`` single-row requests, stop it."""
     out = workdir / "serve.pstats"
-    port = free_port()
+    port = bench_kit.free_port()
     server = Server("driftpilot serve (profiled)",
                     [sys.executable, __file__, "--profiled-serve", str(out), "--", "--log-level", "WARNING",
                      "serve", "--config", str(policy), "--port", str(port)],
@@ -939,7 +933,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bootstrapping {MODEL} from {args.data} ({len(rows):,} rows) in {workdir} ...", file=sys.stderr)
         version, bootstrap_s = bootstrap_model(workdir, policy, args.data, env)
 
-        dp_port, ml_port = free_port(), free_port()
+        dp_port, ml_port = bench_kit.free_port(), bench_kit.free_port()
         dp_argv = [driftpilot_exe(), "serve", "--config", str(policy), "--port", str(dp_port)]
         ml_argv = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}/{version}",
                    "--env-manager", "local", "--port", str(ml_port), "--host", "127.0.0.1"]

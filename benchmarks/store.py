@@ -35,7 +35,6 @@ import gc
 import json
 import os
 import platform
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -54,12 +53,12 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import bench_kit
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = bench_kit.repo_first()
 
 from store_rows import LOAD_BATCH, MODEL, NUMERIC, T0, TYPES, Rows, write_run
 
@@ -388,12 +387,6 @@ MEMORY_SCRIPT = textwrap.dedent('''
 # ------------------------------------------------------------------------------------------------------- soak
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def soak(folder: Path, events: int, seed: int) -> dict[str, Any]:
     """``events`` events over HTTP into one `driftpilot serve` worker (SQLite), RSS sampled every 0.5 s."""
     import httpx
@@ -408,7 +401,7 @@ def soak(folder: Path, events: int, seed: int) -> dict[str, Any]:
         mlflow: {{tracking_uri: "sqlite:///{folder}/soak-mlflow.db", artifact_location: "{folder}/soak-art"}}
         api: {{max_batch_items: 10000}}
         """))
-    port = free_port()
+    port = bench_kit.free_port()
     log = open(folder / "soak-server.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen([str(Path(sys.executable).with_name("driftpilot")), "--log-level", "WARNING", "serve",
                                "--config", str(policy), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,

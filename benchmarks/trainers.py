@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-# Run as a script, this file's folder is sys.path[0] and its name would shadow the `trainers`
-# package; drop that folder so `import trainers` finds the real one.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import bench_kit
+
+REPO = bench_kit.repo_first()  # this file's name would shadow the `trainers` package
 
 import numpy as np
 import pandas as pd
@@ -43,7 +42,6 @@ from threadpoolctl import threadpool_limits
 
 from trainers import NO_PARENT, EstimatorSpec, ParentModel, TrainingContext, get_trainer
 
-ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 N_NUMERIC = 8
 LEVELS = np.array(["a", "b", "c", "d", "e"], dtype=object)
@@ -294,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="timed repetitions (median)")
     parser.add_argument("--river-bootstrap", type=int, default=20_000,
                         help="history rows the River learners are bootstrapped on")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-trainers.md")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks-trainers.md")
     args = parser.parse_args(argv)
     history, sizes, holdout = (20_000, [2_000, 10_000], 5_000) if args.quick else (
         100_000, [10_000, 100_000], 20_000)

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-import importlib.util
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -30,15 +29,14 @@ ELEC2_ZIP = REPO.parent / "shared" / "data" / "ELEC.arff.zip"
 
 
 def load_benchmark(script: str) -> ModuleType:
-    """``benchmarks/<script>.py``, a script, loaded as the module ``benchmark_<script>`` (once per process)."""
-    name = f"benchmark_{script}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{script}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """``benchmarks/<script>.py``, a script, loaded as the module ``benchmark_<script>`` (once per process) by the
+    scripts' own loader, benchmarks/bench_kit.py; their folder goes on sys.path (last), where the scripts import it."""
+    folder = str(REPO / "benchmarks")
+    if folder not in sys.path:
+        sys.path.append(folder)
+    import bench_kit
+
+    return bench_kit.load_script(script)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
