@@ -135,11 +135,9 @@ def demo_command(config_path: Path, rows: int, change_at: float, return_at: floa
     summary(screen, policy, registry, folder, DEMO_POLICY)
 
 
-
 def _short(description: str) -> str:
     """river.tree.HoeffdingAdaptiveTreeClassifier -> HoeffdingAdaptiveTreeClassifier (each pipeline step)."""
     return " | ".join(step.rsplit(".", 1)[-1] for step in description.split(" | "))
-
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

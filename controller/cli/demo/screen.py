@@ -23,7 +23,6 @@ ORIGINS = {"policy": "online learner", "champion": "champion when the race began
            "retrain": "retrained challenger", "past": "past champion"}
 
 
-
 @dataclass
 class Switch:
     """A change of champion the demo saw: a race switch, or a promotion / rollback through the gate or by hand."""
@@ -291,11 +290,6 @@ def _kind(racer: dict[str, Any], bootstrap: str) -> str:
     if racer["origin"] == "champion" and racer["version"] == bootstrap:
         return "frozen, the bootstrap version"
     return f"frozen, {ORIGINS.get(racer['origin'], racer['origin'])}"
-
-
-def _short(description: str) -> str:
-    """river.tree.HoeffdingAdaptiveTreeClassifier -> HoeffdingAdaptiveTreeClassifier (each pipeline step)."""
-    return " | ".join(step.rsplit(".", 1)[-1] for step in description.split(" | "))
 
 
 def _fixed(value: Any, decimals: int = 3) -> str:

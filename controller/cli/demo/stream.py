@@ -21,7 +21,6 @@ class Concept:
     start: int
 
 
-
 def agrawal_stream(policy: Any, bootstrap_rows: int, rows: int, concepts: list[Concept], *, seed: int) -> Any:
     """The bootstrap rows (concept A) then the traffic, concept after concept, as one frame with the policy's
     target name; categorical features as strings (as a client would send them)."""
