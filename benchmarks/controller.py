@@ -559,7 +559,7 @@ BUCKETS: list[tuple[str, Callable[[str], bool]]] = [
     ("observer: store reads (labeled_window after the cursor, traffic_since, ...)",
      lambda f: "store/events.py" in f and f.rsplit(":", 1)[1] in ("labeled_window", "labeled_count", "traffic_since",
                                                                   "tail_start", "predictions_frame")),
-    ("probation check", lambda f: "loop/controller.py" in f and f.endswith(":_probation")),
+    ("probation check", lambda f: "loop/probation.py" in f and f.endswith(":check")),
     ("rules engine", lambda f: "loop/rules.py" in f and f.endswith(":evaluate")),
 ]
 
