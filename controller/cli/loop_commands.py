@@ -348,7 +348,7 @@ def _race_detail(d: dict[str, Any]) -> str:
 def _race_status(store: Any, model: str, now: datetime, champion: str | None) -> dict[str, Any]:
     """The state serving now and the standings (as of the race's last save), for ``status``."""
     from controller.api.serving import StoreLiveState, UnreadableState
-    from controller.race.driver import read_standings
+    from controller.race.saved_state import read_standings
 
     live = StoreLiveState(store, model)
     written = live.written_at()

@@ -21,10 +21,7 @@ controller tick:
 
 from __future__ import annotations
 
-import json
 import logging
-import pickle
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,18 +37,14 @@ from controller.clock import Clock
 from controller.config import LoadedPolicy
 from controller.race.outcomes import OutcomeBuffer
 from controller.race.publish import NoPublisher, ServedState, ServedStatePublisher
-from controller.race.race import Dropped, Duel, Race, Racer, Switch
+from controller.race.race import Dropped, Race, Racer, Switch
+from controller.race.saved_state import STATE_KEY, RacerMeta, restore, state_blobs
 from controller.store import EventStore
-from lineage import LineageNotFound, LineageRecord, ModelRegistry, VersionInfo
+from lineage import LineageRecord, ModelRegistry, VersionInfo
 from trainers.online import RowPredictions, as_online, online_learner
-from trainers.online import loads as load_learner
 
 log = logging.getLogger("driftpilot.race")
 
-STATE_KEY = "race.state"
-#: The standings as JSON, saved with the state (``driftpilot status``, the demo and the API read them).
-STANDINGS_KEY = "race.standings"
-STATE_FORMAT = "driftpilot.race_state/1"
 RACER_TAG = "racer"          # lineage extra: the race key of the racer a version was registered from
 
 
@@ -90,16 +83,6 @@ class RaceTick:
     newest_event_time: datetime | None = None
 
 
-@dataclass
-class _Meta:
-    """What the driver keeps per racer besides the race's own fields (for lineage when it is registered)."""
-
-    since: datetime                       # when it started learning (its window's start)
-    first_seq: int | None = None          # first label seq it learned since its last registration
-    learned_at_version: int = 0           # racer.learned when it was last registered
-    registered_at: datetime | None = None
-
-
 class RaceDriver(ModelJob):
     """The race of one model; see the module docstring."""
 
@@ -115,7 +98,7 @@ class RaceDriver(ModelJob):
         self.race: Race | None = None
         self.cut: datetime | None = None         # logged rows are read from here (inclusive) to now (exclusive)
         self.cursor: int | None = None           # labels are read after this seq
-        self.meta: dict[str, _Meta] = {}
+        self.meta: dict[str, RacerMeta] = {}
         self.outcomes = OutcomeBuffer()
         self.unsaved = 0                         # labels learned since the last save
         self.ticks = 0
@@ -198,7 +181,7 @@ class RaceDriver(ModelJob):
             return f"v{version} cannot be loaded: {type(exc).__name__}: {exc}"
         refused = race.add(racer)
         if refused is None:
-            self.meta[key] = _Meta(since=now)
+            self.meta[key] = RacerMeta(since=now)
             self.save(now)
         return refused
 
@@ -224,7 +207,7 @@ class RaceDriver(ModelJob):
         """Register an online racer's current state as a version (lineage: what it continued, what it learned)."""
         race = self._require()
         racer = race.racers[key]
-        meta = self.meta.setdefault(key, _Meta(since=now))
+        meta = self.meta.setdefault(key, RacerMeta(since=now))
         learner = racer.model
         parent = racer.version
         parent_info = self.registry.get(self.name, parent) if parent is not None else None
@@ -281,7 +264,7 @@ class RaceDriver(ModelJob):
 
     def _open(self, now: datetime, champion: VersionInfo, out: RaceTick) -> None:
         """Restore the saved race, or start one: the champion, the policy's racers, the past champions."""
-        if self._restore(now):
+        if self._restore():
             return
         race = Race(self.config, task=self.policy.task, metric=self.metric, classes=self.classes)
         self.race = race
@@ -294,7 +277,7 @@ class RaceDriver(ModelJob):
                                      classes=self.classes, seed=self.config.seed)
             racer = Racer(key=spec.name, kind="online", origin="policy", model=learner)
             first = self._catch_up(racer, now, through=newest, rows=self.config.warm_start_rows)
-            self.meta[spec.name] = _Meta(since=now, first_seq=first)
+            self.meta[spec.name] = RacerMeta(since=now, first_seq=first)
             race.add(racer)
             out.joined.append(spec.name)
         out.joined += self._join_past(now, champion)
@@ -323,7 +306,7 @@ class RaceDriver(ModelJob):
         first = self._catch_up(racer, now, through=through, rows=None) if racer.online else None
         race.add(racer)
         # What it learned since its registered version counts toward its next checkpoint.
-        self.meta[racer.key] = _Meta(since=now, first_seq=first, registered_at=now)
+        self.meta[racer.key] = RacerMeta(since=now, first_seq=first, registered_at=now)
         return racer.key
 
     def _catch_up(self, racer: Racer, now: datetime, *, through: int | None, rows: int | None) -> int | None:
@@ -416,78 +399,25 @@ class RaceDriver(ModelJob):
         next batch are judged first, so the log holds every row matured so far."""
         race = self._require()
         self.outcomes.add(race.judge().outcomes)
-        body = {
-            "format": STATE_FORMAT, "cut": self.cut, "cursor": self.cursor, "ticks": self.ticks,
-            "champion": race.champion, "rows": race.rows, "matured": race.matured, "unjudged": race.unjudged,
-            "racers": [{"key": r.key, "kind": r.kind, "origin": r.origin, "version": r.version,
-                        "joined_row": r.joined_row, "learned_through": r.learned_through, "learned": r.learned,
-                        "scored": r.scored, "rolling": list(r.rolling), "note": r.note,
-                        "learner": r.model.dumps() if r.online else None} for r in race.racers.values()],
-            "duels": [d.to_dict() for d in race.duels.values()],
-            "pending": list(race.pending.items()),
-            "meta": {k: vars(m) for k, m in self.meta.items()},
-            "dropped": [vars(d) for d in race.dropped[-50:]],
-        }
-        standings = {"as_of": now.isoformat(), "metric": self.metric, "champion": race.champion,
-                     "threshold": race.threshold, "k": race.k, "alpha": self.config.alpha,
-                     "racers": race.standings(), "left": [vars(d) for d in race.dropped[-10:]]}
-        self.store.put_states(self.policy.model, {
-            STATE_KEY: pickle.dumps(body, protocol=pickle.HIGHEST_PROTOCOL),
-            STANDINGS_KEY: json.dumps(standings, default=_json_safe).encode()},
-            outcome_block=self.outcomes.block())
+        self.store.put_states(self.policy.model, state_blobs(
+            race, now, config=self.config, metric=self.metric, cut=self.cut, cursor=self.cursor, ticks=self.ticks,
+            meta=self.meta), outcome_block=self.outcomes.block())
         self.unsaved = 0
 
-    def _restore(self, now: datetime) -> bool:
-        raw = self.store.get_state(self.policy.model, STATE_KEY)
-        if not raw:
+    def _restore(self) -> bool:
+        saved = restore(
+            self.store.get_state(self.policy.model, STATE_KEY), model=self.policy.model,
+            new_race=lambda: Race(self.config, task=self.policy.task, metric=self.metric, classes=self.classes),
+            frozen=lambda version: FrozenModel(self.registry.load(self.name, version=version).model,
+                                               self.policy.feature_types, self.classes),
+            rolling_rows=self.config.rolling_rows)
+        if saved is None:
             return False
-        body = pickle.loads(raw)
-        if body.get("format") != STATE_FORMAT:
-            log.warning("%s: ignoring a race state of another format (%s); starting a new race",
-                        self.policy.model, body.get("format"))
-            return False
-        race = Race(self.config, task=self.policy.task, metric=self.metric, classes=self.classes)
-        for item in body["racers"]:
-            try:
-                model = load_learner(item["learner"]) if item["kind"] == "online" else None
-                if model is None:
-                    model = FrozenModel(self.registry.load(self.name, version=item["version"]).model,
-                                        self.policy.feature_types, self.classes)
-            except (LineageNotFound, Exception) as exc:  # noqa: BLE001 - that racer is gone, the race goes on
-                log.warning("%s: racer %s cannot be restored (%s); it leaves the race", self.policy.model,
-                            item["key"], exc)
-                if item["key"] == body["champion"]:
-                    return False  # without its champion the saved race is of no use: start again
-                continue
-            race.racers[item["key"]] = Racer(
-                key=item["key"], kind=item["kind"], origin=item["origin"], model=model, version=item["version"],
-                joined_row=item["joined_row"], learned_through=item["learned_through"], learned=item["learned"],
-                scored=item["scored"], rolling=deque(item["rolling"], maxlen=self.config.rolling_rows),
-                note=item["note"])
-        race.champion = body["champion"]
-        race.rows, race.matured, race.unjudged = body["rows"], body["matured"], body["unjudged"]
-        race.duels = {d["challenger"]: Duel.from_dict(d) for d in body["duels"] if d["challenger"] in race.racers}
-        race.pending.update(body["pending"])
-        race.dropped = [Dropped(**d) for d in body["dropped"]]
-        self.race, self.cut, self.cursor, self.ticks = race, body["cut"], body["cursor"], body["ticks"]
-        self.meta = {k: _Meta(**m) for k, m in body["meta"].items()}
-        log.info("%s: race restored (%d racers, labels after seq %s)", self.policy.model, len(race.racers),
+        self.race, self.cut, self.cursor, self.ticks, self.meta = (saved.race, saved.cut, saved.cursor, saved.ticks,
+                                                                   saved.meta)
+        log.info("%s: race restored (%d racers, labels after seq %s)", self.policy.model, len(saved.race.racers),
                  self.cursor)
         return True
-
-
-def read_standings(store: EventStore, model: str) -> dict[str, Any] | None:
-    """The race standings of ``model`` as of its last save (None: the model has no race yet)."""
-    raw = store.get_state(model, STANDINGS_KEY)
-    return json.loads(raw) if raw else None
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
 
 
 def _is_river(model: Any) -> bool:

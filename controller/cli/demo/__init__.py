@@ -8,7 +8,7 @@ learners race the champion on the natural labels and take over when an anytime-v
 join the race as challengers; when A comes back, the version that knew it can win again without any training.
 
 The screen shows the traffic's progress with the live accuracy, each decision the daemon takes as it takes it, and
-the race's standings (``controller.race.driver.read_standings``) at each change of concept, after each switch and
+the race's standings (``controller.race.saved_state.read_standings``) at each change of concept, after each switch and
 every few seconds in between. At the end: how long each response took after the concept changed, whether a past
 version was re-promoted, the accuracy each version served per concept, the lineage tree and the ``mlflow ui`` command.
 

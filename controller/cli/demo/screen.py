@@ -138,7 +138,7 @@ class Screen:
             self.write("    " + "  ".join(cells).rstrip())
 
     def _standings(self) -> dict[str, Any] | None:
-        from controller.race.driver import read_standings
+        from controller.race.saved_state import read_standings
 
         return read_standings(self.store, self.model)
 
