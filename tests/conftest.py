@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import sqlalchemy as sa
 
 from controller.clock import ManualClock
 from controller.store import EventStore
+from tests.ports import free_port
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REPO = Path(__file__).resolve().parents[1]
@@ -87,12 +87,6 @@ def model_name() -> str:
 # ------------------------------------------------------------------------------------------- a real mlflow server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/health", timeout=1) as response:
@@ -106,7 +100,7 @@ def mlflow_server_url(tmp_path_factory):
     """A lean real `mlflow server` (sqlite backend, proxied artifacts) on a free loopback port, shared by the tests
     that need one (each uses its own experiment or model names); killed (whole process group) at teardown."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = root / "server.log"
     command = [

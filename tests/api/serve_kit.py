@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,13 +10,9 @@ from pathlib import Path
 
 import httpx
 
+from tests.ports import free_port
+
 DRIFTPILOT = Path(sys.executable).with_name("driftpilot")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:  # bound then released: nothing listens there afterwards
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServeProcesses:

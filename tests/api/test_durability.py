@@ -27,7 +27,8 @@ import sqlalchemy as sa
 
 from controller.clock import SystemClock
 from controller.store import EventStore
-from tests.loop.daemon_kit import DRIFTPILOT, free_port
+from tests.loop.daemon_kit import DRIFTPILOT
+from tests.ports import free_port
 
 BATCH = 200            # events per batch: big enough that a kill often lands inside a transaction
 KILL_AFTER = 24        # acknowledged batches before the SIGKILL

@@ -23,7 +23,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from click.testing import CliRunner
 from controller.cli.main import main
 from controller.policy_loader import load_policy
 from tests.conftest import ELEC2_ZIP, EXAMPLE_CLASSIFICATION, EXAMPLE_REGRESSION, REPO
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -100,17 +100,11 @@ class Cli:
         return result.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _daemon(command: str, policies: list[Path], folder: Path, while_up: Callable[[str], None] = lambda url: None
             ) -> None:
     """`driftpilot serve|run` as a real process for all ``policies``: ready, ``while_up(its URL)``, then a graceful
     stop on SIGTERM."""
-    port = _free_port()
+    port = free_port()
     log = folder / f"{command}.log"
     configs = [arg for policy in policies for arg in ("--config", str(policy))]
     with open(log, "wb") as out:

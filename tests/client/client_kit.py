@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.loop.daemon_kit import DRIFTPILOT, Toy, free_port, make_toy, shared_mlflow_dir
+from tests.loop.daemon_kit import DRIFTPILOT, Toy, make_toy, shared_mlflow_dir
+from tests.ports import free_port
 
 
 def token_toy(factory: pytest.TempPathFactory, prefix: str, token_env: str, api: str = "") -> Toy:

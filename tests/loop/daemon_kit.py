@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.control import Decision, DecisionLog, Lease, Leases
 from lineage import ModelRegistry
 from tests.policy_kit import write_policy_file
+from tests.ports import free_port
 from tests.toy import toy_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,12 +105,6 @@ def shared_mlflow_dir(tmp_path_factory: Any) -> Path:
     if "mlflow" not in _SHARED:
         _SHARED["mlflow"] = tmp_path_factory.mktemp("daemon-mlflow")
     return _SHARED["mlflow"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:  # bound then released: nothing listens there afterwards
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------------------ the model

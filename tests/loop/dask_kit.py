@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.loop.daemon_kit import REPO, free_port, tail, wait_until
+from tests.loop.daemon_kit import REPO, tail, wait_until
+from tests.ports import free_port
 
 
 class DaskCluster:

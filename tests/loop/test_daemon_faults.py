@@ -12,11 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.toy import toy_table
 from tests.loop.daemon_kit import (
     GATED_RULES,
     Daemon,
-    free_port,
     gated_candidate,
     make_toy,
     process_gone,
@@ -24,6 +22,8 @@ from tests.loop.daemon_kit import (
     wait_until,
     worker_pids,
 )
+from tests.ports import free_port
+from tests.toy import toy_table
 
 pytestmark = pytest.mark.slow
 

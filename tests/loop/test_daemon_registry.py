@@ -12,7 +12,7 @@ import pytest
 from controller.clock import ManualClock
 from controller.loop.daemon import DeferredRegistry
 from lineage import HttpLimits, LineageUnavailable, ModelRegistry, RegistrySettings
-from tests.loop.daemon_kit import free_port
+from tests.ports import free_port
 
 
 @pytest.mark.slow  # MLflow creates a SQLite store

@@ -20,8 +20,9 @@ from controller.loop.dask_runner import DaskRunner
 from controller.loop.runners import ProcessRunner, RoutedRunner, TrainingJob, build_runner
 from controller.policy_loader import load_policy
 from controller.store.control import DecisionLog
-from tests.loop.daemon_kit import GATED_RULES, free_port, gated_candidate, make_toy, shared_mlflow_dir, wait_until
+from tests.loop.daemon_kit import GATED_RULES, gated_candidate, make_toy, shared_mlflow_dir, wait_until
 from tests.loop.dask_kit import DaskCluster
+from tests.ports import free_port
 from tests.toy import toy_table
 
 pytestmark = pytest.mark.slow
