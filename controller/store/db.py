@@ -129,6 +129,14 @@ def begin_write(conn: sa.Connection) -> sa.RootTransaction:
     return conn.begin()
 
 
+def begin_snapshot(conn: sa.Connection) -> sa.RootTransaction:
+    """Begin a read transaction with one snapshot for all its statements: SQLite's read transaction, REPEATABLE READ
+    on PostgreSQL (a read spanning the row tables and the segments must not see rows move between them)."""
+    if conn.dialect.name == "postgresql":
+        conn.execution_options(isolation_level="REPEATABLE READ")
+    return conn.begin()
+
+
 def advisory_key(name: str) -> int:
     """A stable signed 64-bit key for PostgreSQL's ``pg_advisory_*lock`` functions, from a name."""
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)

@@ -45,7 +45,14 @@ from controller.clock import Clock, SystemClock, ensure_utc
 from controller.errors import StoreUnavailable
 from controller.store import recent, row_reads, sealed, sealed_reads, state_blobs, writes
 from controller.store import segments as seg
-from controller.store.db import begin_write, create_store_engine, describe_failure, describe_unreachable, upgrade
+from controller.store.db import (
+    begin_snapshot,
+    begin_write,
+    create_store_engine,
+    describe_failure,
+    describe_unreachable,
+    upgrade,
+)
 from controller.store.frames import assemble_window, features_frame, newest_features_frame
 from controller.store.limits import TrafficLimits, WindowLimits
 from controller.store.recent import LoggedRows, MaturedRows
@@ -58,6 +65,7 @@ from controller.store.records import (
     PredictionRecord,
 )
 from controller.store.rows import from_us, to_us
+from controller.store.seal_process import ThreadPreparer, preparer_for
 from controller.store.sealing import Sealer, Sealing, SealResult, seal_segments
 
 # Names other modules import from here; they live in the modules above.
@@ -79,7 +87,9 @@ class EventStore:
         self.engine = engine
         self.clock = clock or SystemClock()
         self.sealing = sealing or Sealing.from_environment()
-        self._sealer = Sealer(self.sealing, self.seal)
+        in_thread = ThreadPreparer(self.read)
+        self._sealer = Sealer(self.sealing, lambda model, preparer: seal_segments(self, model, preparer=preparer),
+                              in_thread, lambda: preparer_for(self.engine, self.read))
 
     @classmethod
     def from_url(cls, url: str, clock: Clock | None = None, *, migrate: bool = True,
@@ -348,11 +358,8 @@ class EventStore:
         """A read transaction with one snapshot for all its statements (a read that spans the row tables and the
         segments must not see rows move between them): SQLite's read transaction, REPEATABLE READ on PostgreSQL.
         With the store's error mapping, like :meth:`transaction`."""
-        with self.connection() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                yield conn
+        with self.connection() as conn, begin_snapshot(conn):
+            yield conn
 
     @contextmanager
     def connection(self) -> Iterator[sa.Connection]:

@@ -39,7 +39,7 @@ from controller.store import segments as seg
 from controller.store.db import advisory_xact_lock
 from controller.store.events import EventStore
 from controller.store.rows import fetch_block, from_us, labeled_rows, one_of, to_us
-from controller.store.sealing import segment_metadata
+from controller.store.seal_prepare import segment_metadata
 from controller.store.tables import (
     IN_FLIGHT_STATUSES,
     decisions,

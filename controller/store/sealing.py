@@ -2,10 +2,13 @@
 
 * :class:`Sealing`: the settings (segment size, rows kept in the row tables, background | inline | off), also from
   the environment (docs/deployment.md);
-* :func:`seal_oldest`: one segment's move, in one write transaction; :func:`seal_segments`: a store's model
-  sealed segment by segment while enough rows are due;
-* :class:`Sealer`: a store's trigger: counts the label rows it writes and, past a quarter segment, seals inline or
-  asks its background thread (one per store, coalescing requests).
+* :func:`seal_segments`: a store's model sealed segment by segment while enough rows are due, each segment in two
+  steps: prepared from a read snapshot with no lock held (:mod:`controller.store.seal_prepare`, in a helper process
+  or the thread: :mod:`controller.store.seal_process`), then :func:`commit_prepared` in a short write transaction
+  that checks the block is still exact and moves it (or finds it stale: prepared again);
+* :class:`Sealer`: a store's trigger: counts the label rows it writes and, past a quarter segment, seals inline (in
+  the writer's thread) or asks its background thread (one per store, coalescing requests; it prepares in the
+  store's helper process).
 
 Reads return exactly what they returned before a seal; only their speed and the database's size change. The sealed
 tier's lookups (segments, ids, overwrites) are :mod:`controller.store.sealed`.
@@ -26,8 +29,10 @@ import sqlalchemy as sa
 
 from controller.store import segments as seg
 from controller.store.db import advisory_xact_lock
-from controller.store.rows import fetch_block, from_us, labeled_rows, one_of
-from controller.store.sealed import ensure_model_id, model_id, payload_source, seal_lock
+from controller.store.rows import one_of
+from controller.store.seal_prepare import PreparedSeal, SealJob
+from controller.store.seal_process import Preparer, ThreadPreparer
+from controller.store.sealed import ensure_model_id, seal_lock
 from controller.store.tables import labels, predictions, sealed_ids, segments
 
 if TYPE_CHECKING:
@@ -86,83 +91,49 @@ class SealResult:
     bytes: int
 
 
-def hot_matched_count(conn: sa.Connection, model: str, mid: int | None, limit: int | None = None) -> int:
-    """Label rows of the model in the row tables that have a prediction (what sealing can move); counting stops at
-    ``limit``."""
-    query = labeled_rows(conn, mid, [labels.c.model == model], shape="seq", limit=limit)
-    return int(conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one())
-
-
-def seal_size(conn: sa.Connection, model: str, mid: int | None, rows: int, *, keep: int = 0,
-              min_rows: int | None = None) -> int:
-    """How many rows the next segment would take (0: not enough to seal); see :func:`seal_oldest`."""
-    available = hot_matched_count(conn, model, mid, limit=rows + keep) - keep
-    size = min(rows, available)
-    if size < 1 or (size < rows and (min_rows is None or size < min_rows)):
-        return 0
-    return size
-
-
-def seal_oldest(conn: sa.Connection, model: str, rows: int, now: datetime, *, keep: int = 0,
-                min_rows: int | None = None) -> SealResult | None:
-    """Move the model's oldest labeled rows of the row tables into one new segment: ``rows`` of them, or fewer (at
-    least ``min_rows``) when that is all there is beyond ``keep`` newest ones. Call in a write transaction; it takes
-    the model's label lock and its seal lock first, so the count is exact even when several processes seal. None when
-    there is not enough to seal."""
+def commit_prepared(conn: sa.Connection, prepared: PreparedSeal, now: datetime) -> SealResult | None:
+    """Move a prepared block into its segment: in a write transaction, under the model's label lock and its seal
+    lock (as every writer of its rows takes them), check the block is still exact, then insert the segment and the
+    ids, delete the moved rows. None: it is not exact any more (a label of it overwritten, its rows pruned or
+    sealed by another process since the snapshot); prepare again."""
+    model = prepared.model
     advisory_xact_lock(conn, f"labels:{model}")
     seal_lock(conn, model)
-    mid = model_id(conn, model)
-    size = seal_size(conn, model, mid, rows, keep=keep, min_rows=min_rows)
-    if size == 0:
+    if not still_exact(conn, prepared):
         return None
-    if mid is None:
-        mid = ensure_model_id(conn, model)
-    # The oldest rows in seq order. Arrival never decreases along a model's seq, so (arrived_at, seq) is seq order,
-    # and it is the order of the (model, arrived_at) index: no sort of the model's whole table.
-    query = labeled_rows(conn, mid, [labels.c.model == model], order="arrival", limit=size)
-    block = fetch_block(conn, query, payload_source(conn, model, mid))
-    if len(block) < size:
-        return None
-    table = seg.encode(block)
-    data = seg.to_bytes(table)
-    owner = block.owner
-    metadata = {"model": model, **segment_metadata(block), "created_at": now, "format": seg.FORMAT, "data": data}
+    mid = ensure_model_id(conn, model)
+    metadata = {"model": model, **prepared.metadata, "created_at": now, "format": seg.FORMAT, "data": prepared.data}
     segment_id = conn.execute(segments.insert().values(**metadata).returning(segments.c.segment_id)).scalar_one()
     # The id rows: new for the predictions that move now, updated for ids already sealed (later labels of theirs).
-    current = {pid: int(s) for pid, s, sup in zip(block.prediction_id, block.seq, block.superseded_at, strict=True)
-               if sup == seg.SUPERSEDED_NEVER}
-    moved = [pid for pid, own in zip(block.prediction_id, owner, strict=True) if own]
-    moved_set = set(moved)
-    if moved:
-        _insert_ids(conn, [(mid, pid, segment_id, segment_id, current.get(pid)) for pid in moved])
-    already = list(dict.fromkeys(pid for pid in block.prediction_id if pid not in moved_set))
-    for pid in already:
+    current = prepared.current
+    if prepared.moved:
+        _insert_ids(conn, [(mid, pid, segment_id, segment_id, current.get(pid)) for pid in prepared.moved])
+    for pid in prepared.already:
         values: dict[str, Any] = {"last_segment_id": segment_id}
         if pid in current:
             values["label_seq"] = current[pid]
         conn.execute(sealed_ids.update().where(sealed_ids.c.model_id == mid, sealed_ids.c.prediction_id == pid)
                      .values(**values))
-    conn.execute(labels.delete().where(one_of(conn, labels.c.seq, [int(s) for s in block.seq], "seqs",
-                                              sa.BigInteger)))
-    if moved:
+    conn.execute(labels.delete().where(one_of(conn, labels.c.seq, prepared.seqs.tolist(), "seqs", sa.BigInteger)))
+    if prepared.moved:
         conn.execute(predictions.delete().where(predictions.c.model == model,
-                                                one_of(conn, predictions.c.prediction_id, moved)))
-    return SealResult(segment_id, len(block), metadata["first_seq"], metadata["last_seq"], len(data))
+                                                one_of(conn, predictions.c.prediction_id, prepared.moved)))
+    return SealResult(segment_id, prepared.rows, metadata["first_seq"], metadata["last_seq"], len(prepared.data))
 
 
-def segment_metadata(block: seg.RowBlock) -> dict[str, Any]:
-    """The ``segments`` row's metadata of a block (seq and arrival range, counts, the owned predictions' event and
-    receipt times): what :func:`controller.store.sealed.metas` selects segments by."""
-    owner = block.owner
-    owned_events = block.event_time[owner]
-    return {
-        "first_seq": int(block.seq.min()), "last_seq": int(block.seq.max()), "row_count": len(block),
-        "owner_count": int(owner.sum()), "first_arrival": from_us(int(block.arrived_at.min())),
-        "last_arrival": from_us(int(block.arrived_at.max())),
-        "min_event_time": from_us(int(owned_events.min())) if owned_events.size else None,
-        "max_event_time": from_us(int(owned_events.max())) if owned_events.size else None,
-        "max_received_at": from_us(int(block.received_at[owner].max())) if owned_events.size else None,
-    }
+def still_exact(conn: sa.Connection, prepared: PreparedSeal) -> bool:
+    """Every label row of the block is still in the row tables, and those in force in the snapshot still are.
+
+    Enough, under the label lock: a row only ever goes from in force to superseded, and what else could make the
+    block wrong removes its rows (retention takes an id's label rows with its prediction; another sealer the block's
+    rows). A label that arrived since is newer than every row of the block and stays in the row tables; a
+    prediction that arrived since for an older label joins it there, as it would after this seal."""
+    live = sa.func.sum(sa.case((labels.c.superseded_at.is_(None), 1), else_=0))
+    found, in_force = conn.execute(
+        sa.select(sa.func.count(), live).where(labels.c.model == prepared.model,
+                                               one_of(conn, labels.c.seq, prepared.seqs.tolist(), "seqs",
+                                                      sa.BigInteger))).one()
+    return found == prepared.rows and int(in_force or 0) == int(prepared.in_force.sum())
 
 
 def _insert_ids(conn: sa.Connection, rows: list[tuple[int, str, int, int, int | None]]) -> None:
@@ -176,40 +147,66 @@ def _insert_ids(conn: sa.Connection, rows: list[tuple[int, str, int, int, int | 
             copy.write_row(row)
 
 
-def seal_segments(store: EventStore, model: str, *, keep_rows: int | None = None,
-                  min_rows: int | None = None) -> list[SealResult]:
+# A prepared block found stale this many times in a row: give up until the next trigger (writers keep overwriting
+# the model's oldest labels; rows stay in the row tables meanwhile, reads are exact either way).
+MAX_STALE = 3
+
+
+def seal_segments(store: EventStore, model: str, *, keep_rows: int | None = None, min_rows: int | None = None,
+                  preparer: Preparer | None = None) -> list[SealResult]:
     """:meth:`EventStore.seal <controller.store.events.EventStore.seal>`: segments of ``store.sealing.rows`` rows
-    while more than ``keep_rows`` would stay, each in its own write transaction."""
+    while more than ``keep_rows`` would stay, each prepared from a snapshot by ``preparer`` (default: in this
+    thread) and committed in its own short write transaction."""
     keep = store.sealing.keep_rows if keep_rows is None else keep_rows
+    preparer = preparer or ThreadPreparer(store.read)
+    job = SealJob(model, store.sealing.rows, keep, min_rows)
     results: list[SealResult] = []
+    stale = 0
     while True:
-        # Looked at in a read transaction first: the write lock (all of SQLite's) is taken only when there is work.
-        with store.read() as conn:
-            if not seal_size(conn, model, model_id(conn, model), store.sealing.rows, keep=keep, min_rows=min_rows):
-                return results
+        began = time.perf_counter()
+        prepared = preparer.prepare(job)
+        if prepared is None:
+            return results
+        prepared_s = time.perf_counter() - began
         if results and store.engine.dialect.name == "sqlite":
             # SQLite's write lock is not handed over fairly: a waiting writer polls with growing sleeps (up to
-            # 100 ms), so segment after segment back to back could hold it off past its busy timeout.
+            # 100 ms), so commits back to back could hold it off past its busy timeout.
             time.sleep(SQLITE_SEAL_PAUSE_S)
+        began = time.perf_counter()
         with store.transaction() as conn:
-            result = seal_oldest(conn, model, store.sealing.rows, store.clock.now(), keep=keep, min_rows=min_rows)
+            result = commit_prepared(conn, prepared, store.clock.now())
+        committed_s = time.perf_counter() - began
         if result is None:
-            return results
-        log.info("sealed %d rows of %s (seqs %d-%d) into segment %d: %d bytes", result.rows, model,
-                 result.first_seq, result.last_seq, result.segment_id, result.bytes)
+            stale += 1
+            log.info("the prepared segment of %s (seqs %d-%d) changed before its commit (%d of %d); preparing again",
+                     model, prepared.metadata["first_seq"], prepared.metadata["last_seq"], stale, MAX_STALE)
+            if stale >= MAX_STALE:
+                log.warning("sealing %s gave up after %d stale prepares; retried after the next label writes",
+                            model, stale)
+                return results
+            continue
+        stale = 0
+        log.info("sealed %d rows of %s (seqs %d-%d) into segment %d: %d bytes; prepared in %.0f ms, committed in "
+                 "%.0f ms", result.rows, model, result.first_seq, result.last_seq, result.segment_id, result.bytes,
+                 prepared_s * 1e3, committed_s * 1e3)
         results.append(result)
 
 
 class Sealer:
     """When a store seals: label rows written by this store are counted per model; past a quarter segment,
-    ``seal(model)`` runs inline (mode ``inline``) or on the store's background thread (``background``, started on
-    first use); mode ``off`` never seals here."""
+    ``seal(model, preparer)`` runs inline with a :class:`ThreadPreparer` (mode ``inline``) or on the store's
+    background thread with the preparer ``helper()`` makes (``background``; both started on first use); mode
+    ``off`` never seals here."""
 
-    def __init__(self, sealing: Sealing, seal_model: Callable[[str], Any]) -> None:
+    def __init__(self, sealing: Sealing, seal: Callable[[str, Preparer], Any], in_thread: Preparer,
+                 helper: Callable[[], Preparer]) -> None:
         self.sealing = sealing
-        self.seal_model = seal_model
+        self.seal = seal
+        self.in_thread = in_thread
+        self.helper = helper
         self._since_check: dict[str, int] = {}
         self._thread: _SealThread | None = None
+        self._helper: Preparer | None = None
         self._lock = threading.Lock()
 
     def labels_written(self, model: str, rows: int) -> None:
@@ -222,18 +219,20 @@ class Sealer:
             return
         self._since_check[model] = 0
         if self.sealing.mode == "inline":
-            self.seal_quietly(model)
+            self.seal_quietly(model, self.in_thread)
             return
         with self._lock:
             if self._thread is None:
-                self._thread = _SealThread(self.seal_quietly)
+                self._helper = self.helper()
+                helper = self._helper
+                self._thread = _SealThread(lambda name: self.seal_quietly(name, helper))
             self._thread.request(model)
 
-    def seal_quietly(self, model: str) -> None:
+    def seal_quietly(self, model: str, preparer: Preparer) -> None:
         """Sealing is maintenance: a failure is logged (and retried after the next quarter segment), never raised into
         the writer whose batch is committed already."""
         try:
-            self.seal_model(model)
+            self.seal(model, preparer)
         except Exception:
             log.exception("sealing %s failed; its rows stay in the row tables and sealing is retried later", model)
 
@@ -244,9 +243,11 @@ class Sealer:
             thread.drain(timeout_s)
 
     def stop(self) -> None:
-        thread = self._thread
+        thread, helper = self._thread, self._helper
         if thread is not None:
             thread.stop()
+        if helper is not None:
+            helper.close()
 
 
 class _SealThread:
