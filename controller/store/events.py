@@ -65,7 +65,7 @@ from controller.store.records import (
     PredictionRecord,
 )
 from controller.store.rows import from_us, to_us
-from controller.store.seal_process import ThreadPreparer, preparer_for
+from controller.store.seal_process import ThreadSealer, sealer_for
 from controller.store.sealing import Sealer, Sealing, SealResult, seal_segments
 
 # Names other modules import from here; they live in the modules above.
@@ -87,9 +87,9 @@ class EventStore:
         self.engine = engine
         self.clock = clock or SystemClock()
         self.sealing = sealing or Sealing.from_environment()
-        in_thread = ThreadPreparer(self.read)
-        self._sealer = Sealer(self.sealing, lambda model, preparer: seal_segments(self, model, preparer=preparer),
-                              in_thread, lambda: preparer_for(self.engine, self.read))
+        self._sealer = Sealer(self.sealing, lambda model, where: seal_segments(self, model, where=where),
+                              ThreadSealer(self.read, self.transaction),
+                              lambda: sealer_for(self.engine, self.read, self.transaction))
 
     @classmethod
     def from_url(cls, url: str, clock: Clock | None = None, *, migrate: bool = True,

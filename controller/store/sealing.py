@@ -3,11 +3,12 @@
 * :class:`Sealing`: the settings (segment size, rows kept in the row tables, background | inline | off), also from
   the environment (docs/deployment.md);
 * :func:`seal_segments`: a store's model sealed segment by segment while enough rows are due, each segment in two
-  steps: prepared from a read snapshot with no lock held (:mod:`controller.store.seal_prepare`, in a helper process
-  or the thread: :mod:`controller.store.seal_process`), then :func:`commit_prepared` in a short write transaction
-  that checks the block is still exact and moves it (or finds it stale: prepared again);
+  steps: prepared from a read snapshot with no lock held (:mod:`controller.store.seal_prepare`), then committed in a
+  short write transaction that checks the block is still exact and moves it, or finds it stale and has it prepared
+  again (:mod:`controller.store.seal_commit`); both in the calling thread or in the store's helper process
+  (:mod:`controller.store.seal_process`);
 * :class:`Sealer`: a store's trigger: counts the label rows it writes and, past a quarter segment, seals inline (in
-  the writer's thread) or asks its background thread (one per store, coalescing requests; it prepares in the
+  the writer's thread) or asks its background thread (one per store, coalescing requests; it seals through the
   store's helper process).
 
 Reads return exactly what they returned before a seal; only their speed and the database's size change. The sealed
@@ -19,30 +20,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from controller.store import segments as seg
-from controller.store.db import advisory_xact_lock
-from controller.store.rows import one_of
-from controller.store.seal_prepare import PreparedSeal, SealJob, range_counts
-from controller.store.seal_process import Preparer, ThreadPreparer
-from controller.store.sealed import ensure_model_id, seal_lock
-from controller.store.tables import labels, predictions, sealed_ids, segments
+from controller.store.seal_commit import SealResult
+from controller.store.seal_prepare import SealJob
+from controller.store.seal_process import SegmentSealer, ThreadSealer
 
 if TYPE_CHECKING:
     from controller.store.events import EventStore
 
 log = logging.getLogger("driftpilot.store")
-
-# Pause between two segments sealed back to back on SQLite, so writers waiting for its write lock get it in between.
-SQLITE_SEAL_PAUSE_S = 0.1
-
 
 @dataclass(frozen=True)
 class Sealing:
@@ -82,103 +71,32 @@ class Sealing:
         return cls(**values)
 
 
-@dataclass(frozen=True)
-class SealResult:
-    segment_id: int
-    rows: int
-    first_seq: int
-    last_seq: int
-    bytes: int
-
-
-def commit_prepared(conn: sa.Connection, prepared: PreparedSeal, now: datetime) -> SealResult | None:
-    """Move a prepared block into its segment: in a write transaction, under the model's label lock and its seal
-    lock (as every writer of its rows takes them), check the block is still exact, then insert the segment and the
-    ids, delete the moved rows. None: it is not exact any more (a label of it overwritten, its rows pruned or
-    sealed by another process since the snapshot); prepare again."""
-    model = prepared.model
-    advisory_xact_lock(conn, f"labels:{model}")
-    seal_lock(conn, model)
-    if not still_exact(conn, prepared):
-        return None
-    mid = ensure_model_id(conn, model)
-    metadata = {"model": model, **prepared.metadata, "created_at": now, "format": seg.FORMAT, "data": prepared.data}
-    segment_id = conn.execute(segments.insert().values(**metadata).returning(segments.c.segment_id)).scalar_one()
-    # The id rows: new for the predictions that move now, updated for ids already sealed (later labels of theirs).
-    current = prepared.current
-    if prepared.moved:
-        _insert_ids(conn, [(mid, pid, segment_id, segment_id, current.get(pid)) for pid in prepared.moved])
-    for pid in prepared.already:
-        values: dict[str, Any] = {"last_segment_id": segment_id}
-        if pid in current:
-            values["label_seq"] = current[pid]
-        conn.execute(sealed_ids.update().where(sealed_ids.c.model_id == mid, sealed_ids.c.prediction_id == pid)
-                     .values(**values))
-    conn.execute(labels.delete().where(one_of(conn, labels.c.seq, prepared.seqs.tolist(), "seqs", sa.BigInteger)))
-    if prepared.moved:
-        conn.execute(predictions.delete().where(predictions.c.model == model,
-                                                one_of(conn, predictions.c.prediction_id, prepared.moved)))
-    return SealResult(segment_id, prepared.rows, metadata["first_seq"], metadata["last_seq"], len(prepared.data))
-
-
-def still_exact(conn: sa.Connection, prepared: PreparedSeal) -> bool:
-    """The label rows of the block's seq range are still those of the snapshot, and those in force still are.
-
-    Counting is enough, under the label lock: no row ever enters a range the snapshot saw (seqs are handed out in
-    commit order under that lock, so a newer label gets a larger seq), a row only goes from in force to superseded,
-    and whatever else could make the block wrong removes rows (retention takes an id's label rows with its
-    prediction; another sealer, the block's rows). Both counts only ever fall, so equal counts are equal rows. A
-    prediction that arrived since for a label of the range that had none joins it in the row tables, as it would
-    after this seal. (A label of the range without a prediction, overwritten since, fails the check needlessly: the
-    block is prepared again.)"""
-    counts = range_counts(conn, prepared.model, prepared.metadata["first_seq"], prepared.metadata["last_seq"])
-    return counts == (prepared.range_rows, prepared.range_live)
-
-
-def _insert_ids(conn: sa.Connection, rows: list[tuple[int, str, int, int, int | None]]) -> None:
-    columns = "model_id, prediction_id, segment_id, last_segment_id, label_seq"
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(f"INSERT INTO sealed_ids ({columns}) VALUES (?, ?, ?, ?, ?)", rows)
-        return
-    with conn.connection.driver_connection.cursor() as cursor, \
-            cursor.copy(f"COPY sealed_ids ({columns}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
 # A prepared block found stale this many times in a row: give up until the next trigger (writers keep overwriting
 # the model's oldest labels; rows stay in the row tables meanwhile, reads are exact either way).
 MAX_STALE = 3
 
 
 def seal_segments(store: EventStore, model: str, *, keep_rows: int | None = None, min_rows: int | None = None,
-                  preparer: Preparer | None = None) -> list[SealResult]:
+                  where: SegmentSealer | None = None) -> list[SealResult]:
     """:meth:`EventStore.seal <controller.store.events.EventStore.seal>`: segments of ``store.sealing.rows`` rows
-    while more than ``keep_rows`` would stay, each prepared from a snapshot by ``preparer`` (default: in this
-    thread) and committed in its own short write transaction."""
+    while more than ``keep_rows`` would stay, each prepared from a snapshot and committed in its own short write
+    transaction, by ``where`` (default: in this thread; the background sealer's helper process)."""
     keep = store.sealing.keep_rows if keep_rows is None else keep_rows
-    preparer = preparer or ThreadPreparer(store.read)
+    where = where or ThreadSealer(store.read, store.transaction)
     job = SealJob(model, store.sealing.rows, keep, min_rows)
     results: list[SealResult] = []
     stale = 0
     while True:
-        began = time.perf_counter()
-        prepared = preparer.prepare(job)
-        if prepared is None:
+        # No pause between segments is needed for SQLite's unfair write lock (a waiting writer polls with growing
+        # sleeps): the next prepare, hundreds of milliseconds without the lock, comes between two commits.
+        step = where.seal(job, store.clock.now())
+        if step is None:
             return results
-        prepared_s = time.perf_counter() - began
-        if results and store.engine.dialect.name == "sqlite":
-            # SQLite's write lock is not handed over fairly: a waiting writer polls with growing sleeps (up to
-            # 100 ms), so commits back to back could hold it off past its busy timeout.
-            time.sleep(SQLITE_SEAL_PAUSE_S)
-        began = time.perf_counter()
-        with store.transaction() as conn:
-            result = commit_prepared(conn, prepared, store.clock.now())
-        committed_s = time.perf_counter() - began
+        result = step.result
         if result is None:
             stale += 1
             log.info("the prepared segment of %s (seqs %d-%d) changed before its commit (%d of %d); preparing again",
-                     model, prepared.metadata["first_seq"], prepared.metadata["last_seq"], stale, MAX_STALE)
+                     model, step.first_seq, step.last_seq, stale, MAX_STALE)
             if stale >= MAX_STALE:
                 log.warning("sealing %s gave up after %d stale prepares; retried after the next label writes",
                             model, stale)
@@ -186,26 +104,26 @@ def seal_segments(store: EventStore, model: str, *, keep_rows: int | None = None
             continue
         stale = 0
         log.info("sealed %d rows of %s (seqs %d-%d) into segment %d: %d bytes; prepared in %.0f ms, committed in "
-                 "%.0f ms", result.rows, model, result.first_seq, result.last_seq, result.segment_id, result.bytes,
-                 prepared_s * 1e3, committed_s * 1e3)
+                 "%.0f ms after %.0f ms waiting for the lock", result.rows, model, result.first_seq, result.last_seq,
+                 result.segment_id, result.bytes, step.prepared_s * 1e3, step.held_s * 1e3, step.waited_s * 1e3)
         results.append(result)
 
 
 class Sealer:
     """When a store seals: label rows written by this store are counted per model; past a quarter segment,
-    ``seal(model, preparer)`` runs inline with a :class:`ThreadPreparer` (mode ``inline``) or on the store's
-    background thread with the preparer ``helper()`` makes (``background``; both started on first use); mode
-    ``off`` never seals here."""
+    ``seal(model, where)`` runs inline with ``in_thread`` (mode ``inline``) or on the store's background thread with
+    the sealer ``helper()`` makes (``background``: the helper process; both started on first use); mode ``off``
+    never seals here."""
 
-    def __init__(self, sealing: Sealing, seal: Callable[[str, Preparer], Any], in_thread: Preparer,
-                 helper: Callable[[], Preparer]) -> None:
+    def __init__(self, sealing: Sealing, seal: Callable[[str, SegmentSealer], Any], in_thread: SegmentSealer,
+                 helper: Callable[[], SegmentSealer]) -> None:
         self.sealing = sealing
         self.seal = seal
         self.in_thread = in_thread
         self.helper = helper
         self._since_check: dict[str, int] = {}
         self._thread: _SealThread | None = None
-        self._helper: Preparer | None = None
+        self._helper: SegmentSealer | None = None
         self._lock = threading.Lock()
 
     def labels_written(self, model: str, rows: int) -> None:
@@ -227,11 +145,11 @@ class Sealer:
                 self._thread = _SealThread(lambda name: self.seal_quietly(name, helper))
             self._thread.request(model)
 
-    def seal_quietly(self, model: str, preparer: Preparer) -> None:
+    def seal_quietly(self, model: str, where: SegmentSealer) -> None:
         """Sealing is maintenance: a failure is logged (and retried after the next quarter segment), never raised into
         the writer whose batch is committed already."""
         try:
-            self.seal(model, preparer)
+            self.seal(model, where)
         except Exception:
             log.exception("sealing %s failed; its rows stay in the row tables and sealing is retried later", model)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -17,9 +18,10 @@ import sqlalchemy as sa
 from controller.clock import ManualClock
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.events import Sealing
+from controller.store.seal_commit import SealStep, commit_prepared
 from controller.store.seal_prepare import PreparedSeal, SealJob
-from controller.store.seal_process import ProcessPreparer, ThreadPreparer, prepare_at, preparer_for
-from controller.store.sealing import Sealer, commit_prepared, seal_segments
+from controller.store.seal_process import ProcessSealer, ThreadSealer, seal_at, sealer_for
+from controller.store.sealing import Sealer, seal_segments
 from controller.store.tables import labels as labels_table
 from controller.store.tables import segments
 from tests.conftest import T0
@@ -51,26 +53,23 @@ def label_rows(store: EventStore, model: str) -> int:
                             .where(labels_table.c.model == model)).scalar_one()
 
 
-class OverwriteAfterFirstPrepare:
-    """A preparer that, after its first prepare, overwrites a label of the prepared block (a writer between the
+class OverwriteAfterFirstPrepare(ThreadSealer):
+    """Seals in the thread; after its first prepare, a writer overwrites a label of the prepared block (between the
     snapshot and the commit)."""
 
     def __init__(self, store: EventStore, model: str, clock: ManualClock) -> None:
-        self.inner = ThreadPreparer(store.read)
+        super().__init__(store.read, store.transaction)
         self.store, self.model, self.clock = store, model, clock
         self.prepared: list[PreparedSeal] = []
 
     def prepare(self, job: SealJob) -> PreparedSeal | None:
-        prepared = self.inner.prepare(job)
+        prepared = super().prepare(job)
         if prepared is not None:
             self.prepared.append(prepared)
         if len(self.prepared) == 1:
             self.clock.advance(minutes=1)
             self.store.add_labels(self.model, [LabelRecord("p2", 1, overwrite=True)])
         return prepared
-
-    def close(self) -> None:
-        pass
 
 
 def test_an_overwrite_between_prepare_and_commit_is_detected_and_the_seal_redone(
@@ -79,7 +78,7 @@ def test_an_overwrite_between_prepare_and_commit_is_detected_and_the_seal_redone
     write_pairs(store, model_name, 12)
     before_overwrite = clock.now()
     preparer = OverwriteAfterFirstPrepare(store, model_name, clock)
-    results = seal_segments(store, model_name, preparer=preparer)
+    results = seal_segments(store, model_name, where=preparer)
     # The first block (p0..p4, with p2's label in force) went stale; it was prepared again with p2's row superseded.
     first, second = preparer.prepared[0], preparer.prepared[1]
     assert first.metadata["first_seq"] == second.metadata["first_seq"]
@@ -104,7 +103,7 @@ def test_a_block_sealed_by_another_store_meanwhile_is_not_committed_twice(sealin
     store = sealing_store
     write_pairs(store, model_name, 10)
     window = store.labeled_window(model_name, clock.now())
-    prepared = ThreadPreparer(store.read).prepare(SealJob(model_name, 5))
+    prepared = ThreadSealer(store.read, store.transaction).prepare(SealJob(model_name, 5))
     assert prepared is not None
     assert [r.rows for r in store.seal(model_name)] == [5, 5]  # another sealer took the same rows first
     with store.transaction() as conn:
@@ -122,11 +121,11 @@ def test_the_helper_process_and_the_thread_prepare_the_same_segment(sealing_stor
     store.add_labels(model_name, [LabelRecord("p1", 0, overwrite=True), LabelRecord("p11", 0, overwrite=True)])
     window = store.labeled_window(model_name, clock.now())
     url = store.engine.url.render_as_string(hide_password=False)
-    helper = preparer_for(store.engine, store.read)
-    assert isinstance(helper, ProcessPreparer)
+    helper = sealer_for(store.engine, store.read, store.transaction)
+    assert isinstance(helper, ProcessSealer)
     try:
         job = SealJob(model_name, 5, min_rows=1)
-        in_thread = ThreadPreparer(store.read).prepare(job)
+        in_thread = ThreadSealer(store.read, store.transaction).prepare(job)
         in_helper = helper.prepare(job)
         assert in_thread is not None and in_helper is not None and in_thread.already  # p1: sealed prediction
         assert in_helper.data == in_thread.data and in_helper.metadata == in_thread.metadata
@@ -134,7 +133,7 @@ def test_the_helper_process_and_the_thread_prepare_the_same_segment(sealing_stor
             np.testing.assert_array_equal(getattr(in_helper, name), getattr(in_thread, name))
         assert (in_helper.moved, in_helper.already, in_helper.current) == (
             in_thread.moved, in_thread.already, in_thread.current)
-        assert seal_segments(store, model_name, min_rows=1, preparer=helper)
+        assert seal_segments(store, model_name, min_rows=1, where=helper)
         assert helper.url == url
     finally:
         helper.close()
@@ -145,18 +144,18 @@ def test_the_helper_process_and_the_thread_prepare_the_same_segment(sealing_stor
 def test_memory_databases_prepare_in_the_thread() -> None:
     store = EventStore.from_url("sqlite:///:memory:", ManualClock(T0), sealing=Sealing(mode="off"))
     try:
-        assert isinstance(preparer_for(store.engine, store.read), ThreadPreparer)
+        assert isinstance(sealer_for(store.engine, store.read, store.transaction), ThreadSealer)
     finally:
         store.dispose()
 
 
-def failing_prepare(url: str, job: SealJob) -> PreparedSeal | None:
-    """Runs in the helper process: a bug (or a database error) while preparing."""
-    raise RuntimeError(f"helper failed preparing {job.model}")
+def failing_seal(url: str, job: SealJob, now: datetime) -> SealStep | None:
+    """Runs in the helper process: a bug (or a database error) while sealing."""
+    raise RuntimeError(f"helper failed sealing {job.model}")
 
 
-def dying_prepare(url: str, job: SealJob) -> PreparedSeal | None:
-    """Runs in the helper process: it dies (killed, out of memory) mid-prepare."""
+def dying_seal(url: str, job: SealJob, now: datetime) -> SealStep | None:
+    """Runs in the helper process: it dies (killed, out of memory) mid-seal."""
     os._exit(3)
 
 
@@ -166,25 +165,25 @@ def test_a_failure_in_the_helper_leaves_the_rows_in_place_and_is_logged(
     write_pairs(store, model_name, 10)
     window = store.labeled_window(model_name, clock.now())
     url = store.engine.url.render_as_string(hide_password=False)
-    helper = ProcessPreparer(url, ThreadPreparer(store.read), work=failing_prepare)
+    helper = ProcessSealer(url, ThreadSealer(store.read, store.transaction), work=failing_seal)
     sealer = Sealer(Sealing(rows=5, keep_rows=0, mode="background"),
-                    lambda model, preparer: seal_segments(store, model, preparer=preparer),
-                    ThreadPreparer(store.read), lambda: helper)
+                    lambda model, where: seal_segments(store, model, where=where),
+                    ThreadSealer(store.read, store.transaction), lambda: helper)
     try:
         with caplog.at_level(logging.ERROR, logger="driftpilot.store"):
             sealer.labels_written(model_name, 10)
             sealer.drain(120)
-        assert f"sealing {model_name} failed" in caplog.text and "helper failed preparing" in caplog.text
+        assert f"sealing {model_name} failed" in caplog.text and "helper failed sealing" in caplog.text
         assert segment_count(store, model_name) == 0 and label_rows(store, model_name) == 10
         windows_equal(store.labeled_window(model_name, clock.now()), window)
         # A helper that dies fails that seal alone (logged the same way); the next seal starts a new helper.
         caplog.clear()
-        helper.work = dying_prepare
+        helper.work = dying_seal
         with caplog.at_level(logging.ERROR, logger="driftpilot.store"):
             sealer.labels_written(model_name, 10)
             sealer.drain(120)
         assert f"sealing {model_name} failed" in caplog.text and segment_count(store, model_name) == 0
-        helper.work = prepare_at
+        helper.work = seal_at
         sealer.labels_written(model_name, 10)
         sealer.drain(120)
         assert segment_count(store, model_name) == 2 and label_rows(store, model_name) == 0
