@@ -73,7 +73,7 @@ def still_exact(conn: sa.Connection, prepared: PreparedSeal) -> bool:
     prediction that arrived since for a label of the range that had none joins it in the row tables, as it would
     after this seal. (A label of the range without a prediction, overwritten since, fails the check needlessly: the
     block is prepared again.)"""
-    counts = range_counts(conn, prepared.model, prepared.metadata["first_seq"], prepared.metadata["last_seq"])
+    counts = range_counts(conn, prepared.model, prepared.metadata)
     return counts == (prepared.range_rows, prepared.range_live)
 
 

@@ -86,27 +86,35 @@ def prepare(conn: sa.Connection, job: SealJob) -> PreparedSeal | None:
     block = fetch_block(conn, query, payload_source(conn, model, mid))
     if len(block) < size:
         return None
-    return prepared_of(model, mid, block, range_counts(conn, model, int(block.seq.min()), int(block.seq.max())))
+    metadata = segment_metadata(block)
+    return prepared_of(model, mid, block, metadata, range_counts(conn, model, metadata))
 
 
-def range_counts(conn: sa.Connection, model: str, first_seq: int, last_seq: int) -> tuple[int, int]:
-    """The model's label rows with ``first_seq <= seq <= last_seq``, and how many of them are in force: a range of
-    the primary key, so the commit's check costs a few milliseconds, not a lookup per row."""
+def range_counts(conn: sa.Connection, model: str, metadata: dict[str, Any]) -> tuple[int, int]:
+    """The model's label rows with a seq in the block's range (``metadata``: its :func:`segment_metadata`), and how
+    many of them are in force. Read along the (model, arrived_at) index, whose arrival range is the seq range's
+    within a model (arrival never decreases along seq): only the model's rows of that range are visited, however
+    many other models interleave, so the commit's check costs a few milliseconds. (With a bare ``model =`` term
+    SQLite scanned the model's whole row tables: 20 ms at 100,000 rows, measured.)"""
     live = sa.func.sum(sa.case((labels.c.superseded_at.is_(None), 1), else_=0))
     found, in_force = conn.execute(sa.select(sa.func.count(), live).where(
-        labels.c.seq >= first_seq, labels.c.seq <= last_seq, labels.c.model == model)).one()
+        labels.c.model == model, labels.c.arrived_at >= metadata["first_arrival"],
+        labels.c.arrived_at <= metadata["last_arrival"], labels.c.seq >= metadata["first_seq"],
+        labels.c.seq <= metadata["last_seq"])).one()
     return int(found), int(in_force or 0)
 
 
-def prepared_of(model: str, mid: int | None, block: seg.RowBlock, counts: tuple[int, int]) -> PreparedSeal:
-    """A block encoded, with what its commit moves; ``counts``: :func:`range_counts` of its seq range."""
+def prepared_of(model: str, mid: int | None, block: seg.RowBlock, metadata: dict[str, Any],
+                counts: tuple[int, int]) -> PreparedSeal:
+    """A block encoded, with what its commit moves (``metadata``: its :func:`segment_metadata`; ``counts``: its
+    :func:`range_counts`)."""
     data = seg.to_bytes(seg.encode(block))
     in_force = block.superseded_at == seg.SUPERSEDED_NEVER
     current = {pid: int(s) for pid, s, live in zip(block.prediction_id, block.seq, in_force, strict=True) if live}
     moved = [pid for pid, own in zip(block.prediction_id, block.owner, strict=True) if own]
     moved_set = set(moved)
     already = list(dict.fromkeys(pid for pid in block.prediction_id if pid not in moved_set))
-    return PreparedSeal(model=model, model_id=mid, data=data, metadata=segment_metadata(block),
+    return PreparedSeal(model=model, model_id=mid, data=data, metadata=metadata,
                         seqs=np.asarray(block.seq, dtype=np.int64), in_force=in_force, moved=moved,
                         already=already, current=current, range_rows=counts[0], range_live=counts[1])
 
