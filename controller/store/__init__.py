@@ -1,7 +1,8 @@
 """The event store: predictions, natural labels, decisions and controller state on SQL (SQLite or PostgreSQL).
 
 ``events.py`` holds :class:`EventStore`, a thin front over ``writes.py`` (batch writes), ``row_reads.py`` and
-``sealed_reads.py`` (each read's row-table and segment halves, limited by ``limits.py``) and ``sealing.py``;
+``sealed_reads.py`` (each read's row-table and segment halves, limited by ``limits.py``) and ``sealing.py`` (with
+``seal_prepare.py``, ``seal_commit.py``, ``seal_process.py``: a segment prepared from a snapshot, committed briefly);
 ``records.py`` its value types; ``tables.py`` the schema; ``db.py`` engines and migrations (``migrations/``, applied on
 start).
 """
