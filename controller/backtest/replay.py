@@ -20,17 +20,17 @@ from pydantic import ValidationError
 
 from controller.actions.bootstrap import bootstrap
 from controller.actions.model_registry import open_registry
+from controller.api.serving import predictor_for
 from controller.backtest.result import EVENT_TIME, LABEL_TIME, BacktestResult, ReplayStream, StreamSpec
 from controller.clock import ManualClock
 from controller.config import LoadedPolicy, PolicyConfig
 from controller.errors import DriftpilotError
 from controller.loop.controller import Controller
-from controller.api.serving import predictor_for
 from controller.race.outcomes import decode
 from controller.race.publish import InProcessPublisher
-from monitors.metrics import row_scores
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.control import DecisionLog
+from monitors.metrics import row_scores
 
 
 class BacktestError(DriftpilotError):

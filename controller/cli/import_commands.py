@@ -268,8 +268,8 @@ def import_predictions(config_path: Path, input_path: Path, id_column: str, pred
     batch as the API's POST /predictions does. Features are the columns named as the policy's features."""
     from tqdm import tqdm
 
-    from controller.api.ingest import PredictionBatch, parse_batch
     from controller.actions.datafiles import DataFileError
+    from controller.api.ingest import PredictionBatch, parse_batch
 
     policy = load_one(config_path).config
     mapped = {"--id-column": id_column, "--prediction-column": prediction_column}

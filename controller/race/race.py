@@ -39,7 +39,7 @@ import numpy as np
 
 from controller.loop.sequential import SequentialTest, threshold
 from controller.race.config import RaceConfig
-from trainers.online import OnlineLearner, RowPredictions
+from trainers.online import RowPredictions
 
 Kind = Literal["online", "frozen"]
 Origin = Literal["policy", "champion", "retrain", "past"]

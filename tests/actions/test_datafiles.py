@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from controller.cli.main import main
 from controller.store import EventStore
-from tests.toy import toy_table, write_policy
 from tests.loop.daemon_kit import DRIFTPILOT
+from tests.toy import toy_table, write_policy
 
 
 def csv_text(path: Path, text: str) -> None:

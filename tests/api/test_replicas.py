@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from controller.clock import ManualClock
 from controller.store import EventStore
 from controller.store.tables import sealed_ids, segments
-from tests.conftest import POSTGRES_ADMIN_URL, T0
 from tests.api.serve_kit import ServeProcesses
+from tests.conftest import POSTGRES_ADMIN_URL, T0
 
 FAR = T0 + timedelta(days=3650)
 

@@ -20,8 +20,8 @@ from controller.client import DriftpilotClient
 from controller.clock import ManualClock, SystemClock
 from tests.client.client_kit import Server, serving, token_toy
 from tests.conftest import T0
-from tests.toy import toy_table
 from tests.loop.daemon_kit import Toy
+from tests.toy import toy_table
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.toy import toy_table
 from tests.loop.daemon_kit import Daemon, gated_candidate, make_toy, worker_pids
 from tests.loop.dask_kit import DaskCluster
+from tests.toy import toy_table
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.mlflow_server]
 

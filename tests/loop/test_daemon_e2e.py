@@ -13,8 +13,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.toy import toy_table
 from tests.loop.daemon_kit import DRIFTPILOT, Daemon, make_toy, shared_mlflow_dir
+from tests.toy import toy_table
 
 
 @pytest.mark.slow

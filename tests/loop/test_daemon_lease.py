@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.toy import toy_table
 from tests.loop.daemon_kit import Daemon, make_toy, shared_mlflow_dir, wait_until
+from tests.toy import toy_table
 
 
 @pytest.mark.slow

@@ -14,8 +14,8 @@ import pytest
 
 from controller.clock import ManualClock
 from controller.loop.runners import ProcessRunner, TrainingJob
-from tests.toy import toy_table
 from tests.loop.daemon_kit import GATED_RULES, gated_candidate, make_toy, process_gone, shared_mlflow_dir, wait_until
+from tests.toy import toy_table
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ regression races it. Real store, real MLflow registry, real models, a ManualCloc
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
 
 import pandas as pd
 

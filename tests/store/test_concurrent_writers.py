@@ -34,8 +34,8 @@ from controller.store.db import create_store_engine, current_revision, setup_loc
 from lineage import RegistrySettings
 from lineage.errors import LineageUnavailable
 from lineage.gateway import setup_lock as mlflow_setup_lock
-from tests.conftest import POSTGRES_ADMIN_URL, T0
 from tests.api.serve_kit import ServeProcesses
+from tests.conftest import POSTGRES_ADMIN_URL, T0
 
 FAR = T0 + timedelta(days=365)
 OPEN_TOGETHER = Path(__file__).with_name("open_together.py")

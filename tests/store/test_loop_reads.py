@@ -96,8 +96,8 @@ def test_a_new_champions_detector_starts_at_the_end_of_its_training_window(tmp_p
 
     from controller.actions.monitoring import DETECTOR_KEY
     from controller.loop.observe import last_seq
-    from tests.toy import toy_table
     from tests.loop.loop_kit import toy_model
+    from tests.toy import toy_table
 
     toy = toy_model(tmp_path, tmp_path / "mlflow", model_name, clock)
     controller = toy.controller()
