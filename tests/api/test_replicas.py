@@ -22,6 +22,7 @@ from controller.store import EventStore
 from controller.store.tables import sealed_ids, segments
 from tests.api.serve_kit import ServeProcesses
 from tests.conftest import POSTGRES_ADMIN_URL, T0
+from tests.loop.daemon_kit import wait_until
 
 FAR = T0 + timedelta(days=3650)
 
@@ -78,11 +79,11 @@ def test_replicas_store_every_event_exactly_once(fresh_postgres_url: str, tmp_pa
                 statuses.append((kind, response.status_code, response.text[:300]))
             return response
 
-        def client_job(k: int) -> None:
-            rng = random.Random(k)
+        def client_job(k: int, wave: range) -> None:
+            rng = random.Random(k * 1000 + wave.start)
             try:
                 with httpx.Client(timeout=60) as client:
-                    for r in range(rounds):
+                    for r in wave:
                         ids = [f"c{k}-r{r}-{i}" for i in range(size)]
                         predictions = [{"prediction_id": p, "features": {"x": float(i), "c": f"u{i % 3}"},
                                         "prediction": "a", **({"event_time": "2026-01-01T00:00:00+00:00"}
@@ -110,11 +111,23 @@ def test_replicas_store_every_event_exactly_once(fresh_postgres_url: str, tmp_pa
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=client_job, args=(k,)) for k in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        def run_wave(wave: range) -> None:
+            threads = [threading.Thread(target=client_job, args=(k, wave)) for k in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        # Two waves: a server's sealing helper process starts on its first due seal (seconds on a loaded machine),
+        # so the second wave waits for a first segment: its writes, and its overwrites of rows that may be sealed by
+        # then, meet sealing at work.
+        run_wave(range(rounds // 2))
+        engine = sa.create_engine(fresh_postgres_url)
+        try:
+            wait_until(lambda: segment_count(engine, model), f"a first segment of {model}", timeout_s=180)
+        finally:
+            engine.dispose()
+        run_wave(range(rounds // 2, rounds))
     finally:
         replicas.stop()
     assert errors == [], errors[:1]
@@ -143,3 +156,9 @@ def test_replicas_store_every_event_exactly_once(fresh_postgres_url: str, tmp_pa
             assert conn.execute(sa.select(sa.func.count()).select_from(sealed_ids)).scalar_one() > 0
     finally:
         store.dispose()
+
+
+def segment_count(engine: sa.Engine, model: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(segments).where(segments.c.model == model)
+                            ).scalar_one()
