@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -102,7 +103,8 @@ class ProcessSealer:
         try:
             with self._lock:
                 if self._pool is None:
-                    self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                    self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                     initializer=watch_parent, initargs=(os.getpid(),))
                 future = self._pool.submit(function, *args)
         except (OSError, RuntimeError) as exc:
             log.warning("the sealing helper process could not start (%s); this store seals in its own thread from "
@@ -162,6 +164,24 @@ def _no_sync_at_commit(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+# How often the helper looks whether the store's process is still there.
+PARENT_CHECK_S = 1.0
+
+
+def watch_parent(parent_pid: int, check_s: float = PARENT_CHECK_S) -> None:
+    """The helper's initializer: a daemon thread that ends the helper once the store's process is gone. A process
+    that exits without closing its store (SIGTERM'd server workers, kill -9, a script that never calls
+    :meth:`EventStore.dispose`) would otherwise leave its helper running, orphaned, with pandas and pyarrow loaded
+    (~270 MB each, seen). A seal cut short this way rolls back: its transaction never commits."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(check_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="driftpilot-seal-parent-watch", daemon=True).start()
 
 
 def _lower_priority() -> None:
