@@ -227,7 +227,7 @@ ALIAS = "rest: MLflow alias read (every 5 min of clock)"
 DECISIONS = "rest: decision log reads"
 STATE_READ = "rest: loop state read (get_states)"
 STATE_WRITE = "rest: state writes (put_state: loop state, detector)"
-TO_WINDOW = "rest: race read -> monitors' window (_race_tick own time)"
+TO_WINDOW = "rest: race read -> monitors' window (RaceSeat.tick own time)"
 OBSERVE = "rest: observer: concept drift + performance (own time)"
 RULES = "rest: rules"
 LEASE = "rest: lease"
@@ -264,7 +264,8 @@ def instrument(timer: Timer, controller: Controller) -> None:
         return
     race = driver.race
     assert race is not None, "the race starts on the first tick: instrument after it"
-    timer.wrap(controller, "_race_tick", TO_WINDOW)
+    assert controller.seat is not None
+    timer.wrap(controller.seat, "tick", TO_WINDOW)
     timer.wrap(driver, "tick", RACE_OTHER)
     timer.wrap(driver, "save", SAVE)
     timer.wrap(store, "recent_events", READ)

@@ -10,6 +10,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -46,21 +47,40 @@ def clock() -> ManualClock:
     return ManualClock(T0)
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the real PostgreSQL server (127.0.0.1:5432, trust auth), dropped at the end."""
+@contextmanager
+def scratch_database(prefix: str, count: int = 1) -> Iterator[list[str]]:
+    """``count`` new, empty databases (not even migrated) on the real PostgreSQL server (127.0.0.1:5432, trust auth),
+    named ``<prefix>_<random>``; their URLs, dropped afterwards."""
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    name = f"driftpilot_test_{uuid.uuid4().hex[:10]}"
+    names = [f"{prefix}_{uuid.uuid4().hex[:10]}" for _ in range(count)]
     try:
         with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            for name in names:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as exc:
         pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is not reachable ({exc.orig}); the store suite needs it. "
                     "Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield [POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}" for name in names]
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL server, shared by the session, dropped at the end."""
+    with scratch_database("driftpilot_test") as (url,):
+        yield url
+
+
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """An empty database (not even migrated) of the test's own, dropped afterwards."""
+    with scratch_database("driftpilot_fresh") as (url,):
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -61,7 +61,7 @@ from controller.loop.state import (
 )
 from controller.race.driver import RaceDriver
 from controller.race.publish import ServedStatePublisher
-from controller.store import EventStore, LabeledWindow
+from controller.store import EventStore
 from controller.store.control import Decision, DecisionLog, Leases, new_decision_id
 from lineage import ModelRegistry, VersionInfo
 
@@ -173,9 +173,9 @@ class Controller(ModelJob):
         report.champion = champion.version
         moves = self.aliases.moves
         read = traffic = None
-        if self.race is not None:
+        if self.seat is not None:
             # First the race: it scores the rows logged since the last tick before anything learns their labels.
-            read, traffic = self._race_tick(now, champion, report)
+            read, traffic = self.seat.tick(now, champion, report)
             if self.aliases.moves != moves:
                 champion = self.aliases.champion() or champion
         self._advance(now, champion, state, report)
@@ -275,14 +275,6 @@ class Controller(ModelJob):
             state.staleness.retrain_cpu_seconds = sum(cpu)
         report.note(decision.decision_id, f"{decision.decision_id}: trained version(s) {', '.join(versions)}")
         return self.decisions.update(decision.decision_id, status="held", evidence={"challengers": job.results})
-
-    # ------------------------------------------------------------------------------------------------- the race
-
-    def _race_tick(self, now: datetime, champion: VersionInfo, report: TickReport
-                   ) -> tuple[tuple[int | None, LabeledWindow] | None, tuple[int, datetime | None]]:
-        """The race's part of the tick (:meth:`RaceSeat.tick`): a seam of its own, which benchmarks/race.py times."""
-        assert self.seat is not None
-        return self.seat.tick(now, champion, report)
 
     # ------------------------------------------------------------------------------------------- by a person
 

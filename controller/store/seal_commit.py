@@ -1,6 +1,7 @@
 """Committing a prepared seal (:mod:`controller.store.seal_prepare`): in a short write transaction, under the model's
 label and seal locks, check the block is still exact and move it (the segment and the ids in, the moved rows out).
-:func:`seal_once` is one segment's two steps with their timings, wherever it runs (:mod:`controller.store.seal_process`).
+:func:`seal_once` is one segment's two steps with their timings, wherever it runs
+(:mod:`controller.store.seal_process`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Preparing a seal from a read snapshot: which of a model's oldest labeled rows the next segment takes, the segment
 encoded (Arrow IPC, zstd) with its metadata, and what its commit must move. No write lock is held and nothing is
-written: :func:`controller.store.sealing.commit_prepared` checks the prepared block is still exact and moves it in a
+written: :func:`controller.store.seal_commit.commit_prepared` checks the prepared block is still exact and moves it in a
 short write transaction. Runs in the sealing helper process (:mod:`controller.store.seal_process`) or in the thread.
 """
 

@@ -12,6 +12,7 @@ for tests); :func:`sealer_for` picks one for an engine.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -142,16 +143,12 @@ def sealer_for(engine: sa.Engine, read: Connect, transaction: Connect) -> Segmen
 
 # ------------------------------------------------------------------------------------------- in the helper process
 
-_ENGINES: dict[str, sa.Engine] = {}
-_LOW: list[ThreadPoolExecutor] = []  # the helper's preparing thread, at HELPER_NICE
-
-
+@functools.cache
 def _engine(url: str) -> sa.Engine:
-    engine = _ENGINES.get(url)
-    if engine is None:
-        engine = _ENGINES[url] = create_store_engine(url)
-        if engine.dialect.name == "sqlite":
-            sa.event.listen(engine, "connect", _no_sync_at_commit)
+    """The helper's engine of ``url``, one per URL for the helper's life."""
+    engine = create_store_engine(url)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _no_sync_at_commit)
     return engine
 
 
@@ -184,21 +181,20 @@ def watch_parent(parent_pid: int, check_s: float = PARENT_CHECK_S) -> None:
     threading.Thread(target=watch, name="driftpilot-seal-parent-watch", daemon=True).start()
 
 
-def _lower_priority() -> None:
-    os.nice(HELPER_NICE)
+@functools.cache
+def _preparing_thread() -> ThreadPoolExecutor:
+    """The helper's one preparing thread, at ``nice`` +HELPER_NICE."""
+    return ThreadPoolExecutor(max_workers=1, initializer=os.nice, initargs=(HELPER_NICE,))
 
 
 def prepare_at(url: str, job: SealJob) -> PreparedSeal | None:
     """In the helper: the job prepared from a snapshot of the database at ``url`` (an engine per URL, kept), in the
     helper's low-priority thread."""
-    if not _LOW:
-        _LOW.append(ThreadPoolExecutor(max_workers=1, initializer=_lower_priority))
-
     def work() -> PreparedSeal | None:
         with _engine(url).connect() as conn, begin_snapshot(conn):
             return prepare(conn, job)
 
-    return _LOW[0].submit(work).result()
+    return _preparing_thread().submit(work).result()
 
 
 def seal_at(url: str, job: SealJob, now: datetime) -> SealStep | None:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("driftpilot.store")
 
+
 @dataclass(frozen=True)
 class Sealing:
     """When a model's labeled rows move from the row tables into segments (docs/architecture.md).

@@ -9,7 +9,6 @@ import hashlib
 import random
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from controller.clock import ManualClock
 from controller.store import EventStore
 from controller.store.tables import sealed_ids, segments
 from tests.api.serve_kit import ServeProcesses
-from tests.conftest import POSTGRES_ADMIN_URL, T0
+from tests.conftest import T0
 from tests.loop.daemon_kit import wait_until
 
 FAR = T0 + timedelta(days=3650)
@@ -36,18 +35,6 @@ features:
 storage: {{url: "{url}"}}
 mlflow: {{tracking_uri: "sqlite:///{folder}/mlflow.db", artifact_location: "{folder}/mlartifacts"}}
 """
-
-
-@pytest.fixture
-def fresh_postgres_url() -> Iterator[str]:
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    name = f"driftpilot_replicas_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def label_of(pid: str, flipped: bool = False) -> str:

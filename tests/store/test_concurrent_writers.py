@@ -35,7 +35,7 @@ from lineage import RegistrySettings
 from lineage.errors import LineageUnavailable
 from lineage.gateway import setup_lock as mlflow_setup_lock
 from tests.api.serve_kit import ServeProcesses
-from tests.conftest import POSTGRES_ADMIN_URL, T0
+from tests.conftest import T0
 
 FAR = T0 + timedelta(days=365)
 OPEN_TOGETHER = Path(__file__).with_name("open_together.py")
@@ -314,19 +314,6 @@ def test_a_cursor_paging_with_after_seq_sees_every_label_exactly_once(writers, m
 
 
 # ------------------------------------------------------------------------------------------ processes
-
-
-@pytest.fixture
-def fresh_postgres_url() -> Iterator[str]:
-    """An empty database (not even migrated), dropped afterwards."""
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    name = f"driftpilot_fresh_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Sealing in two steps (controller/store/seal_prepare.py, seal_process.py, sealing.commit_prepared): a segment
+"""Sealing in two steps (controller/store/seal_prepare.py, seal_commit.py, seal_process.py): a segment
 prepared from a snapshot is committed only while still exact (a label overwritten, or rows sealed by another store,
 in between: detected and prepared again), the helper process and the thread prepare the same segment, and a failure
 in the helper leaves every row in place and is logged. On SQLite and on the real PostgreSQL server.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -24,7 +23,7 @@ from controller.errors import LabelConflict, PredictionConflict
 from controller.store import EventStore, LabelRecord, PredictionRecord
 from controller.store.events import Sealing
 from controller.store.tables import sealed_ids, segments
-from tests.conftest import POSTGRES_ADMIN_URL, T0
+from tests.conftest import T0, scratch_database
 from tests.store.store_kit import windows_equal
 
 TYPES = {"x": "numeric", "n": "numeric", "color": "categorical", "flag": "boolean", "odd": "categorical"}
@@ -36,17 +35,8 @@ def two_urls(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[str, st
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
         return
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    names = [f"driftpilot_scale_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    with admin.connect() as conn:
-        for name in names:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{names[0]}", f"{base}/{names[1]}"
-    with admin.connect() as conn:
-        for name in names:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database("driftpilot_scale", count=2) as (first, second):
+        yield first, second
 
 
 BACKENDS = pytest.mark.parametrize("two_urls", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
