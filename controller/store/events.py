@@ -67,6 +67,7 @@ from controller.store.records import (
 from controller.store.rows import from_us, to_us
 from controller.store.seal_process import ThreadSealer, sealer_for
 from controller.store.sealing import Sealer, Sealing, SealResult, seal_segments
+from controller.store.statistics import PlannerStatistics
 
 # Names other modules import from here; they live in the modules above.
 __all__ = [
@@ -87,9 +88,12 @@ class EventStore:
         self.engine = engine
         self.clock = clock or SystemClock()
         self.sealing = sealing or Sealing.from_environment()
+        self.statistics = PlannerStatistics(engine)
+        # Seals in the calling thread: EventStore.seal, inline mode, and where the helper process cannot run.
+        self.in_thread_sealer = ThreadSealer(self.read, self.transaction, self.statistics)
         self._sealer = Sealer(self.sealing, lambda model, where: seal_segments(self, model, where=where),
-                              ThreadSealer(self.read, self.transaction),
-                              lambda: sealer_for(self.engine, self.read, self.transaction))
+                              self.in_thread_sealer,
+                              lambda: sealer_for(self.engine, self.in_thread_sealer))
 
     @classmethod
     def from_url(cls, url: str, clock: Clock | None = None, *, migrate: bool = True,
@@ -162,7 +166,7 @@ class EventStore:
             raise ValueError(f"max_rows must be >= 0, got {max_rows}")
         limits = WindowLimits(as_of, ensure_utc(since) if since is not None else None, after_seq, through_seq,
                               max_rows)
-        with self.read() as conn:
+        with self.read(model) as conn:
             parts = self._window_parts(conn, model, limits, None)
         columns = assemble_window(parts, feature_types)
         return LabeledWindow(model=model, as_of=as_of, **vars(columns))  # WindowColumns: the same fields
@@ -230,7 +234,7 @@ class EventStore:
         arrival time, reference rows excluded) and labels after seq ``labels_after`` in force at ``as_of`` with their
         features (see :mod:`controller.store.recent`; ``complete`` False: read those labels with
         :meth:`labeled_window`, some of them are sealed)."""
-        with self.read() as conn:
+        with self.read(model) as conn:
             logged = recent.logged_rows(conn, model, ensure_utc(logged_from), ensure_utc(logged_before))
             matured = recent.matured_rows(conn, model, ensure_utc(as_of), labels_after, max_labels)
         return logged, matured
@@ -240,7 +244,7 @@ class EventStore:
         """Labeled rows ``labeled_window(model, as_of, after_seq=..., since=...)`` would return: (count, newest
         seq). With ``after_seq`` it reads the rows after the cursor only, however long the history."""
         limits = WindowLimits(ensure_utc(as_of), ensure_utc(since) if since is not None else None, after_seq)
-        with self.read() as conn:
+        with self.read(model) as conn:
             mid = sealed.model_id(conn, model)
             count, newest = row_reads.window_count(conn, model, mid, limits)
             if mid is not None:
@@ -258,7 +262,7 @@ class EventStore:
         if rows < 1:
             raise ValueError(f"rows must be >= 1, got {rows}")
         as_of = ensure_utc(as_of)
-        with self.read() as conn:
+        with self.read(model) as conn:
             if sealed.model_id(conn, model) is None:
                 return row_reads.tail_start(conn, model, as_of, rows)
             parts = self._window_parts(conn, model, WindowLimits(as_of, max_rows=rows), ["arrived_at"])
@@ -288,7 +292,7 @@ class EventStore:
         cost stays bounded on a long history.
         """
         as_of = ensure_utc(as_of or self.clock.now())
-        with self.read() as conn:
+        with self.read(model) as conn:
             mid = sealed.model_id(conn, model)
             tally = row_reads.label_tally(conn, model, mid, as_of, delay_sample)
             if mid is not None:
@@ -354,10 +358,14 @@ class EventStore:
                 raise StoreUnavailable(describe_failure(self.engine, exc)) from exc
 
     @contextmanager
-    def read(self) -> Iterator[sa.Connection]:
+    def read(self, model: str | None = None) -> Iterator[sa.Connection]:
         """A read transaction with one snapshot for all its statements (a read that spans the row tables and the
         segments must not see rows move between them): SQLite's read transaction, REPEATABLE READ on PostgreSQL.
-        With the store's error mapping, like :meth:`transaction`."""
+        With the store's error mapping, like :meth:`transaction`. ``model``: a read that joins the model's label and
+        prediction rows, which first makes sure PostgreSQL's planner knows its size
+        (:mod:`controller.store.statistics`)."""
+        if model is not None:
+            self.statistics.ensure(model)
         with self.connection() as conn, begin_snapshot(conn):
             yield conn
 

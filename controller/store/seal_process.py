@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from controller.store.db import begin_snapshot, begin_write, create_store_engine, sqlite_file
 from controller.store.seal_commit import Connect, SealStep, seal_once
 from controller.store.seal_prepare import PreparedSeal, SealJob, prepare
+from controller.store.statistics import PlannerStatistics
 
 log = logging.getLogger("driftpilot.store")
 
@@ -49,13 +50,17 @@ class SegmentSealer(Protocol):
 
 class ThreadSealer:
     """Seals in the calling thread: prepares from ``read()``'s snapshot, commits in ``transaction()`` (the store's
-    :meth:`EventStore.read` and :meth:`EventStore.transaction`)."""
+    :meth:`EventStore.read` and :meth:`EventStore.transaction`); ``statistics``, the store's, is consulted before a
+    prepare (it joins the model's rows)."""
 
-    def __init__(self, read: Connect, transaction: Connect) -> None:
+    def __init__(self, read: Connect, transaction: Connect, statistics: PlannerStatistics | None = None) -> None:
         self.read = read
         self.transaction = transaction
+        self.statistics = statistics
 
     def prepare(self, job: SealJob) -> PreparedSeal | None:
+        if self.statistics is not None:
+            self.statistics.ensure(job.model)
         with self.read() as conn:
             return prepare(conn, job)
 
@@ -132,10 +137,10 @@ class _HelperUnavailable(Exception):
     """The helper process could not be started."""
 
 
-def sealer_for(engine: sa.Engine, read: Connect, transaction: Connect) -> SegmentSealer:
-    """A helper process for a database another process can open (a SQLite file, a server); the calling thread for
-    SQLite ``:memory:`` and ``file:`` URIs, whose database a new process could not see (or would open apart)."""
-    in_thread = ThreadSealer(read, transaction)
+def sealer_for(engine: sa.Engine, in_thread: ThreadSealer) -> SegmentSealer:
+    """A helper process for a database another process can open (a SQLite file, a server), falling back to
+    ``in_thread``; ``in_thread`` itself for SQLite ``:memory:`` and ``file:`` URIs, whose database a new process
+    could not see (or would open apart)."""
     if engine.dialect.name == "sqlite" and sqlite_file(engine) is None:
         return in_thread
     return ProcessSealer(engine.url.render_as_string(hide_password=False), in_thread)
@@ -187,10 +192,17 @@ def _preparing_thread() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, initializer=os.nice, initargs=(HELPER_NICE,))
 
 
+@functools.cache
+def _statistics(url: str) -> PlannerStatistics:
+    """The helper's planner statistics keeper of ``url`` (its own once-a-minute checks per model)."""
+    return PlannerStatistics(_engine(url))
+
+
 def prepare_at(url: str, job: SealJob) -> PreparedSeal | None:
     """In the helper: the job prepared from a snapshot of the database at ``url`` (an engine per URL, kept), in the
     helper's low-priority thread."""
     def work() -> PreparedSeal | None:
+        _statistics(url).ensure(job.model)
         with _engine(url).connect() as conn, begin_snapshot(conn):
             return prepare(conn, job)
 

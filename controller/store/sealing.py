@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.store.seal_commit import SealResult
 from controller.store.seal_prepare import SealJob
-from controller.store.seal_process import SegmentSealer, ThreadSealer
+from controller.store.seal_process import SegmentSealer
 
 if TYPE_CHECKING:
     from controller.store.events import EventStore
@@ -83,7 +83,7 @@ def seal_segments(store: EventStore, model: str, *, keep_rows: int | None = None
     while more than ``keep_rows`` would stay, each prepared from a snapshot and committed in its own short write
     transaction, by ``where`` (default: in this thread; the background sealer's helper process)."""
     keep = store.sealing.keep_rows if keep_rows is None else keep_rows
-    where = where or ThreadSealer(store.read, store.transaction)
+    where = where or store.in_thread_sealer
     job = SealJob(model, store.sealing.rows, keep, min_rows)
     results: list[SealResult] = []
     stale = 0

@@ -121,7 +121,7 @@ def test_the_helper_process_and_the_thread_prepare_the_same_segment(sealing_stor
     store.add_labels(model_name, [LabelRecord("p1", 0, overwrite=True), LabelRecord("p11", 0, overwrite=True)])
     window = store.labeled_window(model_name, clock.now())
     url = store.engine.url.render_as_string(hide_password=False)
-    helper = sealer_for(store.engine, store.read, store.transaction)
+    helper = sealer_for(store.engine, store.in_thread_sealer)
     assert isinstance(helper, ProcessSealer)
     try:
         job = SealJob(model_name, 5, min_rows=1)
@@ -144,7 +144,7 @@ def test_the_helper_process_and_the_thread_prepare_the_same_segment(sealing_stor
 def test_memory_databases_prepare_in_the_thread() -> None:
     store = EventStore.from_url("sqlite:///:memory:", ManualClock(T0), sealing=Sealing(mode="off"))
     try:
-        assert isinstance(sealer_for(store.engine, store.read, store.transaction), ThreadSealer)
+        assert isinstance(sealer_for(store.engine, store.in_thread_sealer), ThreadSealer)
     finally:
         store.dispose()
 
