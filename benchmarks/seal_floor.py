@@ -6,8 +6,8 @@ prediction rows and their index entries and inserts their ids. This measures, pe
 one database per backend (fresh model per run, medians of ``--runs``):
 
 * ``write``: writing the 5,000 pairs through ``EventStore`` (sealing off, batches of 1,000): the writer's cost.
-* ``commit``: the real seal commit of those 5,000 pairs (``EventStore.in_thread_sealer``, the store's own prepare and commit), from
-  its write lock taken to its commit: what writers wait for now.
+* ``commit``: the real seal commit of those 5,000 pairs (the store's own prepare and commit, through
+  ``EventStore.in_thread_sealer``), from its write lock taken to its commit: what writers wait for now.
 * ``drop``: dropping two tables that hold copies of the same rows with the same indexes, the whole cost a seal would
   have if each generation of rows had tables of its own (its ids, exactness check and segment insert left out).
 * ``prepare``: the seal's prepare of that block, the part that runs beside the writers (no lock; in the helper

@@ -24,8 +24,9 @@ Parts:
   driver floor (``sqlite3`` executemany / psycopg ``COPY`` into plain tables, no checks).
 * ``sealing`` (issue 22 item 4; not in the default parts): writes with sealing off and with background sealing, of
   this tree and of ``--seal-before`` (1c3876a, the store before sealing was prepared off the writers' path) side by
-  side, each variant in a fresh process of its tree; then the all-rows window read of a ``--seal-read-rows`` store by
-  both trees. Its tables go to their own generated block of the page:
+  side, each variant in a fresh process of its tree on a fresh copy of one template store (``--seal-base-rows`` pairs
+  of another model, written with background sealing); then the all-rows window read of a ``--seal-read-rows`` store
+  by both trees. Its tables go to their own generated block of the page:
 
       nice -n 5 .venv/bin/python benchmarks/store.py --parts sealing --runs 5
 
@@ -42,6 +43,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -109,16 +111,45 @@ class Backend:
         self.created.append(name)
         return sa.make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
 
-    def settle(self, url: str) -> None:
+    def settle(self, url: str, *, analyze: bool = True) -> None:
         """PostgreSQL: VACUUM ANALYZE after a bulk load (this server runs with autovacuum off; a default server
-        would do it by itself). SQLite: a WAL checkpoint."""
+        would do it by itself); ``analyze=False``: VACUUM only. SQLite: a WAL checkpoint."""
         engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
             if self.sqlite:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             else:
-                conn.exec_driver_sql("VACUUM ANALYZE")
+                conn.exec_driver_sql("VACUUM ANALYZE" if analyze else "VACUUM")
         engine.dispose()
+
+    def copy_of(self, url: str, tag: str) -> str:
+        """A new database holding what the settled database at ``url`` holds (a file copy after the checkpoint of
+        :meth:`settle`; PostgreSQL's ``CREATE DATABASE ... TEMPLATE``, which needs nobody connected to it)."""
+        if self.sqlite:
+            path = self.folder / f"{tag}.db"
+            shutil.copyfile(sa.make_url(url).database, path)
+            return f"sqlite:///{path}"
+        name = f"driftpilot_bench_store_{tag}_{uuid.uuid4().hex[:6]}"
+        admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{sa.make_url(url).database}"'))
+        admin.dispose()
+        self.created.append(name)
+        return sa.make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+
+    def discard(self, url: str) -> None:
+        """Remove a database made by :meth:`url` or :meth:`copy_of` (its WAL files too)."""
+        if self.sqlite:
+            path = Path(sa.make_url(url).database)
+            for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+            return
+        name = sa.make_url(url).database
+        admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+        self.created.remove(name)
 
     def drop(self) -> None:
         if self.sqlite or not self.created:
@@ -359,22 +390,36 @@ def run_tree(tree: Path, job: dict[str, Any]) -> dict[str, Any]:
 
 def part_sealing(backend: Backend, args: argparse.Namespace, seal_tree: Path | None, out: dict[str, Any]) -> None:
     """Issue 22 item 4: writes with sealing off and with background sealing, this tree and the "before" one
-    (``--seal-before``) side by side, every variant in a fresh process of its tree on one database, alternating;
+    (``--seal-before``) side by side, every variant in a fresh process of its tree on a fresh copy of one template
+    store (``--seal-base-rows``), alternating;
     then the all-rows window read of one ``--seal-read-rows`` store (loaded by this tree with background sealing)
     by both trees, alternating, each in a fresh process."""
     trees = {"now": REPO, **({"before": seal_tree} if seal_tree is not None else {})}
-    url = backend.url("sealing")
-    EventStore.from_url(url).dispose()
+    # Every variant run starts from the same store: a fresh copy of a template that has been up a while (another
+    # model's --seal-base-rows pairs written with background sealing, then vacuumed). With one database for all runs,
+    # each run inherited what every earlier run left, e.g. the sealing-off runs' 40,000 unsealed pairs each, rows no
+    # store that seals would hold. Not analyzed: the planner's statistics would know the template's model only, and
+    # the "before" store, without controller/store/statistics.py, would join the runs' new models in quadratic time.
+    template = backend.url("sealbase")
+    base = Rows.make(args.seal_base_rows, args.seed + 50)
+    load_store(template, base, Sealing(rows=5_000, keep_rows=2_500, mode="background"),
+               progress=f"{backend.name}: template").dispose()
+    del base
+    backend.settle(template, analyze=False)
     n, batch = args.write_rows, 1_000
     writes: dict[str, list[dict[str, Any]]] = {f"{t}-{m}": [] for t in trees for m in ("off", "background")}
     variants = list(writes)
     for run in range(args.runs):
         for variant in (variants if run % 2 == 0 else variants[::-1]):
             tree, mode = variant.split("-")
+            url = backend.copy_of(template, f"sealing{run}{tree}{mode}")
             job = {"kind": "write", "url": url, "rows": n, "seed": args.seed + 100 + run, "warm": 2_000,
                    "model": f"{tree}{mode}{run}", "batch": batch,
                    "sealing": {"rows": 5_000, "keep_rows": 2_500, "mode": mode}}
-            writes[variant].append(run_tree(trees[tree], job))
+            try:
+                writes[variant].append(run_tree(trees[tree], job))
+            finally:
+                backend.discard(url)
         print(f"  {backend.name}: sealing write run {run + 1}: " + ", ".join(
             f"{k} {v[-1]['events_per_s']:,.0f}" for k, v in writes.items()), flush=True)
     out["sealing_write"] = writes
@@ -410,9 +455,11 @@ def render_sealing(args: argparse.Namespace, results: dict[str, dict[str, Any]],
              f"{' '.join(sys.argv[1:])}` in {seconds / 60:.0f} min at commit `{commit()}`, on {os.cpu_count()} "
              f"cores; " + "".join(f"{b.describe()}; " for b in backends)
              + f"load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}. \"Before\" is "
-             f"`{args.seal_before}`. Every variant runs in a fresh process of its tree (warmed with 2,000 pairs, its "
-             f"sealing thread and helper started), {args.write_rows:,} pairs in batches of 1,000, segments of 5,000 "
-             f"rows keeping 2,500; medians of {args.runs} runs (min–max), variants alternating.", "",
+             f"`{args.seal_before}`. Every variant runs in a fresh process of its tree on a fresh copy of one "
+             f"template store ({args.seal_base_rows:,} pairs of another model written with background sealing, then "
+             f"vacuumed, not analyzed), warmed with 2,000 pairs (its sealing thread and helper started), "
+             f"{args.write_rows:,} pairs in batches of 1,000, segments of 5,000 rows keeping 2,500; medians of "
+             f"{args.runs} runs (min–max), variants alternating.", "",
              ("| store | tree | sealing off, events/s | background sealing, events/s | on / off (ratio of medians; "
               "paired runs min–max) | sustained with sealing, events/s | segments sealed per run |"),
              "|---|---|--:|--:|--:|--:|--:|"]
@@ -961,6 +1008,8 @@ def main() -> None:
     parser.add_argument("--before", default="fb7222a", help="commit of the 'before' store ('none': skip)")
     parser.add_argument("--seal-before", default="1c3876a", help="commit of the 'before' store of the sealing part "
                         "('none': this tree only)")
+    parser.add_argument("--seal-base-rows", type=int, default=100_000, help="labeled pairs of the sealing part's "
+                        "template store, which every write run starts from a copy of")
     parser.add_argument("--seal-read-rows", type=int, default=1_000_000, help="labeled pairs of the sealing part's "
                         "read store")
     parser.add_argument("--out", type=Path, default=DOC)
