@@ -113,13 +113,19 @@ class Backend:
 
     def settle(self, url: str, *, analyze: bool = True) -> None:
         """PostgreSQL: VACUUM ANALYZE after a bulk load (this server runs with autovacuum off; a default server
-        would do it by itself); ``analyze=False``: VACUUM only. SQLite: a WAL checkpoint."""
+        would do it by itself); ``analyze=False``: VACUUM, and no planner statistics of the store's tables at all
+        (removed as the superuser, should the store have analyzed them). SQLite: a WAL checkpoint."""
         engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
             if self.sqlite:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            elif analyze:
+                conn.exec_driver_sql("VACUUM ANALYZE")
             else:
-                conn.exec_driver_sql("VACUUM ANALYZE" if analyze else "VACUUM")
+                conn.exec_driver_sql("VACUUM")
+                conn.exec_driver_sql("DELETE FROM pg_statistic WHERE starelid IN (SELECT oid FROM pg_class WHERE "
+                                     "relname IN ('labels', 'predictions', 'sealed_ids', 'segments') AND "
+                                     "relnamespace = 'public'::regnamespace)")
         engine.dispose()
 
     def copy_of(self, url: str, tag: str) -> str:
@@ -398,8 +404,9 @@ def part_sealing(backend: Backend, args: argparse.Namespace, seal_tree: Path | N
     # Every variant run starts from the same store: a fresh copy of a template that has been up a while (another
     # model's --seal-base-rows pairs written with background sealing, then vacuumed). With one database for all runs,
     # each run inherited what every earlier run left, e.g. the sealing-off runs' 40,000 unsealed pairs each, rows no
-    # store that seals would hold. Not analyzed: the planner's statistics would know the template's model only, and
-    # the "before" store, without controller/store/statistics.py, would join the runs' new models in quadratic time.
+    # store that seals would hold. Without planner statistics (this tree's store analyzed the tables while loading
+    # it): statistics that know the template's model only would have the "before" store, which lacks
+    # controller/store/statistics.py, join each run's new model in quadratic time (its prepares took minutes).
     template = backend.url("sealbase")
     base = Rows.make(args.seal_base_rows, args.seed + 50)
     load_store(template, base, Sealing(rows=5_000, keep_rows=2_500, mode="background"),
@@ -457,7 +464,7 @@ def render_sealing(args: argparse.Namespace, results: dict[str, dict[str, Any]],
              + f"load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}. \"Before\" is "
              f"`{args.seal_before}`. Every variant runs in a fresh process of its tree on a fresh copy of one "
              f"template store ({args.seal_base_rows:,} pairs of another model written with background sealing, then "
-             f"vacuumed, not analyzed), warmed with 2,000 pairs (its sealing thread and helper started), "
+             f"vacuumed, no planner statistics), warmed with 2,000 pairs (its sealing thread and helper started), "
              f"{args.write_rows:,} pairs in batches of 1,000, segments of 5,000 rows keeping 2,500; medians of "
              f"{args.runs} runs (min–max), variants alternating.", "",
              ("| store | tree | sealing off, events/s | background sealing, events/s | on / off (ratio of medians; "
