@@ -1,5 +1,5 @@
 """What the benchmark scripts share: their first lines (which driftpilot they import, how many threads numpy may use),
-loading a sibling script as a module, and a free loopback port.
+loading a sibling script as a module, a free loopback port, and scratch PostgreSQL databases.
 
 A script imports this before numpy or driftpilot (run as a script, this folder is ``sys.path[0]``)::
 
@@ -18,6 +18,8 @@ import importlib.util
 import os
 import socket
 import sys
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
@@ -62,3 +64,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def create_database(admin_url: str, prefix: str, *, template: str | None = None) -> str:
+    """A new database ``<prefix>_<random>`` on the PostgreSQL server of ``admin_url`` (a copy of the database
+    ``template``, which nobody may be connected to); its URL. Drop it with :func:`drop_databases`."""
+    import sqlalchemy as sa
+
+    name = f"{prefix}_{uuid.uuid4().hex[:6]}"
+    _run_admin(admin_url, [f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")])
+    return sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_databases(admin_url: str, names: Iterable[str]) -> None:
+    """Drop these databases (their names, as in the URLs :func:`create_database` returned), connected or not."""
+    _run_admin(admin_url, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in names])
+
+
+def _run_admin(admin_url: str, statements: list[str]) -> None:
+    import sqlalchemy as sa
+
+    if not statements:
+        return
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for statement in statements:
+                conn.execute(sa.text(statement))
+    finally:
+        admin.dispose()

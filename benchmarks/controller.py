@@ -361,22 +361,13 @@ class Backend:
     def store_url(self, folder: Path, tag: str) -> str:
         if self.admin_url is None:
             return f"sqlite:///{folder / f'events-{tag}.db'}"
-        database = f"driftpilot_bench_{tag.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
-        admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
-        admin.dispose()
-        self.created.append(database)
-        return sa.make_url(self.admin_url).set(database=database).render_as_string(hide_password=False)
+        url = bench_kit.create_database(self.admin_url, f"driftpilot_bench_{tag.replace('-', '_')}")
+        self.created.append(sa.make_url(url).database)
+        return url
 
     def drop(self) -> None:
-        if self.admin_url is None or not self.created:
-            return
-        admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            for database in self.created:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin.dispose()
+        if self.admin_url is not None:
+            bench_kit.drop_databases(self.admin_url, self.created)
 
 
 # ------------------------------------------------------------------------------------------------ part 1

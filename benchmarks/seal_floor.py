@@ -117,17 +117,11 @@ def main() -> None:
     args = parser.parse_args()
     results = {"SQLite": backend_runs(f"sqlite:///{Path(tempfile.mkdtemp()) / 'floor.db'}", args.runs, args.seed)}
     if args.postgres != "none":
-        admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-        name = f"driftpilot_bench_floor_{uuid.uuid4().hex[:6]}"
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        url = bench_kit.create_database(args.postgres, "driftpilot_bench_floor")
         try:
-            url = sa.make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
             results["PostgreSQL"] = backend_runs(url, args.runs, args.seed)
         finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.dispose()
+            bench_kit.drop_databases(args.postgres, [sa.make_url(url).database])
     share = args.sealed_share
     print(f"Per block of {BLOCK:,} labeled pairs, medians of {args.runs} runs (min-max); ceiling ratio = write / "
           f"(write + {share:.3g} x move)\n")

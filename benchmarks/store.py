@@ -103,13 +103,9 @@ class Backend:
     def url(self, tag: str) -> str:
         if self.sqlite:
             return f"sqlite:///{self.folder / f'{tag}.db'}"
-        name = f"driftpilot_bench_store_{tag}_{uuid.uuid4().hex[:6]}"
-        admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        self.created.append(name)
-        return sa.make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+        url = bench_kit.create_database(self.admin_url, f"driftpilot_bench_store_{tag}")
+        self.created.append(sa.make_url(url).database)
+        return url
 
     def settle(self, url: str, *, analyze: bool = True) -> None:
         """PostgreSQL: VACUUM ANALYZE after a bulk load (this server runs with autovacuum off; a default server
@@ -135,13 +131,10 @@ class Backend:
             path = self.folder / f"{tag}.db"
             shutil.copyfile(sa.make_url(url).database, path)
             return f"sqlite:///{path}"
-        name = f"driftpilot_bench_store_{tag}_{uuid.uuid4().hex[:6]}"
-        admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{sa.make_url(url).database}"'))
-        admin.dispose()
-        self.created.append(name)
-        return sa.make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+        copy = bench_kit.create_database(self.admin_url, f"driftpilot_bench_store_{tag}",
+                                         template=sa.make_url(url).database)
+        self.created.append(sa.make_url(copy).database)
+        return copy
 
     def discard(self, url: str) -> None:
         """Remove a database made by :meth:`url` or :meth:`copy_of` (its WAL files too)."""
@@ -151,20 +144,12 @@ class Backend:
                 leftover.unlink(missing_ok=True)
             return
         name = sa.make_url(url).database
-        admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        bench_kit.drop_databases(self.admin_url, [name])
         self.created.remove(name)
 
     def drop(self) -> None:
-        if self.sqlite or not self.created:
-            return
-        admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            for name in self.created:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        if not self.sqlite:
+            bench_kit.drop_databases(self.admin_url, self.created)
 
     def describe(self) -> str:
         if self.sqlite:
