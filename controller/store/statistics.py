@@ -60,9 +60,10 @@ class PlannerStatistics:
                 if found <= UNDER_FACTOR * estimate + UNDER_MARGIN:
                     return False
                 conn.exec_driver_sql("ANALYZE labels, predictions")
-        except sa.exc.DBAPIError as exc:
-            log.warning("could not analyze the row tables for model %s (%s); its joined reads may be slow until "
-                        "autovacuum analyzes them or you run ANALYZE labels, predictions", model, exc.orig)
+        except Exception as exc:  # noqa: BLE001 - upkeep: it must never fail the read it runs before
+            reason = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+            log.warning("could not check or analyze the row tables for model %s (%s); its joined reads may be slow "
+                        "until autovacuum analyzes them or you run ANALYZE labels, predictions", model, reason)
             return False
         log.info("analyzed the row tables: the planner estimated %d label rows of %s, it has over %d", estimate, model,
                  found - 1)

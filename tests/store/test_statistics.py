@@ -84,3 +84,16 @@ def test_sqlite_is_left_alone(tmp_path: Path) -> None:
         assert not (tmp_path / "events.db").exists()  # it never even connected
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_failed_check_is_logged_and_never_raised(caplog: pytest.LogCaptureFixture) -> None:
+    # A database that does not exist: the check cannot even connect; the read it runs before reports that itself.
+    engine = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/driftpilot_no_such_database")
+    try:
+        with caplog.at_level("WARNING", logger="driftpilot.store"):
+            assert PlannerStatistics(engine).ensure("m") is False
+    finally:
+        engine.dispose()
+    assert "could not check or analyze the row tables for model m" in caplog.text
+    assert "ANALYZE labels, predictions" in caplog.text
