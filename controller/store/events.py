@@ -90,7 +90,7 @@ class EventStore:
         self.sealing = sealing or Sealing.from_environment()
         self.statistics = PlannerStatistics(engine)
         # Seals in the calling thread: EventStore.seal, inline mode, and where the helper process cannot run.
-        self.in_thread_sealer = ThreadSealer(self.read, self.transaction, self.statistics)
+        self.in_thread_sealer = ThreadSealer(self.read, self.transaction)
         self._sealer = Sealer(self.sealing, lambda model, where: seal_segments(self, model, where=where),
                               self.in_thread_sealer,
                               lambda: sealer_for(self.engine, self.in_thread_sealer))

@@ -30,7 +30,6 @@ import sqlalchemy as sa
 from controller.store.db import begin_snapshot, begin_write, create_store_engine, sqlite_file
 from controller.store.seal_commit import Connect, SealStep, seal_once
 from controller.store.seal_prepare import PreparedSeal, SealJob, prepare
-from controller.store.statistics import PlannerStatistics
 
 log = logging.getLogger("driftpilot.store")
 
@@ -50,17 +49,13 @@ class SegmentSealer(Protocol):
 
 class ThreadSealer:
     """Seals in the calling thread: prepares from ``read()``'s snapshot, commits in ``transaction()`` (the store's
-    :meth:`EventStore.read` and :meth:`EventStore.transaction`); ``statistics``, the store's, is consulted before a
-    prepare (it joins the model's rows)."""
+    :meth:`EventStore.read` and :meth:`EventStore.transaction`)."""
 
-    def __init__(self, read: Connect, transaction: Connect, statistics: PlannerStatistics | None = None) -> None:
+    def __init__(self, read: Connect, transaction: Connect) -> None:
         self.read = read
         self.transaction = transaction
-        self.statistics = statistics
 
     def prepare(self, job: SealJob) -> PreparedSeal | None:
-        if self.statistics is not None:
-            self.statistics.ensure(job.model)
         with self.read() as conn:
             return prepare(conn, job)
 
@@ -192,17 +187,10 @@ def _preparing_thread() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, initializer=os.nice, initargs=(HELPER_NICE,))
 
 
-@functools.cache
-def _statistics(url: str) -> PlannerStatistics:
-    """The helper's planner statistics keeper of ``url`` (its own once-a-minute checks per model)."""
-    return PlannerStatistics(_engine(url))
-
-
 def prepare_at(url: str, job: SealJob) -> PreparedSeal | None:
     """In the helper: the job prepared from a snapshot of the database at ``url`` (an engine per URL, kept), in the
     helper's low-priority thread."""
     def work() -> PreparedSeal | None:
-        _statistics(url).ensure(job.model)
         with _engine(url).connect() as conn, begin_snapshot(conn):
             return prepare(conn, job)
 

@@ -84,6 +84,8 @@ def seal_segments(store: EventStore, model: str, *, keep_rows: int | None = None
     transaction, by ``where`` (default: in this thread; the background sealer's helper process)."""
     keep = store.sealing.keep_rows if keep_rows is None else keep_rows
     where = where or store.in_thread_sealer
+    # The prepare joins the model's rows: the planner must know its size (wherever the prepare then runs).
+    store.statistics.ensure(model)
     job = SealJob(model, store.sealing.rows, keep, min_rows)
     results: list[SealResult] = []
     stale = 0

@@ -66,7 +66,7 @@ class PlannerStatistics:
                         "until autovacuum analyzes them or you run ANALYZE labels, predictions", model, reason)
             return False
         log.info("analyzed the row tables: the planner estimated %d label rows of %s, it has over %d", estimate, model,
-                 found - 1)
+                 UNDER_FACTOR * estimate + UNDER_MARGIN)
         return True
 
 

@@ -58,6 +58,18 @@ def test_a_model_newer_than_the_statistics_has_them_analyzed_before_its_window_i
 
 
 @pytest.mark.postgres
+def test_sealing_a_model_newer_than_the_statistics_has_them_analyzed_first(pg_store: EventStore) -> None:
+    write_pairs(pg_store, "old")
+    analyze(pg_store)
+    write_pairs(pg_store, "new")
+    assert under_estimated(pg_store, "new")
+
+    # Half stays in the row tables: still far more than the one row the old statistics would give it.
+    assert sum(r.rows for r in pg_store.seal("new", keep_rows=ROWS // 2, min_rows=1)) == ROWS // 2
+    assert not under_estimated(pg_store, "new")
+
+
+@pytest.mark.postgres
 def test_a_model_is_looked_at_no_more_than_once_a_minute(pg_store: EventStore) -> None:
     now = [0.0]
     statistics = PlannerStatistics(pg_store.engine, monotonic=lambda: now[0])
